@@ -1,0 +1,437 @@
+//! Image-classification data sets for deepcomp: finding them, downloading them (only when
+//! asked), reading them strictly, and serving them as normalized candle tensors.
+//!
+//! Deep Compression is evaluated on small vision benchmarks: MNIST and Fashion-MNIST for the
+//! LeNet-style networks, CIFAR-10/100 for VGG and ResNet. This crate turns "the data set
+//! called X" into a [`Dataset`] held in memory as compact `u8` pixels, and then into batches.
+//!
+//! * **Identification** — [`DatasetId`] names the four supported sets and knows their shape,
+//!   number of classes and the usual normalization statistics.
+//! * **Discovery** — [`load`] looks, in order, at an explicit path ([`LoadOptions::explicit`]),
+//!   `$DEEPCOMP_DATA/<name>`, the user cache `~/.cache/deepcomp/<name>` (honouring
+//!   `XDG_CACHE_HOME`), and system folders such as `/usr/share/datasets/<name>` (where Debian's
+//!   `dataset-fashion-mnist` package installs Fashion-MNIST); see [`SearchRoots`]. If nothing
+//!   fits, the error lists every place examined and why it was rejected.
+//! * **Download** — only when [`LoadOptions::allow_download`] is set: the files listed in the
+//!   data set's [`Manifest`] (the TOML files of the repository's `datasets/` folder, embedded
+//!   in the binary) are fetched by a [`Downloader`] into the cache, verified (SHA-256 when
+//!   published, else MD5) and renamed into place only once verified.
+//! * **Reading** — IDX files ([`read_idx`], gzip or raw) and the CIFAR binary format (the
+//!   published `.tar.gz` read in place, or its extracted folder). Every header, dimension and
+//!   record count is checked against the file's size; a bad file yields a
+//!   [`DatasetError::Format`] naming the file, the byte offset and what was expected.
+//! * **Batching** — [`Split::batches`] yields `(images, labels)` tensor pairs per epoch, with
+//!   seeded shuffling, optional drop-last, per-channel normalization, zero-padding of 28×28
+//!   sets to 32×32 and CIFAR-style augmentation (random 4-pixel-padded crop, horizontal flip);
+//!   the randomness depends only on `(seed, epoch)`, so an epoch is reproducible on its own.
+//!
+//! ```no_run
+//! use deepcomp_datasets::{load, BatchConfig, DatasetId, LoadOptions};
+//! let ds = load(DatasetId::FashionMnist, &LoadOptions::default())?;
+//! let cfg = BatchConfig { batch_size: 128, ..BatchConfig::default() };
+//! for batch in ds.train.batches(&cfg, &ds.mean, &ds.std, 0, &candle_core::Device::Cpu)? {
+//!     let (images, labels) = batch?; // (128, 1, 28, 28) f32, (128) u32
+//!     # let _ = (images, labels);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod batch;
+mod cifar;
+mod discover;
+mod download;
+mod error;
+mod idx;
+mod manifest;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+pub use batch::{BatchConfig, Batches, CROP_PADDING};
+pub use cifar::{encode_cifar_records, CIFAR_PIXELS};
+pub use discover::SearchRoots;
+pub use download::Downloader;
+pub use error::DatasetError;
+pub use idx::{encode_idx_u8, read_idx, IdxArray, IdxType};
+pub use manifest::{DatasetInfo, KnownCopy, Manifest, ManifestFile, Verified};
+
+use cifar::CifarKind;
+use discover::Located;
+
+/// The supported data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DatasetId {
+    /// MNIST handwritten digits, 28×28×1, 10 classes.
+    Mnist,
+    /// Zalando's Fashion-MNIST, 28×28×1, 10 classes.
+    FashionMnist,
+    /// CIFAR-10, 32×32×3, 10 classes.
+    Cifar10,
+    /// CIFAR-100 (fine labels), 32×32×3, 100 classes.
+    Cifar100,
+}
+
+impl DatasetId {
+    /// Every supported data set.
+    pub const ALL: [DatasetId; 4] = [
+        DatasetId::Mnist,
+        DatasetId::FashionMnist,
+        DatasetId::Cifar10,
+        DatasetId::Cifar100,
+    ];
+
+    /// The short name used on the command line and as folder name:
+    /// `mnist`, `fashion-mnist`, `cifar10`, `cifar100`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetId::Mnist => "mnist",
+            DatasetId::FashionMnist => "fashion-mnist",
+            DatasetId::Cifar10 => "cifar10",
+            DatasetId::Cifar100 => "cifar100",
+        }
+    }
+
+    /// Number of classes.
+    pub fn classes(self) -> usize {
+        match self {
+            DatasetId::Cifar100 => 100,
+            _ => 10,
+        }
+    }
+
+    /// Image shape `(C, H, W)`.
+    pub fn shape(self) -> (usize, usize, usize) {
+        match self {
+            DatasetId::Mnist | DatasetId::FashionMnist => (1, 28, 28),
+            DatasetId::Cifar10 | DatasetId::Cifar100 => (3, 32, 32),
+        }
+    }
+
+    /// Per-channel mean of the training pixels scaled to `[0, 1]` (the customary values).
+    pub fn mean(self) -> Vec<f32> {
+        match self {
+            DatasetId::Mnist => vec![0.1307],
+            DatasetId::FashionMnist => vec![0.2860],
+            DatasetId::Cifar10 => vec![0.4914, 0.4822, 0.4465],
+            DatasetId::Cifar100 => vec![0.5071, 0.4865, 0.4409],
+        }
+    }
+
+    /// Per-channel standard deviation matching [`DatasetId::mean`].
+    pub fn std(self) -> Vec<f32> {
+        match self {
+            DatasetId::Mnist => vec![0.3081],
+            DatasetId::FashionMnist => vec![0.3530],
+            DatasetId::Cifar10 => vec![0.2470, 0.2435, 0.2616],
+            DatasetId::Cifar100 => vec![0.2673, 0.2564, 0.2762],
+        }
+    }
+
+    fn cifar_kind(self) -> Option<CifarKind> {
+        match self {
+            DatasetId::Cifar10 => Some(CifarKind::Ten),
+            DatasetId::Cifar100 => Some(CifarKind::Hundred),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DatasetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DatasetId {
+    type Err = DatasetError;
+
+    /// Accepts the short names, case-insensitively, plus the spellings `fashion_mnist`,
+    /// `fashionmnist`, `cifar-10` and `cifar-100`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "mnist" => Ok(DatasetId::Mnist),
+            "fashion-mnist" | "fashion_mnist" | "fashionmnist" => Ok(DatasetId::FashionMnist),
+            "cifar10" | "cifar-10" => Ok(DatasetId::Cifar10),
+            "cifar100" | "cifar-100" => Ok(DatasetId::Cifar100),
+            _ => Err(DatasetError::UnknownDataset(s.to_string())),
+        }
+    }
+}
+
+/// One split (train or test) in memory: `n` images of `c × h × w` bytes, channel-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Pixels, `n * c * h * w` bytes, image after image, each `(C, H, W)` row-major.
+    pub images: Vec<u8>,
+    /// One class index per image.
+    pub labels: Vec<u32>,
+    /// Number of examples.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+impl Split {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when the split holds no example.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The pixels of example `i` (`c * h * w` bytes), or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let size = self.c * self.h * self.w;
+        self.images.get(i.checked_mul(size)?..i.checked_add(1)?.checked_mul(size)?)
+    }
+
+    /// Checks that the public fields agree with each other.
+    pub fn check_consistent(&self) -> Result<(), DatasetError> {
+        let size = self
+            .n
+            .checked_mul(self.c)
+            .and_then(|v| v.checked_mul(self.h))
+            .and_then(|v| v.checked_mul(self.w));
+        if size != Some(self.images.len()) || self.labels.len() != self.n {
+            return Err(DatasetError::Config {
+                field: "split",
+                message: format!(
+                    "{} image bytes and {} labels do not match n={} c={} h={} w={}",
+                    self.images.len(),
+                    self.labels.len(),
+                    self.n,
+                    self.c,
+                    self.h,
+                    self.w
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// All images normalized to `f32` (`(x/255 − mean[c]) / std[c]`), in storage order.
+    pub fn normalized(&self, mean: &[f32], std: &[f32]) -> Result<Vec<f32>, DatasetError> {
+        self.check_consistent()?;
+        let lut = batch::normalization_lut(self.c, mean, std)?;
+        let plane = self.h * self.w;
+        let mut out = vec![0f32; self.images.len()];
+        if plane == 0 {
+            return Ok(out);
+        }
+        for (i, (d, s)) in out
+            .chunks_exact_mut(plane)
+            .zip(self.images.chunks_exact(plane))
+            .enumerate()
+        {
+            let ch = i % self.c;
+            let table = &lut[ch * 256..(ch + 1) * 256];
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = table[usize::from(s)];
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per-channel mean and standard deviation of the pixels scaled to `[0, 1]`.
+    pub fn channel_stats(&self) -> Result<(Vec<f32>, Vec<f32>), DatasetError> {
+        self.check_consistent()?;
+        let plane = self.h * self.w;
+        let mut hist = vec![[0u64; 256]; self.c];
+        if plane > 0 {
+            for (i, p) in self.images.chunks_exact(plane).enumerate() {
+                let h = &mut hist[i % self.c];
+                for &v in p {
+                    h[usize::from(v)] += 1;
+                }
+            }
+        }
+        let mut mean = Vec::with_capacity(self.c);
+        let mut std = Vec::with_capacity(self.c);
+        for h in &hist {
+            let count: u64 = h.iter().sum();
+            let count = count.max(1) as f64;
+            let m: f64 = h.iter().enumerate().map(|(v, &k)| v as f64 / 255.0 * k as f64).sum::<f64>() / count;
+            let var: f64 = h
+                .iter()
+                .enumerate()
+                .map(|(v, &k)| (v as f64 / 255.0 - m).powi(2) * k as f64)
+                .sum::<f64>()
+                / count;
+            mean.push(m as f32);
+            std.push(var.sqrt() as f32);
+        }
+        Ok((mean, std))
+    }
+}
+
+/// A data set in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Which data set.
+    pub id: DatasetId,
+    /// Training split.
+    pub train: Split,
+    /// Test split.
+    pub test: Split,
+    /// Number of classes.
+    pub classes: usize,
+    /// Per-channel normalization mean (see [`DatasetId::mean`]).
+    pub mean: Vec<f32>,
+    /// Per-channel normalization standard deviation.
+    pub std: Vec<f32>,
+    /// Where it was found: the folder holding the files, or the CIFAR archive.
+    pub source: PathBuf,
+}
+
+/// How [`load`] looks for (and possibly fetches) a data set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Look only here: the data set's folder, a folder holding `<name>/`, or for CIFAR the
+    /// published `.tar.gz`. Nothing else is searched when this is set.
+    pub explicit: Option<PathBuf>,
+    /// Download into the user cache when not found (off by default: no network unless asked).
+    pub allow_download: bool,
+    /// Show a progress bar while downloading.
+    pub progress: bool,
+    /// Check the files against the manifest digests before reading (files the manifest does
+    /// not list, such as extracted raw IDX files, are only checked structurally).
+    pub verify_checksums: bool,
+    /// The search roots; `None` means [`SearchRoots::from_env`].
+    pub roots: Option<SearchRoots>,
+}
+
+/// Finds (and, if allowed, downloads) data set `id` and reads both splits into memory.
+pub fn load(id: DatasetId, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
+    load_with_manifest(id, &Manifest::embedded(id)?, &Downloader::new(opts.progress), opts)
+}
+
+/// [`load`] with a given manifest and downloader (tests point these at a loopback server).
+pub fn load_with_manifest(
+    id: DatasetId,
+    manifest: &Manifest,
+    downloader: &Downloader,
+    opts: &LoadOptions,
+) -> Result<Dataset, DatasetError> {
+    let roots = opts.roots.clone().unwrap_or_else(SearchRoots::from_env);
+    let located = match discover::locate(id, opts.explicit.as_deref(), &roots) {
+        Ok(l) => l,
+        Err(mut looked) => {
+            let can_download = opts.allow_download && opts.explicit.is_none();
+            match (&roots.cache, can_download) {
+                (Some(cache), true) => {
+                    let dir = cache.join(id.name());
+                    downloader.fetch_all(manifest, &dir)?;
+                    discover::probe(id, &dir).map_err(|why| DatasetError::Inconsistent {
+                        file: dir.clone(),
+                        message: format!("downloaded files do not form the data set: {why}"),
+                    })?
+                }
+                (cache, allow) => {
+                    let hint = if opts.explicit.is_some() {
+                        "Fix the explicit path, or leave it unset to search the usual places."
+                            .to_string()
+                    } else if cache.is_none() {
+                        looked.push((PathBuf::from("<cache>"), "no user cache directory (HOME/XDG_CACHE_HOME unset)".into()));
+                        "Set DEEPCOMP_DATA to a folder holding the data set.".to_string()
+                    } else if !allow {
+                        format!(
+                            "Set DEEPCOMP_DATA=<dir> with <dir>/{} holding the files, or allow downloading.",
+                            id.name()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(DatasetError::NotFound {
+                        dataset: id.name().to_string(),
+                        looked,
+                        hint,
+                    });
+                }
+            }
+        }
+    };
+    if opts.verify_checksums {
+        for f in located.files() {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if let Some(entry) = manifest.file(name) {
+                entry.verify(&f)?;
+            }
+        }
+    }
+    read_located(id, &located)
+}
+
+fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetError> {
+    let classes = id.classes();
+    let (train, test) = match located {
+        Located::Idx(f) => {
+            let (train, test) = std::thread::scope(|s| {
+                let t = s.spawn(|| idx::read_idx_pair(&f.test_images, &f.test_labels, classes));
+                let train = idx::read_idx_pair(&f.train_images, &f.train_labels, classes);
+                let test = t.join().unwrap_or_else(|_| {
+                    Err(DatasetError::Inconsistent {
+                        file: f.test_images.clone(),
+                        message: "reader thread panicked".into(),
+                    })
+                });
+                (train, test)
+            });
+            let to_split = |(images, labels, n, h, w): (Vec<u8>, Vec<u32>, usize, usize, usize)| Split {
+                images,
+                labels,
+                n,
+                c: 1,
+                h,
+                w,
+            };
+            let (train, test) = (to_split(train?), to_split(test?));
+            if (train.h, train.w) != (test.h, test.w) {
+                return Err(DatasetError::Inconsistent {
+                    file: f.test_images.clone(),
+                    message: format!(
+                        "{}×{} images but the training images are {}×{}",
+                        test.h, test.w, train.h, train.w
+                    ),
+                });
+            }
+            (train, test)
+        }
+        Located::CifarFolder(p) | Located::CifarTarball(p) => {
+            let kind = id.cifar_kind().ok_or_else(|| DatasetError::Inconsistent {
+                file: p.clone(),
+                message: format!("{id} is not a CIFAR data set"),
+            })?;
+            let (train, test) = if matches!(located, Located::CifarTarball(_)) {
+                cifar::read_tarball(kind, p)?
+            } else {
+                cifar::read_extracted(kind, p)?
+            };
+            let to_split = |s: cifar::CifarSplit| Split {
+                n: s.len(),
+                images: s.images,
+                labels: s.labels,
+                c: 3,
+                h: 32,
+                w: 32,
+            };
+            (to_split(train), to_split(test))
+        }
+    };
+    Ok(Dataset {
+        id,
+        train,
+        test,
+        classes,
+        mean: id.mean(),
+        std: id.std(),
+        source: located.source(),
+    })
+}

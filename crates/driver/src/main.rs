@@ -1,0 +1,187 @@
+//! `deepcomp`: the command-line interface of the driver.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use deepcomp_driver::{bench, compress, container, pipeline, recipe};
+
+/// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
+#[derive(Debug, Parser)]
+#[command(name = "deepcomp", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a recipe end to end: train, prune, finetune, quantize, encode, decode, verify, report.
+    Pipeline {
+        /// Built-in recipe name (see `deepcomp recipes`) or a TOML file.
+        #[arg(long, default_value = "lenet300-fashion")]
+        recipe: String,
+        /// Output folder [default: target/deepcomp/<recipe name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Ignore checkpoints of an earlier run in the output folder and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Dataset folder (first place looked at).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Hide progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Compress any safetensors file without data: prune by magnitude, share weights, Huffman-code.
+    Compress {
+        /// Input safetensors file.
+        input: PathBuf,
+        /// Output `.dcz` file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Prune the q-th percentile of |w| in each weight tensor (0 keeps all nonzeros).
+        #[arg(long, default_value_t = 90.0)]
+        q: f64,
+        /// Prune |w| < s·std instead (Han's rule); overrides --q.
+        #[arg(long)]
+        std: Option<f64>,
+        /// Bits of fc (rank-2) weights.
+        #[arg(long, default_value_t = 5)]
+        fc_bits: u8,
+        /// Bits of conv (rank-4) weights.
+        #[arg(long, default_value_t = 8)]
+        conv_bits: u8,
+        /// Centroid initialization: linear, density, random, kmeans++.
+        #[arg(long, default_value = "linear")]
+        init: String,
+        /// Relative-index field width (default: the smallest file per layer).
+        #[arg(long)]
+        index_bits: Option<u8>,
+    },
+    /// Decode a `.dcz` file into a safetensors file (loadable by PyTorch).
+    Decompress {
+        /// Input `.dcz` file.
+        input: PathBuf,
+        /// Output safetensors file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print the per-layer table of a `.dcz` file.
+    Inspect {
+        /// The `.dcz` file.
+        input: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model file (`.dcz` or safetensors) on a recipe's test set.
+    Eval {
+        /// The model file.
+        model: PathBuf,
+        /// Recipe giving the architecture and dataset.
+        #[arg(long, default_value = "lenet300-fashion")]
+        recipe: String,
+        /// Dataset folder.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Measure throughput (training, Huffman, k-means) and write JSON.
+    Bench {
+        /// Where to write the JSON figures.
+        #[arg(long, default_value = "target/deepcomp/bench.json")]
+        json: PathBuf,
+        /// Fewer repetitions (for a quick look).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// List the built-in recipes.
+    Recipes,
+}
+
+fn parse_init(s: &str) -> Result<deepcomp_quant::Init> {
+    Ok(match s {
+        "linear" => deepcomp_quant::Init::Linear,
+        "density" => deepcomp_quant::Init::Density,
+        "random" => deepcomp_quant::Init::Random { seed: 0 },
+        "kmeans++" => deepcomp_quant::Init::KMeansPlusPlus { seed: 0 },
+        other => bail!("--init `{other}` is not one of linear, density, random, kmeans++"),
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Pipeline { recipe, out, fresh, data, no_progress } => {
+            let recipe = recipe::load(&recipe)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
+            let opts = pipeline::PipelineOptions { recipe, out: out.clone(), fresh, progress: !no_progress, data_path: data };
+            let report = pipeline::run(&opts)?;
+            println!("{}", report.to_markdown());
+            println!("outputs in {}", out.display());
+        }
+        Cmd::Compress { input, output, q, std, fc_bits, conv_bits, init, index_bits } => {
+            let tensors = compress::read_safetensors(&input)?;
+            let opts = compress::CompressOptions {
+                q,
+                std_s: std,
+                fc_bits,
+                conv_bits,
+                init: parse_init(&init)?,
+                index_bits,
+                model_name: input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            let dense_bytes: u64 = tensors.iter().map(|t| 4 * t.data.len() as u64).sum();
+            let file = compress::compress_tensors(&tensors, &opts)?;
+            let bytes = file.write_atomic(&output)?;
+            let back = container::DczFile::read(&output)?;
+            if back != file {
+                bail!("{}: read back differs from what was written", output.display());
+            }
+            println!(
+                "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
+                input.display(),
+                output.display(),
+                dense_bytes as f64 / bytes.max(1) as f64
+            );
+            print!("{}", container::stats_table(&back)?);
+        }
+        Cmd::Decompress { input, output } => {
+            let file = container::DczFile::read(&input)?;
+            compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
+            println!("{} → {}", input.display(), output.display());
+        }
+        Cmd::Inspect { input, json } => {
+            let file = container::DczFile::read(&input)?;
+            if json {
+                let stats = container::layer_stats(&file)?;
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                let size = std::fs::metadata(&input).with_context(|| input.display().to_string())?.len();
+                println!("{}: model `{}`, {size} bytes, recipe hash {}", input.display(), file.model, hex::encode(file.recipe_hash));
+                print!("{}", container::stats_table(&file)?);
+                for d in &file.dense {
+                    println!("raw  {:<28} {:?}", d.name, d.shape);
+                }
+            }
+        }
+        Cmd::Eval { model, recipe, data } => {
+            let recipe = recipe::load(&recipe)?;
+            let (top1, top5) = pipeline::eval_file(&recipe.recipe, &model, data.as_deref())?;
+            println!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
+        }
+        Cmd::Bench { json, quick } => {
+            let figures = bench::run(quick)?;
+            deepcomp_driver::fsutil::write_json(&json, &figures)?;
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+        }
+        Cmd::Recipes => {
+            for (name, text) in recipe::BUILTIN {
+                let r = recipe::parse(text, name)?;
+                println!("{name:<22} {}", r.recipe.description);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The pipeline: every stage of Deep Compression, each resumable from its checkpoint.
+//!
+//! ```text
+//! train ─► prune rounds (+ masked finetune) ─► k-means sharing ─► centroid finetune ─► encode ─► decode+verify+eval
+//! ```
+//!
+//! The output folder holds `checkpoints/` (one safetensors file per finished stage or round, with masks),
+//! `progress.json` (the report so far), and at the end `model.dcz`, `report.json`, `report.md` and
+//! `plots/`. A re-run with the same recipe and folder skips every stage whose checkpoint exists.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use deepcomp_datasets::{BatchConfig, Dataset, DatasetId, LoadOptions};
+use deepcomp_models::{LayerKind, Model, Optimizer, TrainHook};
+use deepcomp_quant::{Init, SharedWeights};
+use deepcomp_sparsity::{compute_masks, Criterion, Mask, MaskSet};
+
+use crate::container::{self, DczFile, DenseTensor, SparseLayer};
+use crate::error::{DriverError, Result};
+use crate::hooks::{CentroidHook, MaskHook, SharedLayer};
+use crate::recipe::{LoadedRecipe, OptimSection, Recipe};
+use crate::report::{EpochRow, LayerRow, Report, SensitivityRow};
+use crate::{fsutil, plot};
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The recipe.
+    pub recipe: LoadedRecipe,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Ignore existing checkpoints and start over.
+    pub fresh: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Dataset folder overriding the recipe's.
+    pub data_path: Option<PathBuf>,
+}
+
+/// Everything a stage needs.
+struct Ctx<'a> {
+    recipe: &'a Recipe,
+    device: Device,
+    data: Dataset,
+    out: PathBuf,
+    progress: bool,
+}
+
+fn ckpt_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// Builds the recipe's model with the recipe's seed.
+pub fn build_model(recipe: &Recipe, device: &Device) -> Result<Box<dyn Model>> {
+    let mut cfg = deepcomp_models::arch::ArchConfig::for_arch(&recipe.model)?;
+    if let Some(c) = recipe.arch.in_channels {
+        cfg.in_channels = c;
+    }
+    if let Some(n) = recipe.arch.num_classes {
+        cfg.num_classes = n;
+    }
+    if let Some(h) = &recipe.arch.hidden {
+        cfg.hidden = h.clone();
+    }
+    if let Some(k) = &recipe.arch.kernels {
+        cfg.kernels = k.clone();
+    }
+    if recipe.data.pad_to.is_some() && recipe.arch.in_channels.is_none() {
+        cfg.in_channels = 1;
+    }
+    Ok(deepcomp_models::arch::build(&recipe.model, &cfg, recipe.seed, device)?)
+}
+
+/// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system, download).
+pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> Result<Dataset> {
+    let id: DatasetId = recipe.dataset.parse()?;
+    let opts = LoadOptions {
+        explicit: data_path.map(Path::to_path_buf).or_else(|| recipe.data.path.clone()),
+        allow_download: recipe.data.allow_download,
+        progress,
+        ..LoadOptions::default()
+    };
+    Ok(deepcomp_datasets::load(id, &opts)?)
+}
+
+fn batch_config(recipe: &Recipe, train: bool, epoch: usize) -> BatchConfig {
+    BatchConfig {
+        batch_size: if train { recipe.data.batch_size } else { recipe.data.eval_batch_size },
+        shuffle: train,
+        drop_last: false,
+        seed: recipe.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        augment: train && recipe.data.augment,
+        pad_to: recipe.data.pad_to,
+        limit: if train { recipe.data.train_limit } else { recipe.data.test_limit },
+    }
+}
+
+impl Ctx<'_> {
+    /// Top-1 and top-5 on the test split.
+    fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
+        let cfg = batch_config(self.recipe, false, 0);
+        let batches = self.data.test.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device);
+        let s = deepcomp_models::train::evaluate(model, batches)?;
+        Ok((s.top1, s.top5))
+    }
+
+    /// Trains `epochs` epochs with the optimizer section `o` and `hook`; appends to `history`.
+    fn train(
+        &self,
+        model: &dyn Model,
+        o: &OptimSection,
+        epochs: usize,
+        hook: &mut dyn TrainHook,
+        stage: &str,
+        sparsity: f64,
+        history: &mut Vec<EpochRow>,
+    ) -> Result<()> {
+        let mut opt = make_optimizer(model, o)?;
+        let sched = make_schedule(o, epochs)?;
+        for epoch in 0..epochs {
+            let lr = sched.lr_at(epoch);
+            opt.set_lr(lr);
+            hook.on_epoch_start(epoch, model)?;
+            let cfg = batch_config(self.recipe, true, history.len());
+            let batches = self.data.train.batches(&cfg, &self.data.mean, &self.data.std, epoch as u64, &self.device);
+            let st = deepcomp_models::train::train_epoch(model, opt.as_mut(), batches, hook, epoch, self.progress)?;
+            let (top1, top5) = self.evaluate(model)?;
+            eprintln!(
+                "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  test {top1:.4}  {:.0} ex/s",
+                epoch + 1,
+                st.loss,
+                st.top1,
+                st.ex_per_s
+            );
+            history.push(EpochRow {
+                stage: stage.to_string(),
+                epoch,
+                sparsity,
+                lr,
+                loss: st.loss,
+                train_top1: st.top1,
+                test_top1: top1,
+                test_top5: top5,
+                ex_per_s: st.ex_per_s,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn make_optimizer(model: &dyn Model, o: &OptimSection) -> Result<Box<dyn Optimizer>> {
+    use deepcomp_models::optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
+    let _ = model;
+    Ok(match o.optimizer.as_str() {
+        "adamw" => Box::new(AdamW::new(AdamWConfig {
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            ..AdamWConfig::default()
+        })?),
+        _ => Box::new(Sgd::new(SgdConfig {
+            lr: o.lr,
+            momentum: o.momentum,
+            nesterov: o.nesterov,
+            weight_decay: o.weight_decay,
+            ..SgdConfig::default()
+        })?),
+    })
+}
+
+fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::schedule::LrSchedule> {
+    use deepcomp_models::schedule::LrSchedule;
+    let s = match o.schedule.as_str() {
+        "step" => LrSchedule::Step {
+            base: o.lr,
+            step_size: o.step_size.unwrap_or(1),
+            gamma: o.gamma.unwrap_or(0.1),
+        },
+        "multistep" => LrSchedule::MultiStep {
+            base: o.lr,
+            milestones: o.milestones.clone().unwrap_or_default(),
+            gamma: o.gamma.unwrap_or(0.1),
+        },
+        "cosine" => LrSchedule::Cosine { base: o.lr, t_max: epochs.max(1), eta_min: o.eta_min },
+        _ => LrSchedule::Constant { base: o.lr },
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+/// The prunable weights of `model` as (name, tensor) pairs.
+fn prunable_tensors(model: &dyn Model) -> Vec<(String, Tensor)> {
+    model.prunable().into_iter().map(|p| (p.name, p.var.as_tensor().clone())).collect()
+}
+
+/// Masks of a model whose pruned weights are exact zeros.
+fn masks_from_zeros(model: &dyn Model) -> Result<MaskSet> {
+    let mut set = MaskSet::new();
+    for p in model.prunable() {
+        set.insert(p.name.clone(), Mask::from_nonzero(p.var.as_tensor())?);
+    }
+    Ok(set)
+}
+
+/// Masks for one pruning step reaching `target` sparsity per layer (times the layer's scale).
+fn masks_for_target(recipe: &Recipe, model: &dyn Model, target: f64, round: usize, prev: Option<&MaskSet>) -> Result<MaskSet> {
+    let tensors = prunable_tensors(model);
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let p = &recipe.prune;
+    let q_of = |name: &str| 100.0 * (target * p.layer_scale.get(name).copied().unwrap_or(1.0)).min(0.999);
+    let criterion = match p.method.as_str() {
+        "std" => Criterion::Std { s: p.std_s.get(round).copied().unwrap_or(0.0) },
+        "global" => Criterion::Global { q: 100.0 * target },
+        "random" => Criterion::Random { q: 100.0 * target, seed: recipe.seed },
+        _ => Criterion::PerLayerPercentile {
+            q: tensors.iter().map(|(n, _)| (n.clone(), q_of(n))).collect(),
+        },
+    };
+    Ok(compute_masks(&named, &criterion, prev, None)?)
+}
+
+fn weight_values(model: &dyn Model, name: &str) -> Result<Vec<f32>> {
+    let p = model.params().get(name).ok_or_else(|| DriverError::msg(format!("model has no `{name}`")))?;
+    Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn init_of(recipe: &Recipe) -> Init {
+    match recipe.quant.init.as_str() {
+        "density" => Init::Density,
+        "random" => Init::Random { seed: recipe.seed },
+        "kmeans++" => Init::KMeansPlusPlus { seed: recipe.seed },
+        _ => Init::Linear,
+    }
+}
+
+/// Runs (or resumes) the whole pipeline and writes every output file. Returns the report.
+pub fn run(opts: &PipelineOptions) -> Result<Report> {
+    let t_total = Instant::now();
+    let recipe = &opts.recipe.recipe;
+    if opts.fresh && opts.out.exists() {
+        for sub in ["checkpoints", "plots"] {
+            let p = opts.out.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(|e| DriverError::io(&p, e))?;
+            }
+        }
+        for f in ["progress.json", "model.dcz", "report.json", "report.md"] {
+            let p = opts.out.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| DriverError::io(&p, e))?;
+            }
+        }
+    }
+    fsutil::create_dir_all(&ckpt_dir(&opts.out))?;
+    let device = Device::Cpu;
+    let data = load_data(recipe, opts.data_path.as_deref(), opts.progress)?;
+    eprintln!(
+        "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} test)",
+        recipe.name,
+        opts.recipe.origin,
+        recipe.model,
+        recipe.dataset,
+        data.source.display(),
+        data.train.n,
+        data.test.n
+    );
+    let ctx = Ctx { recipe, device: device.clone(), data, out: opts.out.clone(), progress: opts.progress };
+    let progress_path = opts.out.join("progress.json");
+    let mut report: Report = match fsutil::read_json(&progress_path)? {
+        Some(r) if !opts.fresh => r,
+        _ => Report::default(),
+    };
+    report.recipe = recipe.name.clone();
+    report.model = recipe.model.clone();
+    report.dataset = recipe.dataset.clone();
+    report.seed = recipe.seed;
+    report.data_source = ctx.data.source.display().to_string();
+    let model = build_model(recipe, &device)?;
+
+    // --- train ---------------------------------------------------------------------------------
+    let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
+    if dense_ckpt.exists() {
+        eprintln!("deepcomp: resuming: dense model from {}", dense_ckpt.display());
+        deepcomp_models::io::load_safetensors(model.as_ref(), &dense_ckpt)?;
+    } else {
+        let t = Instant::now();
+        if let Some(ck) = &recipe.train.checkpoint {
+            eprintln!("deepcomp: loading dense weights from {}", ck.display());
+            deepcomp_models::io::load_safetensors(model.as_ref(), ck)?;
+        } else {
+            ctx.train(model.as_ref(), &recipe.train.optim, recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0.0, &mut report.history)?;
+        }
+        let (top1, _) = ctx.evaluate(model.as_ref())?;
+        report.accuracy.dense = top1;
+        report.seconds.train = t.elapsed().as_secs_f64();
+        deepcomp_models::io::save_safetensors(model.as_ref(), &dense_ckpt)?;
+        fsutil::write_json(&progress_path, &report)?;
+    }
+    eprintln!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
+
+    // --- sensitivity (optional) ------------------------------------------------------------------
+    if recipe.prune.sensitivity && report.sensitivity.is_empty() {
+        report.sensitivity = sensitivity(&ctx, model.as_ref())?;
+        fsutil::write_json(&progress_path, &report)?;
+    }
+
+    // --- prune + masked finetune ---------------------------------------------------------------------
+    let pruned_ckpt = ckpt_dir(&ctx.out).join("pruned.safetensors");
+    let masks = if pruned_ckpt.exists() {
+        eprintln!("deepcomp: resuming: pruned model from {}", pruned_ckpt.display());
+        deepcomp_models::io::load_safetensors(model.as_ref(), &pruned_ckpt)?;
+        masks_from_zeros(model.as_ref())?
+    } else {
+        let m = prune_and_finetune(&ctx, model.as_ref(), &mut report, &progress_path)?;
+        deepcomp_models::io::save_safetensors(model.as_ref(), &pruned_ckpt)?;
+        fsutil::write_json(&progress_path, &report)?;
+        m
+    };
+    eprintln!("{}", masks.summary());
+
+    // --- quantize + centroid finetune -----------------------------------------------------------------
+    let quant_ckpt = ckpt_dir(&ctx.out).join("quantized.safetensors");
+    let before: Vec<(String, Vec<f32>)> = model
+        .prunable()
+        .iter()
+        .map(|p| Ok((p.name.clone(), weight_values(model.as_ref(), &p.name)?)))
+        .collect::<Result<_>>()?;
+    let shared = if quant_ckpt.exists() {
+        eprintln!("deepcomp: resuming: quantized model from {}", quant_ckpt.display());
+        deepcomp_models::io::load_safetensors(model.as_ref(), &quant_ckpt)?;
+        shared_from_model(recipe, model.as_ref(), &masks)?
+    } else {
+        let t = Instant::now();
+        let s = quantize(&ctx, model.as_ref(), &masks, &mut report)?;
+        report.seconds.quantize = t.elapsed().as_secs_f64();
+        deepcomp_models::io::save_safetensors(model.as_ref(), &quant_ckpt)?;
+        fsutil::write_json(&progress_path, &report)?;
+        s
+    };
+
+    // --- encode, decode, verify, evaluate ---------------------------------------------------------------
+    let t = Instant::now();
+    let file = build_dcz(&opts.recipe, model.as_ref(), &shared)?;
+    let dcz_path = ctx.out.join("model.dcz");
+    let dcz_bytes = file.write_atomic(&dcz_path)?;
+    let decoded = DczFile::read(&dcz_path)?;
+    verify_decoded(model.as_ref(), &decoded)?;
+    let fresh_model = build_model(recipe, &device)?;
+    load_dcz_into(fresh_model.as_ref(), &decoded, &device)?;
+    report.seconds.encode = t.elapsed().as_secs_f64();
+    let (dec1, dec5) = ctx.evaluate(fresh_model.as_ref())?;
+    report.accuracy.decoded = dec1;
+    report.decoded_top5 = dec5;
+    eprintln!("deepcomp: wrote {} ({dcz_bytes} bytes); decoded bit-exact; decoded top-1 {dec1:.4}", dcz_path.display());
+
+    // --- report ---------------------------------------------------------------------------------------------
+    fill_sizes(&mut report, model.as_ref(), &decoded, dcz_bytes)?;
+    report.dcz_sha256 = fsutil::sha256_file(&dcz_path)?;
+    report.seconds.total += t_total.elapsed().as_secs_f64();
+    report.compute_ratios();
+    write_outputs(&ctx.out, &report, &before, model.as_ref())?;
+    std::fs::remove_file(&progress_path).ok();
+    Ok(report)
+}
+
+fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, progress_path: &Path) -> Result<MaskSet> {
+    let recipe = ctx.recipe;
+    let p = &recipe.prune;
+    let mut masks: Option<MaskSet> = None;
+    match p.schedule.as_str() {
+        "linear" | "agp" => {
+            // One mask update per epoch following the ramp; regrowth allowed until the final step (linear).
+            let epochs = p.epochs.unwrap_or(1);
+            let fin = p.final_target.unwrap_or(0.0);
+            let sched = if p.schedule == "linear" {
+                deepcomp_sparsity::Schedule::Linear { per_epoch: fin / epochs as f64, max: fin }
+            } else {
+                deepcomp_sparsity::Schedule::Agp { initial: 0.0, final_: fin, start_epoch: 0, end_epoch: epochs.saturating_sub(1), frequency: 1 }
+            };
+            sched.validate()?;
+            for e in 0..epochs {
+                let target = sched.target_at(e);
+                let t = Instant::now();
+                let prev = if sched.allows_regrowth_at(e) { None } else { masks.as_ref() };
+                let m = masks_for_target(recipe, model, target, 0, prev)?;
+                let hook = MaskHook::new(&m, &ctx.device)?;
+                hook.apply_to_weights(model)?;
+                report.seconds.prune += t.elapsed().as_secs_f64();
+                let (acc, _) = ctx.evaluate(model)?;
+                report.accuracy.pruned = acc;
+                let t = Instant::now();
+                let mut hook = hook;
+                ctx.train(model, &p.optim, 1, &mut hook, "finetune", target, &mut report.history)?;
+                report.seconds.finetune += t.elapsed().as_secs_f64();
+                masks = Some(m);
+            }
+        }
+        _ => {
+            let rounds: Vec<_> = if p.schedule == "oneshot" {
+                p.rounds.last().cloned().into_iter().collect()
+            } else {
+                p.rounds.clone()
+            };
+            for (i, r) in rounds.iter().enumerate() {
+                let round_ckpt = ckpt_dir(&ctx.out).join(format!("prune-round{i}.safetensors"));
+                if round_ckpt.exists() {
+                    eprintln!("deepcomp: resuming: pruning round {i} from {}", round_ckpt.display());
+                    deepcomp_models::io::load_safetensors(model, &round_ckpt)?;
+                    masks = Some(masks_from_zeros(model)?);
+                    continue;
+                }
+                let t = Instant::now();
+                let m = masks_for_target(recipe, model, r.target, i, masks.as_ref())?;
+                let mut hook = MaskHook::new(&m, &ctx.device)?;
+                hook.apply_to_weights(model)?;
+                report.seconds.prune += t.elapsed().as_secs_f64();
+                let (acc, _) = ctx.evaluate(model)?;
+                report.accuracy.pruned = acc;
+                let s = m.summary();
+                eprintln!(
+                    "deepcomp: round {}/{}: sparsity {:.4} ({} of {} kept), top-1 before finetune {acc:.4}",
+                    i + 1,
+                    rounds.len(),
+                    s.total_sparsity(),
+                    s.total_nonzero(),
+                    s.total()
+                );
+                let t = Instant::now();
+                ctx.train(model, &p.optim, r.epochs, &mut hook, "finetune", s.total_sparsity(), &mut report.history)?;
+                report.seconds.finetune += t.elapsed().as_secs_f64();
+                deepcomp_models::io::save_safetensors(model, &round_ckpt)?;
+                fsutil::write_json(progress_path, report)?;
+                masks = Some(m);
+            }
+        }
+    }
+    let (acc, _) = ctx.evaluate(model)?;
+    report.accuracy.finetuned = acc;
+    masks.map_or_else(|| masks_from_zeros(model), Ok)
+}
+
+fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Report) -> Result<Vec<SharedLayer>> {
+    let recipe = ctx.recipe;
+    let mut layers = Vec::new();
+    for p in model.prunable() {
+        let values = weight_values(model, &p.name)?;
+        let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
+        let keep: Vec<bool> = match masks.get(&p.name) {
+            Some(m) => m.keep().to_vec(),
+            None => values.iter().map(|v| *v != 0.0).collect(),
+        };
+        let shared = deepcomp_quant::share_weights(&values, Some(&keep), bits, init_of(recipe))?;
+        layers.push(SharedLayer { name: p.name.clone(), shape: p.shape.clone(), shared });
+    }
+    let mut hook = CentroidHook::new(layers, recipe.quant.lr as f32, ctx.device.clone());
+    hook.write_weights(model)?;
+    let (acc, top5) = ctx.evaluate(model)?;
+    eprintln!("deepcomp: weight sharing done; top-1 before centroid training {acc:.4}");
+    report.history.push(EpochRow { stage: "shared".into(), test_top1: acc, test_top5: top5, ..Default::default() });
+    if recipe.quant.epochs > 0 {
+        // The optimizer only moves the non-shared parameters (biases, BatchNorm); the hook owns the centroids.
+        let mut o = recipe.prune.optim.clone();
+        o.lr = if recipe.quant.other_lr > 0.0 { recipe.quant.other_lr } else { f64::MIN_POSITIVE };
+        o.schedule = "cosine".into();
+        ctx.train(model, &o, recipe.quant.epochs, &mut hook, "centroids", 0.0, &mut report.history)?;
+    }
+    let (acc, _) = ctx.evaluate(model)?;
+    report.accuracy.quantized = acc;
+    Ok(hook.layers)
+}
+
+/// Rebuilds codebooks and codes from a quantized model (resume path): a layer's codebook is the sorted
+/// set of its kept values.
+fn shared_from_model(recipe: &Recipe, model: &dyn Model, masks: &MaskSet) -> Result<Vec<SharedLayer>> {
+    let mut out = Vec::new();
+    for p in model.prunable() {
+        let values = weight_values(model, &p.name)?;
+        let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
+        let keep: Vec<bool> = match masks.get(&p.name) {
+            Some(m) => m.keep().to_vec(),
+            None => values.iter().map(|v| *v != 0.0).collect(),
+        };
+        out.push(SharedLayer { name: p.name.clone(), shape: p.shape.clone(), shared: shared_from_values(&values, &keep, bits)? });
+    }
+    Ok(out)
+}
+
+/// Codebook = sorted distinct kept values; fails if there are more than 2^bits.
+pub fn shared_from_values(values: &[f32], keep: &[bool], bits: u8) -> Result<SharedWeights> {
+    let mut book: Vec<f32> = values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect();
+    book.sort_by(f32::total_cmp);
+    book.dedup_by(|a, b| a.to_bits() == b.to_bits());
+    if book.len() > 1usize << bits {
+        return Err(DriverError::msg(format!(
+            "a quantized layer has {} distinct values, more than 2^{bits}",
+            book.len()
+        )));
+    }
+    let mut positions = Vec::new();
+    let mut codes = Vec::new();
+    for (i, (v, k)) in values.iter().zip(keep).enumerate() {
+        if *k {
+            positions.push(i as u64);
+            let c = book.binary_search_by(|b| b.total_cmp(v)).map_err(|_| DriverError::msg("value not in codebook"))?;
+            codes.push(c as u32);
+        }
+    }
+    Ok(SharedWeights { len: values.len(), codebook: book, positions, codes, sse: 0.0, bits })
+}
+
+fn kind_of(k: LayerKind) -> container::LayerKind {
+    match k {
+        LayerKind::Conv => container::LayerKind::Conv,
+        LayerKind::Fc => container::LayerKind::Fc,
+    }
+}
+
+/// Builds the `.dcz` content: shared layers + every other tensor raw. The index width of each layer is
+/// the one (in 2..=12) giving the smallest layer section, unless the recipe fixes it.
+pub fn build_dcz(recipe: &LoadedRecipe, model: &dyn Model, shared: &[SharedLayer]) -> Result<DczFile> {
+    let mut layers = Vec::new();
+    for (p, s) in model.prunable().iter().zip(shared) {
+        if p.name != s.name {
+            return Err(DriverError::msg(format!("layer order mismatch: {} vs {}", p.name, s.name)));
+        }
+        let mut layer = SparseLayer {
+            name: s.name.clone(),
+            kind: kind_of(p.kind),
+            shape: s.shape.clone(),
+            bits: s.shared.bits,
+            index_bits: recipe.recipe.encode.index_bits.unwrap_or(5),
+            codebook: s.shared.codebook.clone(),
+            positions: s.shared.positions.clone(),
+            codes: s.shared.codes.clone(),
+        };
+        if recipe.recipe.encode.index_bits.is_none() {
+            layer.index_bits = best_index_bits(&layer)?;
+        }
+        layers.push(layer);
+    }
+    let prunable: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
+    let mut dense = Vec::new();
+    for p in model.params().iter() {
+        if prunable.contains(&p.name) {
+            continue;
+        }
+        let t = p.var.as_tensor();
+        dense.push(DenseTensor {
+            name: p.name.clone(),
+            shape: t.dims().to_vec(),
+            data: t.flatten_all()?.to_vec1::<f32>()?,
+        });
+    }
+    Ok(DczFile { model: recipe.recipe.model.clone(), recipe_hash: recipe.hash(), layers, dense })
+}
+
+/// The index width in 2..=12 that gives the smallest encoded layer.
+pub(crate) fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
+    let mut best = (u64::MAX, layer.index_bits);
+    for b in 2..=12u8 {
+        let mut l = layer.clone();
+        l.index_bits = b;
+        let f = DczFile { model: String::new(), recipe_hash: [0; 32], layers: vec![l], dense: vec![] };
+        let size = f.to_bytes()?.len() as u64;
+        if size < best.0 {
+            best = (size, b);
+        }
+    }
+    Ok(best.1)
+}
+
+/// Checks that every decoded tensor equals the model's tensor bit for bit.
+pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
+    for l in &file.layers {
+        let want = weight_values(model, &l.name)?;
+        let got = l.to_dense();
+        if want.len() != got.len() || want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            let first = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits()).unwrap_or(0);
+            return Err(DriverError::Verify(format!(
+                "layer `{}` decodes differently at element {first}",
+                l.name
+            )));
+        }
+    }
+    for d in &file.dense {
+        let want = weight_values(model, &d.name)?;
+        if want.len() != d.data.len() || want.iter().zip(&d.data).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            return Err(DriverError::Verify(format!("tensor `{}` decodes differently", d.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a decoded file's tensors into `model`.
+pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Result<()> {
+    let set = |name: &str, shape: &[usize], data: Vec<f32>| -> Result<()> {
+        let p = model.params().get(name).ok_or_else(|| DriverError::msg(format!("model `{}` has no tensor `{name}`", model.arch())))?;
+        if p.var.dims() != shape {
+            return Err(DriverError::msg(format!("tensor `{name}`: file shape {shape:?}, model shape {:?}", p.var.dims())));
+        }
+        p.var.set(&Tensor::from_vec(data, shape, device)?)?;
+        Ok(())
+    };
+    for l in &file.layers {
+        set(&l.name, &l.shape, l.to_dense())?;
+    }
+    for d in &file.dense {
+        set(&d.name, &d.shape, d.data.clone())?;
+    }
+    Ok(())
+}
+
+fn fill_sizes(report: &mut Report, model: &dyn Model, file: &DczFile, dcz_bytes: u64) -> Result<()> {
+    let stats = container::layer_stats(file)?;
+    let macs = deepcomp_models::report::layer_report(model)?;
+    let dense_f32: u64 = model.params().iter().map(|p| 4 * p.var.elem_count() as u64).sum();
+    let other_f32: u64 = file.dense.iter().map(|d| 4 * d.data.len() as u64).sum();
+    report.bytes.dense_f32 = dense_f32;
+    report.bytes.dcz = dcz_bytes;
+    report.bytes.p = other_f32 + stats.iter().map(|s| s.p_bytes).sum::<u64>();
+    report.bytes.pq = other_f32 + stats.iter().map(|s| s.pq_bytes).sum::<u64>();
+    report.layers = file
+        .layers
+        .iter()
+        .zip(&stats)
+        .map(|(l, s)| LayerRow {
+            name: l.name.clone(),
+            kind: match l.kind {
+                container::LayerKind::Conv => "conv".into(),
+                container::LayerKind::Fc => "fc".into(),
+            },
+            shape: l.shape.clone(),
+            params: s.params,
+            nonzero: s.nonzero,
+            bits: l.bits,
+            huffman_avg_bits: s.huffman_avg_bits,
+            index_avg_bits: s.index_avg_bits,
+            bytes: s.bytes,
+            macs: macs.iter().find(|m| m.name == l.name).map_or(0, |m| m.macs),
+        })
+        .collect();
+    report.prunable_params = report.layers.iter().map(|l| l.params).sum();
+    report.prunable_nonzero = report.layers.iter().map(|l| l.nonzero).sum();
+    Ok(())
+}
+
+fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> {
+    let levels: Vec<f64> = (1..=9).map(|i| i as f64 / 10.0).collect();
+    let mut rows = Vec::new();
+    for p in model.prunable() {
+        let original = p.var.as_tensor().copy()?;
+        let mut points = Vec::new();
+        for &level in &levels {
+            let named = [(p.name.as_str(), &original)];
+            let m = compute_masks(&named, &Criterion::Percentile { q: 100.0 * level }, None, None)?;
+            p.var.set(&m.apply(&p.name, &original)?)?;
+            let (acc, _) = ctx.evaluate(model)?;
+            points.push((level, acc));
+        }
+        p.var.set(&original)?;
+        eprintln!("deepcomp: sensitivity {}: {:?}", p.name, points.iter().map(|(_, a)| format!("{a:.3}")).collect::<Vec<_>>());
+        rows.push(SensitivityRow { layer: p.name.clone(), points });
+    }
+    Ok(rows)
+}
+
+fn write_outputs(out: &Path, report: &Report, before: &[(String, Vec<f32>)], model: &dyn Model) -> Result<()> {
+    fsutil::write_json(&out.join("report.json"), report)?;
+    fsutil::write_atomic(&out.join("report.md"), report.to_markdown().as_bytes())?;
+    let plots = out.join("plots");
+    fsutil::create_dir_all(&plots)?;
+    for (name, vals) in before {
+        let after = weight_values(model, name)?;
+        let b: Vec<f32> = vals.iter().copied().filter(|v| *v != 0.0).collect();
+        let a: Vec<f32> = after.into_iter().filter(|v| *v != 0.0).collect();
+        let svg = plot::histogram(
+            &format!("{name}: nonzero weights before / after weight sharing"),
+            "weight value",
+            &[("pruned + finetuned", &b), ("shared (codebook values)", &a)],
+            80,
+        );
+        fsutil::write_atomic(&plots.join(format!("hist-{}.svg", name.replace('.', "_"))), svg.as_bytes())?;
+    }
+    let a = &report.accuracy;
+    let svg = plot::bars(
+        "top-1 accuracy per stage",
+        "top-1",
+        &[("dense", a.dense), ("pruned", a.pruned), ("finetuned", a.finetuned), ("quantized", a.quantized), ("decoded", a.decoded)],
+    );
+    fsutil::write_atomic(&plots.join("accuracy.svg"), svg.as_bytes())?;
+    if !report.sensitivity.is_empty() {
+        let series: Vec<plot::Series> = report
+            .sensitivity
+            .iter()
+            .map(|r| plot::Series { label: r.layer.clone(), points: r.points.iter().map(|(l, a)| (100.0 * l, *a)).collect() })
+            .collect();
+        let svg = plot::lines("sensitivity: each layer pruned alone", "pruned %", "top-1", &series);
+        fsutil::write_atomic(&plots.join("sensitivity.svg"), svg.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Evaluates a `.dcz` or safetensors model file on the recipe's test set: (top-1, top-5).
+pub fn eval_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Result<(f64, f64)> {
+    let device = Device::Cpu;
+    let model = build_model(recipe, &device)?;
+    if path.extension().is_some_and(|e| e == "dcz") {
+        let file = DczFile::read(path)?;
+        load_dcz_into(model.as_ref(), &file, &device)?;
+    } else {
+        deepcomp_models::io::load_safetensors(model.as_ref(), path)?;
+    }
+    let data = load_data(recipe, data_path, false)?;
+    let ctx = Ctx { recipe, device, data, out: PathBuf::new(), progress: false };
+    ctx.evaluate(model.as_ref())
+}

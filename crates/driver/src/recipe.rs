@@ -1,0 +1,596 @@
+//! Recipes: one TOML file says everything a pipeline run does.
+//!
+//! A recipe names the model and dataset, the training schedule, the pruning method and schedule, the bits
+//! per layer and the finetuning of the centroids. Built-in recipes live in `crates/driver/recipes/` and are
+//! embedded in the binary, so `--recipe lenet300-fashion` works from any directory; `--recipe path.toml`
+//! reads a file. Unknown fields are errors (`deny_unknown_fields`), and [`Recipe::validate`] checks every
+//! value, naming the field in its message (`prune.rounds[2].target: 1.3 is outside [0, 1)`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Built-in recipes: (name, TOML text).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("lenet300-fashion", include_str!("../recipes/lenet300-fashion.toml")),
+    ("lenet5-fashion", include_str!("../recipes/lenet5-fashion.toml")),
+    ("mlp-mnist", include_str!("../recipes/mlp-mnist.toml")),
+    ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
+    ("vgg16-half-cifar10", include_str!("../recipes/vgg16-half-cifar10.toml")),
+    ("resnet20-cifar10", include_str!("../recipes/resnet20-cifar10.toml")),
+    ("ci", include_str!("../recipes/ci.toml")),
+];
+
+/// Errors of recipe loading and validation.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    /// The recipe file could not be read.
+    #[error("recipe {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown / mistyped fields.
+    #[error("recipe {origin}: {message}")]
+    Parse {
+        /// File path or built-in name.
+        origin: String,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A field has a value out of range.
+    #[error("recipe {origin}: field `{field}`: {reason}")]
+    Field {
+        /// File path or built-in name.
+        origin: String,
+        /// Dotted field path.
+        field: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Neither a built-in name nor an existing file.
+    #[error("unknown recipe `{0}`: not a built-in ({1}) and no such file")]
+    Unknown(String, String),
+}
+
+/// A whole pipeline run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Recipe name; the default output folder is `target/deepcomp/<name>/`.
+    pub name: String,
+    /// One-line description.
+    #[serde(default)]
+    pub description: String,
+    /// Architecture id (`lenet300`, `lenet5`, `mlp`, `cifar_lenet`, `vgg16_half`, `resnet20`).
+    pub model: String,
+    /// Dataset id (`fashion-mnist`, `mnist`, `cifar10`, `cifar100`).
+    pub dataset: String,
+    /// Seed of initialization, shuffling, augmentation and random pruning.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Architecture options.
+    #[serde(default)]
+    pub arch: ArchSection,
+    /// Data options.
+    #[serde(default)]
+    pub data: DataSection,
+    /// Dense training (or loading a checkpoint).
+    pub train: TrainSection,
+    /// Pruning and masked finetuning.
+    pub prune: PruneSection,
+    /// Weight sharing and centroid finetuning.
+    pub quant: QuantSection,
+    /// Encoding options.
+    #[serde(default)]
+    pub encode: EncodeSection,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// Architecture options (all optional; the architecture's defaults otherwise).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSection {
+    /// Input channels (1 for MNIST-like sets, 3 for CIFAR).
+    pub in_channels: Option<usize>,
+    /// Number of classes.
+    pub num_classes: Option<usize>,
+    /// Hidden sizes of the configurable MLP.
+    pub hidden: Option<Vec<usize>>,
+    /// Kernel sizes of the CIFAR LeNet's two convolutions.
+    pub kernels: Option<Vec<usize>>,
+}
+
+/// Data options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Explicit dataset folder (first in the discovery order).
+    pub path: Option<PathBuf>,
+    /// Mini-batch size for training.
+    pub batch_size: usize,
+    /// Batch size for evaluation.
+    pub eval_batch_size: usize,
+    /// CIFAR augmentation (random crop with 4-pixel padding, horizontal flip).
+    pub augment: bool,
+    /// Pad 28×28 images to this size (32 lets CIFAR architectures run on Fashion-MNIST).
+    pub pad_to: Option<usize>,
+    /// Use only the first n training examples (short runs, CI).
+    pub train_limit: Option<usize>,
+    /// Use only the first n test examples.
+    pub test_limit: Option<usize>,
+    /// Whether a missing dataset may be downloaded.
+    pub allow_download: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            batch_size: 128,
+            eval_batch_size: 1000,
+            augment: false,
+            pad_to: None,
+            train_limit: None,
+            test_limit: None,
+            allow_download: true,
+        }
+    }
+}
+
+/// Optimizer settings shared by every training stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    /// `sgd` or `adamw`.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Weight decay (L2 for SGD, decoupled for AdamW).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// `constant`, `step`, `multistep` or `cosine`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Step schedule: epochs between decays.
+    pub step_size: Option<usize>,
+    /// Step / multi-step decay factor.
+    pub gamma: Option<f64>,
+    /// Multi-step milestones (epochs).
+    pub milestones: Option<Vec<usize>>,
+    /// Cosine floor.
+    #[serde(default)]
+    pub eta_min: f64,
+}
+
+fn default_optimizer() -> String {
+    "sgd".into()
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_schedule() -> String {
+    "constant".into()
+}
+
+/// Dense training.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Epochs of dense training.
+    pub epochs: usize,
+    /// Load this safetensors checkpoint instead of training (PyTorch names).
+    pub checkpoint: Option<PathBuf>,
+    /// Optimizer and schedule.
+    #[serde(flatten)]
+    pub optim: OptimSection,
+}
+
+/// One pruning round: reach `target` sparsity, then finetune `epochs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Round {
+    /// Target sparsity in [0, 1) (fraction of weights that are zero).
+    pub target: f64,
+    /// Finetune epochs after this round.
+    pub epochs: usize,
+}
+
+/// Pruning and masked finetuning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSection {
+    /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global` or `random`.
+    pub method: String,
+    /// `rounds`, `oneshot`, `linear` or `agp`.
+    #[serde(default = "default_prune_schedule")]
+    pub schedule: String,
+    /// Rounds (schedule `rounds`; `oneshot` uses the last round only).
+    #[serde(default)]
+    pub rounds: Vec<Round>,
+    /// Per-layer target scale: a layer's target is `target × scale` (clamped below 1); lets
+    /// sensitive layers be pruned less, as the paper does (e.g. the last fc layer).
+    #[serde(default)]
+    pub layer_scale: BTreeMap<String, f64>,
+    /// Std rule multiplier(s) per round (method `std`); one per round.
+    #[serde(default)]
+    pub std_s: Vec<f64>,
+    /// Final target of `linear` / `agp` schedules.
+    pub final_target: Option<f64>,
+    /// Epochs of `linear` / `agp` schedules.
+    pub epochs: Option<usize>,
+    /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
+    #[serde(default)]
+    pub sensitivity: bool,
+    /// Optimizer for masked finetuning.
+    #[serde(flatten)]
+    pub optim: OptimSection,
+}
+
+fn default_prune_schedule() -> String {
+    "rounds".into()
+}
+
+/// Weight sharing and centroid finetuning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuantSection {
+    /// Bits of conv layers (paper: 8).
+    #[serde(default = "default_conv_bits")]
+    pub conv_bits: u8,
+    /// Bits of fc layers (paper: 5).
+    #[serde(default = "default_fc_bits")]
+    pub fc_bits: u8,
+    /// Per-layer overrides (layer name → bits).
+    #[serde(default)]
+    pub bits: BTreeMap<String, u8>,
+    /// Centroid init: `linear`, `density`, `random`, `kmeans++`.
+    #[serde(default = "default_init")]
+    pub init: String,
+    /// Centroid finetuning epochs (paper §3.3).
+    #[serde(default)]
+    pub epochs: usize,
+    /// Centroid learning rate.
+    #[serde(default = "default_centroid_lr")]
+    pub lr: f64,
+    /// Learning rate of the non-shared parameters (biases, BatchNorm) during centroid finetuning.
+    #[serde(default)]
+    pub other_lr: f64,
+}
+
+fn default_conv_bits() -> u8 {
+    8
+}
+fn default_fc_bits() -> u8 {
+    5
+}
+fn default_init() -> String {
+    "linear".into()
+}
+fn default_centroid_lr() -> f64 {
+    0.001
+}
+
+/// Encoding options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSection {
+    /// Bits of a relative-index field (paper: 5 for fc, 8 for conv); `auto` picks the smallest file.
+    pub index_bits: Option<u8>,
+}
+
+impl Default for EncodeSection {
+    fn default() -> Self {
+        Self { index_bits: None }
+    }
+}
+
+/// Where a recipe came from and its text (hashed into the `.dcz` header).
+#[derive(Debug, Clone)]
+pub struct LoadedRecipe {
+    /// The parsed recipe.
+    pub recipe: Recipe,
+    /// Built-in name or file path.
+    pub origin: String,
+    /// The exact text.
+    pub text: String,
+}
+
+impl LoadedRecipe {
+    /// SHA-256 of the recipe text.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.text.as_bytes()).into()
+    }
+}
+
+/// Names of the built-in recipes.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// Loads a recipe by built-in name or file path, parses and validates it.
+pub fn load(name_or_path: &str) -> Result<LoadedRecipe, RecipeError> {
+    if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        return parse(text, &format!("built-in `{name}`"));
+    }
+    let path = Path::new(name_or_path);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return parse(&text, &path.display().to_string());
+    }
+    Err(RecipeError::Unknown(
+        name_or_path.to_string(),
+        builtin_names().join(", "),
+    ))
+}
+
+/// Parses and validates recipe text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<LoadedRecipe, RecipeError> {
+    let recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    recipe.validate(origin)?;
+    Ok(LoadedRecipe {
+        recipe,
+        origin: origin.to_string(),
+        text: text.to_string(),
+    })
+}
+
+const MODELS: &[&str] = &["lenet300", "lenet5", "mlp", "cifar_lenet", "vgg16_half", "resnet20"];
+const DATASETS: &[&str] = &["fashion-mnist", "mnist", "cifar10", "cifar100"];
+
+impl Recipe {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self, origin: &str) -> Result<(), RecipeError> {
+        let err = |field: &str, reason: String| RecipeError::Field {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(err("name", format!("`{}` must be non-empty ASCII letters, digits, - _ .", self.name)));
+        }
+        if !MODELS.contains(&self.model.as_str()) {
+            return Err(err("model", format!("`{}` is not one of {}", self.model, MODELS.join(", "))));
+        }
+        if !DATASETS.contains(&self.dataset.as_str()) {
+            return Err(err("dataset", format!("`{}` is not one of {}", self.dataset, DATASETS.join(", "))));
+        }
+        if self.data.batch_size == 0 {
+            return Err(err("data.batch_size", "must be at least 1".into()));
+        }
+        if self.data.eval_batch_size == 0 {
+            return Err(err("data.eval_batch_size", "must be at least 1".into()));
+        }
+        if let Some(p) = self.data.pad_to {
+            if !(28..=64).contains(&p) {
+                return Err(err("data.pad_to", format!("{p} is outside 28..=64")));
+            }
+        }
+        if self.train.epochs == 0 && self.train.checkpoint.is_none() {
+            return Err(err("train.epochs", "0 epochs and no train.checkpoint: nothing to compress".into()));
+        }
+        validate_optim(&self.train.optim, "train", &err)?;
+        validate_optim(&self.prune.optim, "prune", &err)?;
+
+        const METHODS: &[&str] = &["percentile", "std", "global", "random"];
+        if !METHODS.contains(&self.prune.method.as_str()) {
+            return Err(err("prune.method", format!("`{}` is not one of {}", self.prune.method, METHODS.join(", "))));
+        }
+        match self.prune.schedule.as_str() {
+            "rounds" | "oneshot" => {
+                if self.prune.rounds.is_empty() {
+                    return Err(err("prune.rounds", "at least one round is needed".into()));
+                }
+                let mut prev = 0.0;
+                for (i, r) in self.prune.rounds.iter().enumerate() {
+                    if !(0.0..1.0).contains(&r.target) {
+                        return Err(err(&format!("prune.rounds[{i}].target"), format!("{} is outside [0, 1)", r.target)));
+                    }
+                    if r.target < prev {
+                        return Err(err(
+                            &format!("prune.rounds[{i}].target"),
+                            format!("{} is below the previous round's {prev}: a schedule may not decrease", r.target),
+                        ));
+                    }
+                    prev = r.target;
+                }
+                if self.prune.method == "std" && self.prune.std_s.len() != self.prune.rounds.len() {
+                    return Err(err(
+                        "prune.std_s",
+                        format!("method `std` needs one s per round ({} rounds, {} values)", self.prune.rounds.len(), self.prune.std_s.len()),
+                    ));
+                }
+                for (i, s) in self.prune.std_s.iter().enumerate() {
+                    if !(*s >= 0.0 && s.is_finite()) {
+                        return Err(err(&format!("prune.std_s[{i}]"), format!("{s} must be a finite value ≥ 0")));
+                    }
+                }
+            }
+            "linear" | "agp" => {
+                match self.prune.final_target {
+                    Some(t) if (0.0..1.0).contains(&t) => {}
+                    Some(t) => return Err(err("prune.final_target", format!("{t} is outside [0, 1)"))),
+                    None => return Err(err("prune.final_target", format!("schedule `{}` needs it", self.prune.schedule))),
+                }
+                if self.prune.epochs.unwrap_or(0) == 0 {
+                    return Err(err("prune.epochs", format!("schedule `{}` needs at least 1 epoch", self.prune.schedule)));
+                }
+            }
+            other => return Err(err("prune.schedule", format!("`{other}` is not one of rounds, oneshot, linear, agp"))),
+        }
+        for (layer, s) in &self.prune.layer_scale {
+            if !(s.is_finite() && *s >= 0.0) {
+                return Err(err(&format!("prune.layer_scale.{layer}"), format!("{s} must be a finite value ≥ 0")));
+            }
+        }
+        for (field, b) in [("quant.conv_bits", self.quant.conv_bits), ("quant.fc_bits", self.quant.fc_bits)] {
+            if !(1..=16).contains(&b) {
+                return Err(err(field, format!("{b} is outside 1..=16")));
+            }
+        }
+        for (layer, b) in &self.quant.bits {
+            if !(1..=16).contains(b) {
+                return Err(err(&format!("quant.bits.{layer}"), format!("{b} is outside 1..=16")));
+            }
+        }
+        const INITS: &[&str] = &["linear", "density", "random", "kmeans++"];
+        if !INITS.contains(&self.quant.init.as_str()) {
+            return Err(err("quant.init", format!("`{}` is not one of {}", self.quant.init, INITS.join(", "))));
+        }
+        if !(self.quant.lr.is_finite() && self.quant.lr >= 0.0) {
+            return Err(err("quant.lr", format!("{} must be a finite value ≥ 0", self.quant.lr)));
+        }
+        if !(self.quant.other_lr.is_finite() && self.quant.other_lr >= 0.0) {
+            return Err(err("quant.other_lr", format!("{} must be a finite value ≥ 0", self.quant.other_lr)));
+        }
+        if let Some(b) = self.encode.index_bits {
+            if !(2..=16).contains(&b) {
+                return Err(err("encode.index_bits", format!("{b} is outside 2..=16")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bits for a layer: the override, else the conv / fc default.
+    pub fn bits_for(&self, layer: &str, is_conv: bool) -> u8 {
+        self.quant
+            .bits
+            .get(layer)
+            .copied()
+            .unwrap_or(if is_conv { self.quant.conv_bits } else { self.quant.fc_bits })
+    }
+}
+
+fn validate_optim(
+    o: &OptimSection,
+    section: &str,
+    err: &dyn Fn(&str, String) -> RecipeError,
+) -> Result<(), RecipeError> {
+    let f = |name: &str| format!("{section}.{name}");
+    if o.optimizer != "sgd" && o.optimizer != "adamw" {
+        return Err(err(&f("optimizer"), format!("`{}` is not one of sgd, adamw", o.optimizer)));
+    }
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        return Err(err(&f("lr"), format!("{} must be a finite value > 0", o.lr)));
+    }
+    if !(0.0..1.0).contains(&o.momentum) {
+        return Err(err(&f("momentum"), format!("{} is outside [0, 1)", o.momentum)));
+    }
+    if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+        return Err(err(&f("weight_decay"), format!("{} must be a finite value ≥ 0", o.weight_decay)));
+    }
+    match o.schedule.as_str() {
+        "constant" | "cosine" => {}
+        "step" => {
+            if o.step_size.unwrap_or(0) == 0 {
+                return Err(err(&f("step_size"), "schedule `step` needs step_size ≥ 1".into()));
+            }
+        }
+        "multistep" => {
+            let m = o.milestones.as_deref().unwrap_or(&[]);
+            if m.is_empty() || m.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(err(&f("milestones"), "schedule `multistep` needs increasing milestones".into()));
+            }
+        }
+        other => {
+            return Err(err(&f("schedule"), format!("`{other}` is not one of constant, step, multistep, cosine")));
+        }
+    }
+    if let Some(g) = o.gamma {
+        if !(g.is_finite() && g > 0.0 && g <= 1.0) {
+            return Err(err(&f("gamma"), format!("{g} is outside (0, 1]")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_recipe_parses_and_validates() {
+        for (name, _) in BUILTIN {
+            let r = load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&r.recipe.name, name, "recipe file name and `name` field agree");
+        }
+    }
+
+    #[test]
+    fn default_recipe_is_lenet300_on_fashion_mnist() {
+        let r = load("lenet300-fashion").unwrap().recipe;
+        assert_eq!(r.model, "lenet300");
+        assert_eq!(r.dataset, "fashion-mnist");
+    }
+
+    fn with(edit: &str, from: &str) -> String {
+        let base = BUILTIN.iter().find(|(n, _)| *n == "ci").unwrap().1;
+        base.replacen(from, edit, 1)
+    }
+
+    #[test]
+    fn bad_fields_are_named_in_errors() {
+        let cases = [
+            (with("model = \"alexnet\"", "model = \"lenet300\""), "model"),
+            (with("lr = -0.1", "lr = 0.05"), "train.lr"),
+            (with("fc_bits = 17", "fc_bits = 5"), "quant.fc_bits"),
+            (with("method = \"magic\"", "method = \"percentile\""), "prune.method"),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let text = with("model = \"lenet300\"\nmodle = 3", "model = \"lenet300\"");
+        let e = parse(&text, "test").unwrap_err().to_string();
+        assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn decreasing_schedule_is_rejected() {
+        let text = r#"
+name = "x"
+model = "lenet300"
+dataset = "fashion-mnist"
+[train]
+epochs = 1
+lr = 0.1
+[prune]
+method = "percentile"
+rounds = [{ target = 0.8, epochs = 1 }, { target = 0.5, epochs = 1 }]
+lr = 0.01
+[quant]
+"#;
+        let e = parse(text, "test").unwrap_err().to_string();
+        assert!(e.contains("prune.rounds[1].target") && e.contains("may not decrease"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_lists_builtins() {
+        let e = load("no-such-recipe.toml").unwrap_err().to_string();
+        assert!(e.contains("lenet300-fashion"), "{e}");
+    }
+}

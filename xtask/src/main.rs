@@ -1,0 +1,182 @@
+//! `cargo xtask`: the project's orchestration commands.
+//!
+//! xtask depends on nothing of ours (so it builds in seconds); every real piece of work is done by the
+//! `deepcomp` binary, which this program builds and runs through `$CARGO`. The commands:
+//!
+//! - `cargo xtask pipeline [--recipe NAME|PATH] [--out DIR]`: the main job; default recipe
+//!   `lenet300-fashion` (LeNet-300-100 on Fashion-MNIST).
+//! - `cargo xtask test`: the whole test suite (`cargo test --workspace`).
+//! - `cargo xtask ci`: a short regression run; writes `target/deepcomp/ci.json` and fails when the
+//!   compression ratio or the accuracy fall below `.ci/baseline.json` by more than its tolerance.
+//! - `cargo xtask bench`: training / Huffman / k-means throughput into `target/deepcomp/bench.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+const USAGE: &str = "\
+cargo xtask <command>
+
+commands:
+  pipeline [--recipe NAME|PATH] [--out DIR] [-- extra deepcomp args]
+                 run the compression pipeline end to end (default recipe: lenet300-fashion)
+  test           run the whole test suite (cargo test --workspace)
+  ci             short regression run; fails when ratio/accuracy drop below .ci/baseline.json
+  bench          measure throughput; writes target/deepcomp/bench.json
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let cmd = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "pipeline" => pipeline(&rest),
+        "test" => test(&rest),
+        "ci" => ci(&rest),
+        "bench" => bench(&rest),
+        "" | "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root (the parent of this crate's manifest dir).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    eprintln!("xtask: running {c:?}");
+    let status = c.status().with_context(|| format!("could not start {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo run --release -p deepcomp-driver --bin deepcomp -- <args>`
+fn deepcomp(args: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["run", "--release", "--quiet", "-p", "deepcomp-driver", "--bin", "deepcomp", "--"]);
+    c.args(args);
+    run(c)
+}
+
+fn pipeline(rest: &[String]) -> Result<()> {
+    let mut args = vec!["pipeline".to_string()];
+    if !rest.iter().any(|a| a == "--recipe" || a.starts_with("--recipe=")) {
+        args.push("--recipe".into());
+        args.push("lenet300-fashion".into());
+    }
+    args.extend(rest.iter().filter(|a| a.as_str() != "--").cloned());
+    deepcomp(&args)
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["test", "--workspace"]);
+    c.args(rest);
+    run(c)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn get_f64(v: &Value, path: &str, file: &Path) -> Result<f64> {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = cur
+            .get(key)
+            .with_context(|| format!("{}: missing field `{path}`", file.display()))?;
+    }
+    cur.as_f64()
+        .with_context(|| format!("{}: field `{path}` is not a number", file.display()))
+}
+
+fn ci(rest: &[String]) -> Result<()> {
+    let root = root();
+    let out = root.join("target/deepcomp/ci");
+    let mut args: Vec<String> = vec![
+        "pipeline".into(),
+        "--recipe".into(),
+        "ci".into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--fresh".into(),
+    ];
+    args.extend(rest.iter().cloned());
+    deepcomp(&args)?;
+
+    let report_path = out.join("report.json");
+    let report = read_json(&report_path)?;
+    let baseline_path = root.join(".ci/baseline.json");
+    let baseline = read_json(&baseline_path)?;
+
+    let mut checks = Vec::new();
+    let mut failed = false;
+    let metrics = baseline
+        .get("metrics")
+        .and_then(Value::as_object)
+        .with_context(|| format!("{}: missing object `metrics`", baseline_path.display()))?;
+    for (name, spec) in metrics {
+        let want = get_f64(spec, "value", &baseline_path)?;
+        let tol = get_f64(spec, "tolerance", &baseline_path)?;
+        let got = get_f64(&report, name, &report_path)?;
+        let ok = got >= want - tol;
+        failed |= !ok;
+        eprintln!(
+            "xtask ci: {name:<22} measured {got:>10.4}  baseline {want:>10.4}  tolerance {tol:>8.4}  {}",
+            if ok { "ok" } else { "REGRESSION" }
+        );
+        checks.push(serde_json::json!({
+            "metric": name, "measured": got, "baseline": want, "tolerance": tol, "ok": ok
+        }));
+    }
+    let decoded = get_f64(&report, "accuracy.decoded", &report_path)?;
+    let quantized = get_f64(&report, "accuracy.quantized", &report_path)?;
+    let exact = decoded == quantized;
+    failed |= !exact;
+    eprintln!("xtask ci: decoded accuracy == quantized accuracy: {exact}");
+    let summary = serde_json::json!({
+        "recipe": "ci",
+        "report": report_path.display().to_string(),
+        "checks": checks,
+        "decoded_equals_quantized": exact,
+        "ok": !failed,
+    });
+    let ci_json = root.join("target/deepcomp/ci.json");
+    std::fs::write(&ci_json, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", ci_json.display()))?;
+    eprintln!("xtask ci: wrote {}", ci_json.display());
+    if failed {
+        bail!("regression against .ci/baseline.json (see {})", ci_json.display());
+    }
+    Ok(())
+}
+
+fn bench(rest: &[String]) -> Result<()> {
+    let root = root();
+    let out = root.join("target/deepcomp/bench.json");
+    let mut args: Vec<String> = vec!["bench".into(), "--json".into(), out.display().to_string()];
+    args.extend(rest.iter().cloned());
+    deepcomp(&args)?;
+    let v = read_json(&out)?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
