@@ -20,6 +20,9 @@ pub enum DriverError {
     /// Weight sharing.
     #[error(transparent)]
     Quant(#[from] deepcomp_quant::QuantError),
+    /// Entropy coding.
+    #[error(transparent)]
+    Entropy(#[from] deepcomp_entropy::EntropyError),
     /// The `.dcz` container.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),

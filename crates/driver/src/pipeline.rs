@@ -54,23 +54,20 @@ fn ckpt_dir(out: &Path) -> PathBuf {
 
 /// Builds the recipe's model with the recipe's seed.
 pub fn build_model(recipe: &Recipe, device: &Device) -> Result<Box<dyn Model>> {
-    let mut cfg = deepcomp_models::arch::ArchConfig::for_arch(&recipe.model)?;
-    if let Some(c) = recipe.arch.in_channels {
-        cfg.in_channels = c;
+    let mut cfg = deepcomp_models::ArchConfig {
+        in_channels: recipe.arch.in_channels,
+        num_classes: recipe.arch.num_classes,
+        kernels: recipe.arch.kernels.clone(),
+        hidden: recipe.arch.hidden.clone(),
+        ..Default::default()
+    };
+    if let Some(side) = recipe.data.pad_to {
+        cfg.input_size = Some(side);
+        if cfg.in_channels.is_none() && matches!(recipe.dataset.as_str(), "fashion-mnist" | "mnist") {
+            cfg.in_channels = Some(1);
+        }
     }
-    if let Some(n) = recipe.arch.num_classes {
-        cfg.num_classes = n;
-    }
-    if let Some(h) = &recipe.arch.hidden {
-        cfg.hidden = h.clone();
-    }
-    if let Some(k) = &recipe.arch.kernels {
-        cfg.kernels = k.clone();
-    }
-    if recipe.data.pad_to.is_some() && recipe.arch.in_channels.is_none() {
-        cfg.in_channels = 1;
-    }
-    Ok(deepcomp_models::arch::build(&recipe.model, &cfg, recipe.seed, device)?)
+    Ok(deepcomp_models::build(&recipe.model, &cfg, recipe.seed, device)?)
 }
 
 /// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system, download).
@@ -85,12 +82,14 @@ pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> R
     Ok(deepcomp_datasets::load(id, &opts)?)
 }
 
-fn batch_config(recipe: &Recipe, train: bool, epoch: usize) -> BatchConfig {
+/// Batching for training (`tag` names the stage and round, so the data order of every epoch of every
+/// stage is fixed by the seed alone and a resumed run replays it exactly) or evaluation.
+fn batch_config(recipe: &Recipe, train: bool, tag: u64) -> BatchConfig {
     BatchConfig {
         batch_size: if train { recipe.data.batch_size } else { recipe.data.eval_batch_size },
         shuffle: train,
         drop_last: false,
-        seed: recipe.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        seed: recipe.seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         augment: train && recipe.data.augment,
         pad_to: recipe.data.pad_to,
         limit: if train { recipe.data.train_limit } else { recipe.data.test_limit },
@@ -102,8 +101,8 @@ impl Ctx<'_> {
     fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
         let cfg = batch_config(self.recipe, false, 0);
         let batches = self.data.test.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device);
-        let s = deepcomp_models::train::evaluate(model, batches)?;
-        Ok((s.top1, s.top5))
+        let s = deepcomp_models::evaluate(model, batches)?;
+        Ok((s.top1, s.top5.unwrap_or(f64::NAN)))
     }
 
     /// Trains `epochs` epochs with the optimizer section `o` and `hook`; appends to `history`.
@@ -114,18 +113,26 @@ impl Ctx<'_> {
         epochs: usize,
         hook: &mut dyn TrainHook,
         stage: &str,
+        round: usize,
         sparsity: f64,
         history: &mut Vec<EpochRow>,
     ) -> Result<()> {
-        let mut opt = make_optimizer(model, o)?;
+        let tag = match stage {
+            "train" => 1,
+            "finetune" => 2 + round as u64,
+            _ => 1000 + round as u64,
+        };
+        history.retain(|e| !(e.stage == stage && e.round >= round));
+        let mut opt = make_optimizer(o)?;
         let sched = make_schedule(o, epochs)?;
+        let progress = deepcomp_models::ProgressConfig { enabled: self.progress, log_every: 0 };
         for epoch in 0..epochs {
-            let lr = sched.lr_at(epoch);
+            let lr = sched.lr_at(o.lr, epoch);
             opt.set_lr(lr);
             hook.on_epoch_start(epoch, model)?;
-            let cfg = batch_config(self.recipe, true, history.len());
+            let cfg = batch_config(self.recipe, true, tag);
             let batches = self.data.train.batches(&cfg, &self.data.mean, &self.data.std, epoch as u64, &self.device);
-            let st = deepcomp_models::train::train_epoch(model, opt.as_mut(), batches, hook, epoch, self.progress)?;
+            let st = deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
             let (top1, top5) = self.evaluate(model)?;
             eprintln!(
                 "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  test {top1:.4}  {:.0} ex/s",
@@ -136,6 +143,7 @@ impl Ctx<'_> {
             );
             history.push(EpochRow {
                 stage: stage.to_string(),
+                round,
                 epoch,
                 sparsity,
                 lr,
@@ -150,42 +158,31 @@ impl Ctx<'_> {
     }
 }
 
-fn make_optimizer(model: &dyn Model, o: &OptimSection) -> Result<Box<dyn Optimizer>> {
-    use deepcomp_models::optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
-    let _ = model;
-    Ok(match o.optimizer.as_str() {
-        "adamw" => Box::new(AdamW::new(AdamWConfig {
-            lr: o.lr,
-            weight_decay: o.weight_decay,
-            ..AdamWConfig::default()
-        })?),
-        _ => Box::new(Sgd::new(SgdConfig {
+fn make_optimizer(o: &OptimSection) -> Result<Box<dyn Optimizer>> {
+    use deepcomp_models::{AdamWConfig, OptimizerConfig, SgdConfig};
+    let cfg = match o.optimizer.as_str() {
+        "adamw" => OptimizerConfig::AdamW(AdamWConfig { lr: o.lr, weight_decay: o.weight_decay, ..AdamWConfig::default() }),
+        _ => OptimizerConfig::Sgd(SgdConfig {
             lr: o.lr,
             momentum: o.momentum,
             nesterov: o.nesterov,
             weight_decay: o.weight_decay,
             ..SgdConfig::default()
-        })?),
-    })
+        }),
+    };
+    Ok(cfg.build()?)
 }
 
-fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::schedule::LrSchedule> {
-    use deepcomp_models::schedule::LrSchedule;
-    let s = match o.schedule.as_str() {
-        "step" => LrSchedule::Step {
-            base: o.lr,
-            step_size: o.step_size.unwrap_or(1),
-            gamma: o.gamma.unwrap_or(0.1),
-        },
-        "multistep" => LrSchedule::MultiStep {
-            base: o.lr,
-            milestones: o.milestones.clone().unwrap_or_default(),
-            gamma: o.gamma.unwrap_or(0.1),
-        },
-        "cosine" => LrSchedule::Cosine { base: o.lr, t_max: epochs.max(1), eta_min: o.eta_min },
-        _ => LrSchedule::Constant { base: o.lr },
+fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::Schedule> {
+    use deepcomp_models::LrSchedule;
+    let kind = match o.schedule.as_str() {
+        "step" => LrSchedule::Step { step_size: o.step_size.unwrap_or(1), gamma: o.gamma.unwrap_or(0.1) },
+        "multistep" => LrSchedule::MultiStep { milestones: o.milestones.clone().unwrap_or_default(), gamma: o.gamma.unwrap_or(0.1) },
+        "cosine" => LrSchedule::Cosine { t_max: epochs.max(1), eta_min: o.eta_min },
+        _ => LrSchedule::Constant,
     };
-    s.validate()?;
+    let s = deepcomp_models::Schedule::new(kind);
+    s.validate(o.lr)?;
     Ok(s)
 }
 
@@ -282,19 +279,19 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
     if dense_ckpt.exists() {
         eprintln!("deepcomp: resuming: dense model from {}", dense_ckpt.display());
-        deepcomp_models::io::load_safetensors(model.as_ref(), &dense_ckpt)?;
+        deepcomp_models::load_safetensors(model.as_ref(), &dense_ckpt)?;
     } else {
         let t = Instant::now();
         if let Some(ck) = &recipe.train.checkpoint {
             eprintln!("deepcomp: loading dense weights from {}", ck.display());
-            deepcomp_models::io::load_safetensors(model.as_ref(), ck)?;
+            deepcomp_models::load_safetensors(model.as_ref(), ck)?;
         } else {
-            ctx.train(model.as_ref(), &recipe.train.optim, recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0.0, &mut report.history)?;
+            ctx.train(model.as_ref(), &recipe.train.optim, recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0, 0.0, &mut report.history)?;
         }
         let (top1, _) = ctx.evaluate(model.as_ref())?;
         report.accuracy.dense = top1;
         report.seconds.train = t.elapsed().as_secs_f64();
-        deepcomp_models::io::save_safetensors(model.as_ref(), &dense_ckpt)?;
+        deepcomp_models::save_safetensors(model.as_ref(), &dense_ckpt)?;
         fsutil::write_json(&progress_path, &report)?;
     }
     eprintln!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
@@ -309,11 +306,11 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     let pruned_ckpt = ckpt_dir(&ctx.out).join("pruned.safetensors");
     let masks = if pruned_ckpt.exists() {
         eprintln!("deepcomp: resuming: pruned model from {}", pruned_ckpt.display());
-        deepcomp_models::io::load_safetensors(model.as_ref(), &pruned_ckpt)?;
+        deepcomp_models::load_safetensors(model.as_ref(), &pruned_ckpt)?;
         masks_from_zeros(model.as_ref())?
     } else {
         let m = prune_and_finetune(&ctx, model.as_ref(), &mut report, &progress_path)?;
-        deepcomp_models::io::save_safetensors(model.as_ref(), &pruned_ckpt)?;
+        deepcomp_models::save_safetensors(model.as_ref(), &pruned_ckpt)?;
         fsutil::write_json(&progress_path, &report)?;
         m
     };
@@ -328,13 +325,13 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
         .collect::<Result<_>>()?;
     let shared = if quant_ckpt.exists() {
         eprintln!("deepcomp: resuming: quantized model from {}", quant_ckpt.display());
-        deepcomp_models::io::load_safetensors(model.as_ref(), &quant_ckpt)?;
+        deepcomp_models::load_safetensors(model.as_ref(), &quant_ckpt)?;
         shared_from_model(recipe, model.as_ref(), &masks)?
     } else {
         let t = Instant::now();
         let s = quantize(&ctx, model.as_ref(), &masks, &mut report)?;
         report.seconds.quantize = t.elapsed().as_secs_f64();
-        deepcomp_models::io::save_safetensors(model.as_ref(), &quant_ckpt)?;
+        deepcomp_models::save_safetensors(model.as_ref(), &quant_ckpt)?;
         fsutil::write_json(&progress_path, &report)?;
         s
     };
@@ -360,7 +357,7 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     report.seconds.total += t_total.elapsed().as_secs_f64();
     report.compute_ratios();
     write_outputs(&ctx.out, &report, &before, model.as_ref())?;
-    std::fs::remove_file(&progress_path).ok();
+    fsutil::write_json(&progress_path, &report)?;
     Ok(report)
 }
 
@@ -370,30 +367,48 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
     let mut masks: Option<MaskSet> = None;
     match p.schedule.as_str() {
         "linear" | "agp" => {
-            // One mask update per epoch following the ramp; regrowth allowed until the final step (linear).
+            // One pruning step per epoch following the ramp. Epochs before the linear ramp's final step
+            // train without the mask, so pruned weights may regrow (seed 003); after it, masks hold.
             let epochs = p.epochs.unwrap_or(1);
             let fin = p.final_target.unwrap_or(0.0);
             let sched = if p.schedule == "linear" {
-                deepcomp_sparsity::Schedule::Linear { per_epoch: fin / epochs as f64, max: fin }
+                let per_epoch = fin / epochs as f64;
+                deepcomp_sparsity::Schedule::Linear { per_epoch, max: fin, extra_epochs: 0 }
             } else {
-                deepcomp_sparsity::Schedule::Agp { initial: 0.0, final_: fin, start_epoch: 0, end_epoch: epochs.saturating_sub(1), frequency: 1 }
+                deepcomp_sparsity::Schedule::Agp {
+                    initial: 0.0,
+                    final_: fin,
+                    start_epoch: 0,
+                    steps: epochs.saturating_sub(1).max(1),
+                    frequency: 1,
+                    extra_epochs: 0,
+                }
             };
             sched.validate()?;
-            for e in 0..epochs {
+            let total = sched.total_epochs();
+            let lr_sched = make_schedule(&p.optim, total)?;
+            for e in 0..total {
+                if let Some(step) = sched.prune_at(e) {
+                    let t = Instant::now();
+                    let prev = if step.from_scratch { None } else { masks.as_ref() };
+                    let m = masks_for_target(recipe, model, step.target, 0, prev)?;
+                    MaskHook::new(&m, &ctx.device)?.apply_to_weights(model)?;
+                    report.seconds.prune += t.elapsed().as_secs_f64();
+                    report.accuracy.pruned = ctx.evaluate(model)?.0;
+                    masks = Some(m);
+                }
+                let mut o = p.optim.clone();
+                o.lr = lr_sched.lr_at(p.optim.lr, e);
+                o.schedule = "constant".into();
                 let target = sched.target_at(e);
                 let t = Instant::now();
-                let prev = if sched.allows_regrowth_at(e) { None } else { masks.as_ref() };
-                let m = masks_for_target(recipe, model, target, 0, prev)?;
-                let hook = MaskHook::new(&m, &ctx.device)?;
-                hook.apply_to_weights(model)?;
-                report.seconds.prune += t.elapsed().as_secs_f64();
-                let (acc, _) = ctx.evaluate(model)?;
-                report.accuracy.pruned = acc;
-                let t = Instant::now();
-                let mut hook = hook;
-                ctx.train(model, &p.optim, 1, &mut hook, "finetune", target, &mut report.history)?;
+                if sched.allows_regrowth_at(e) {
+                    ctx.train(model, &o, 1, &mut deepcomp_models::NoHook, "finetune", e, target, &mut report.history)?;
+                } else if let Some(m) = &masks {
+                    let mut hook = MaskHook::new(m, &ctx.device)?;
+                    ctx.train(model, &o, 1, &mut hook, "finetune", e, target, &mut report.history)?;
+                }
                 report.seconds.finetune += t.elapsed().as_secs_f64();
-                masks = Some(m);
             }
         }
         _ => {
@@ -406,7 +421,7 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                 let round_ckpt = ckpt_dir(&ctx.out).join(format!("prune-round{i}.safetensors"));
                 if round_ckpt.exists() {
                     eprintln!("deepcomp: resuming: pruning round {i} from {}", round_ckpt.display());
-                    deepcomp_models::io::load_safetensors(model, &round_ckpt)?;
+                    deepcomp_models::load_safetensors(model, &round_ckpt)?;
                     masks = Some(masks_from_zeros(model)?);
                     continue;
                 }
@@ -427,9 +442,9 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                     s.total()
                 );
                 let t = Instant::now();
-                ctx.train(model, &p.optim, r.epochs, &mut hook, "finetune", s.total_sparsity(), &mut report.history)?;
+                ctx.train(model, &p.optim, r.epochs, &mut hook, "finetune", i, s.total_sparsity(), &mut report.history)?;
                 report.seconds.finetune += t.elapsed().as_secs_f64();
-                deepcomp_models::io::save_safetensors(model, &round_ckpt)?;
+                deepcomp_models::save_safetensors(model, &round_ckpt)?;
                 fsutil::write_json(progress_path, report)?;
                 masks = Some(m);
             }
@@ -457,13 +472,14 @@ fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Repo
     hook.write_weights(model)?;
     let (acc, top5) = ctx.evaluate(model)?;
     eprintln!("deepcomp: weight sharing done; top-1 before centroid training {acc:.4}");
+    report.history.retain(|e| e.stage != "shared");
     report.history.push(EpochRow { stage: "shared".into(), test_top1: acc, test_top5: top5, ..Default::default() });
     if recipe.quant.epochs > 0 {
         // The optimizer only moves the non-shared parameters (biases, BatchNorm); the hook owns the centroids.
         let mut o = recipe.prune.optim.clone();
         o.lr = if recipe.quant.other_lr > 0.0 { recipe.quant.other_lr } else { f64::MIN_POSITIVE };
         o.schedule = "cosine".into();
-        ctx.train(model, &o, recipe.quant.epochs, &mut hook, "centroids", 0.0, &mut report.history)?;
+        ctx.train(model, &o, recipe.quant.epochs, &mut hook, "centroids", 0, 0.0, &mut report.history)?;
     }
     let (acc, _) = ctx.evaluate(model)?;
     report.accuracy.quantized = acc;
@@ -637,7 +653,7 @@ fn fill_sizes(report: &mut Report, model: &dyn Model, file: &DczFile, dcz_bytes:
             huffman_avg_bits: s.huffman_avg_bits,
             index_avg_bits: s.index_avg_bits,
             bytes: s.bytes,
-            macs: macs.iter().find(|m| m.name == l.name).map_or(0, |m| m.macs),
+            macs: macs.layers.iter().find(|m| format!("{}.weight", m.name) == l.name).map_or(0, |m| m.macs),
         })
         .collect();
     report.prunable_params = report.layers.iter().map(|l| l.params).sum();
@@ -709,7 +725,7 @@ pub fn eval_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Resu
         let file = DczFile::read(path)?;
         load_dcz_into(model.as_ref(), &file, &device)?;
     } else {
-        deepcomp_models::io::load_safetensors(model.as_ref(), path)?;
+        deepcomp_models::load_safetensors(model.as_ref(), path)?;
     }
     let data = load_data(recipe, data_path, false)?;
     let ctx = Ctx { recipe, device, data, out: PathBuf::new(), progress: false };

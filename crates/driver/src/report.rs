@@ -100,6 +100,8 @@ pub struct LayerRow {
 pub struct EpochRow {
     /// `train`, `finetune`, `centroids`.
     pub stage: String,
+    /// Pruning round (finetune stage), else 0.
+    pub round: usize,
     /// Epoch number within the stage (0-based).
     pub epoch: usize,
     /// Target sparsity in force (pruning stages).

@@ -162,7 +162,9 @@ fn percentile_sorted(sorted: &[f32], q: f64) -> f32 {
     let n = sorted.len();
     let qf = q / 100.0;
     // numpy: _compute_virtual_index(n, q, alpha=1, beta=1)
-    let virtual_index = n as f64 * qf + (1.0 + qf * (1.0 - 1.0 - 1.0)) - 1.0;
+    //   = n*q + (alpha + q*(1 - alpha - beta)) - 1, evaluated in this order.
+    let (alpha, beta) = (1.0_f64, 1.0_f64);
+    let virtual_index = n as f64 * qf + (alpha + qf * (1.0 - alpha - beta)) - 1.0;
     let last = n - 1;
     let (lo, hi, gamma) = if virtual_index >= last as f64 {
         (last, last, 0.0)
@@ -212,7 +214,8 @@ struct Layer<'a> {
 
 impl Layer<'_> {
     fn prev_keep(&self, i: usize) -> bool {
-        self.prev.is_none_or(|m| m.keep().get(i).copied().unwrap_or(false))
+        self.prev
+            .is_none_or(|m| m.keep().get(i).copied().unwrap_or(false))
     }
     fn pruned_before(&self) -> usize {
         self.prev.map_or(0, Mask::pruned)
@@ -370,13 +373,12 @@ pub fn compute_masks(
         Some(list) => {
             let mut s = BTreeSet::new();
             for name in list {
-                let (key, _) =
-                    by_name
-                        .get_key_value(name.as_str())
-                        .ok_or_else(|| SparsityError::UnknownLayer {
-                            name: name.clone(),
-                            context: "layer restriction list",
-                        })?;
+                let (key, _) = by_name.get_key_value(name.as_str()).ok_or_else(|| {
+                    SparsityError::UnknownLayer {
+                        name: name.clone(),
+                        context: "layer restriction list",
+                    }
+                })?;
                 s.insert(*key);
             }
             s

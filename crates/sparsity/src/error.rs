@@ -101,7 +101,7 @@ pub enum SparsityError {
     /// The user-supplied evaluation closure of [`crate::sensitivity`] failed.
     #[error("evaluation failed for layer `{layer}` at {level}% pruning: {message}")]
     Eval {
-        /// The layer being pruned ("<dense>" for the baseline).
+        /// The layer being pruned (`<dense>` for the baseline).
         layer: String,
         /// The pruning percentage.
         level: f64,

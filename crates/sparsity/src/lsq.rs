@@ -103,8 +103,7 @@ impl LeastSquares {
         let cols = truth.len();
         if rows == 0 || cols == 0 || x.iter().any(|r| r.len() != cols) || w0.len() != cols {
             return Err(SparsityError::ShapeMismatch {
-                name: "LeastSquares::new (x rows must all have truth.len() entries, w0 too)"
-                    .into(),
+                name: "LeastSquares::new (x rows must all have truth.len() entries, w0 too)".into(),
                 expected: vec![rows, cols],
                 got: vec![rows, x.first().map_or(0, Vec::len), w0.len()],
             });
@@ -172,7 +171,12 @@ impl LeastSquares {
 
 /// Runs `steps` full-batch gradient steps with learning rate `lr` from `problem.w0`,
 /// modified by `method`; returns the loss and weights at every step.
-pub fn descend(problem: &LeastSquares, method: Method, lr: f64, steps: usize) -> Result<Trajectory> {
+pub fn descend(
+    problem: &LeastSquares,
+    method: Method,
+    lr: f64,
+    steps: usize,
+) -> Result<Trajectory> {
     if !(lr.is_finite() && lr > 0.0) {
         return Err(SparsityError::InvalidParameter {
             field: "descend lr",
@@ -188,7 +192,9 @@ pub fn descend(problem: &LeastSquares, method: Method, lr: f64, steps: usize) ->
     for _ in 0..steps {
         let g = problem.grad(&w)?;
         let stepped = match method {
-            Method::L1 { lambda } => w.sub(&g.add(&l1_subgradient(&w, lambda)?)?.affine(lr, 0.0)?)?,
+            Method::L1 { lambda } => {
+                w.sub(&g.add(&l1_subgradient(&w, lambda)?)?.affine(lr, 0.0)?)?
+            }
             _ => w.sub(&g.affine(lr, 0.0)?)?,
         };
         w = match method {

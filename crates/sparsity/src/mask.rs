@@ -182,8 +182,7 @@ impl Mask {
     pub fn violations(&self, t: &Tensor) -> Result<usize> {
         self.check_tensor("Mask::violations tensor", t)?;
         let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        Ok(v
-            .iter()
+        Ok(v.iter()
             .zip(&self.keep)
             .filter(|(x, k)| !**k && x.to_bits() != 0)
             .count())

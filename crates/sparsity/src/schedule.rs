@@ -240,12 +240,11 @@ impl Schedule {
                 }
                 None
             }
-            Schedule::Linear { per_epoch, max, .. } => {
-                (epoch < linear_ramp(*per_epoch, *max)).then(|| PruneStep {
+            Schedule::Linear { per_epoch, max, .. } => (epoch < linear_ramp(*per_epoch, *max))
+                .then(|| PruneStep {
                     target: (per_epoch * (epoch as f64 + 1.0)).min(*max),
                     from_scratch: true,
-                })
-            }
+                }),
             Schedule::Agp {
                 initial,
                 final_,
@@ -303,7 +302,9 @@ impl Schedule {
             } => match epoch.checked_sub(*start_epoch) {
                 None => 0.0,
                 Some(_) if *frequency == 0 || *steps == 0 => *final_,
-                Some(since) => agp_value(*initial, *final_, (since / frequency).min(*steps), *steps),
+                Some(since) => {
+                    agp_value(*initial, *final_, (since / frequency).min(*steps), *steps)
+                }
             },
         }
     }

@@ -34,11 +34,14 @@ pub struct StructuredPruned {
 
 /// L2 norm of each row (dim 0) of `w`, computed in `f64`.
 pub fn row_norms(w: &Tensor) -> Result<Vec<f64>> {
-    let n = *w.dims().first().ok_or_else(|| SparsityError::ShapeMismatch {
-        name: "structured weight (needs at least one dimension)".into(),
-        expected: vec![1],
-        got: vec![],
-    })?;
+    let n = *w
+        .dims()
+        .first()
+        .ok_or_else(|| SparsityError::ShapeMismatch {
+            name: "structured weight (needs at least one dimension)".into(),
+            expected: vec![1],
+            got: vec![],
+        })?;
     if n == 0 {
         return Ok(Vec::new());
     }

@@ -1,0 +1,175 @@
+//! Throughput figures for `cargo xtask bench` (written to `target/deepcomp/bench.json`).
+//!
+//! Each figure is the best of a few repetitions on generated data with fixed seeds, on the threads the
+//! process has (candle uses all cores; set `RAYON_NUM_THREADS` to pin). The criterion benches under
+//! `crates/entropy/benches` and `crates/quant/benches` measure the same kernels with statistics; this
+//! module gives one JSON a regression script can read.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// The figures `cargo xtask bench` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    /// LeNet-300-100 training, SGD + momentum, batch 128: examples per second.
+    pub train_lenet300_ex_s: f64,
+    /// LeNet-5 training, SGD + momentum, batch 128: examples per second.
+    pub train_lenet5_ex_s: f64,
+    /// Canonical Huffman encoding, 10M symbols of a skewed 32-symbol distribution: million symbols/s.
+    pub huffman_encode_msym_s: f64,
+    /// Table-driven Huffman decoding of the same stream: million symbols/s.
+    pub huffman_decode_msym_s: f64,
+    /// 1-D k-means, k = 32, linear init, 235,200 Gaussian weights: seconds.
+    pub kmeans_235k_s: f64,
+    /// 1-D k-means, k = 32, linear init, 2,359,296 Gaussian weights: seconds.
+    pub kmeans_2359k_s: f64,
+    /// Threads available to the process.
+    pub threads: usize,
+}
+
+fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        best = best.min(f()?);
+    }
+    Ok(best)
+}
+
+/// Training throughput of `arch` with batch 128 over `steps` steps (after one warm-up step).
+pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
+    let [c, h, w] = model.input_shape();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let batch = 128;
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10u32)).collect();
+        batches.push((Tensor::from_vec(x, (batch, c, h, w), &device)?, Tensor::from_vec(y, batch, &device)?));
+    }
+    let mut opt = deepcomp_models::OptimizerConfig::Sgd(deepcomp_models::SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() }).build()?;
+    let progress = deepcomp_models::ProgressConfig::default();
+    let mut hook = deepcomp_models::NoHook;
+    let one = |n: usize| batches.iter().cycle().take(n).map(|(x, y)| Ok((x.clone(), y.clone())));
+    deepcomp_models::train_epoch(model.as_ref(), opt.as_mut(), one(1), &mut hook, 0, &progress)?;
+    let t = Instant::now();
+    deepcomp_models::train_epoch(model.as_ref(), opt.as_mut(), one(steps), &mut hook, 1, &progress)?;
+    Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A skewed 32-symbol stream (geometric-like, as cluster codes of a pruned layer).
+pub fn skewed_symbols(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            ((-u.ln() * 4.0) as u32).min(31)
+        })
+        .collect()
+}
+
+/// Gaussian weights (Box–Muller), seeded.
+pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            let u2: f64 = rng.random();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.05) as f32
+        })
+        .collect()
+}
+
+/// Huffman encode / decode throughput in million symbols per second.
+pub fn huffman_throughput(n: usize, reps: usize) -> Result<(f64, f64)> {
+    let symbols = skewed_symbols(n, 3);
+    let freqs = deepcomp_entropy::frequencies(&symbols, 32)?;
+    let code = deepcomp_entropy::HuffmanCode::from_frequencies(&freqs, Some(16))?;
+    let mut bits = code.encode(&symbols)?;
+    let enc = best_of(reps, || {
+        let t = Instant::now();
+        bits = code.encode(&symbols)?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let dec = best_of(reps, || {
+        let t = Instant::now();
+        let out = code.decode(&bits, n)?;
+        let s = t.elapsed().as_secs_f64();
+        if out != symbols {
+            return Err(crate::error::DriverError::Verify("Huffman round trip differs".into()));
+        }
+        Ok(s)
+    })?;
+    Ok((n as f64 / enc / 1e6, n as f64 / dec / 1e6))
+}
+
+/// Seconds of one 1-D k-means (k = 32, linear init) on `n` Gaussian weights.
+pub fn kmeans_seconds(n: usize, reps: usize) -> Result<f64> {
+    let w = gaussian(n, 11);
+    let cfg = deepcomp_quant::KMeansConfig::new(32, deepcomp_quant::Init::Linear);
+    best_of(reps, || {
+        let t = Instant::now();
+        let r = deepcomp_quant::kmeans_1d(&w, &cfg)?;
+        let s = t.elapsed().as_secs_f64();
+        if r.centroids.is_empty() {
+            return Err(crate::error::DriverError::Verify("k-means returned no centroids".into()));
+        }
+        Ok(s)
+    })
+}
+
+/// Runs every measurement.
+pub fn run(quick: bool) -> Result<BenchFigures> {
+    let reps = if quick { 1 } else { 3 };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let train_lenet300_ex_s = train_throughput("lenet300", if quick { 20 } else { 100 })?;
+    eprintln!("bench: train lenet300 {train_lenet300_ex_s:.0} ex/s");
+    let train_lenet5_ex_s = train_throughput("lenet5", if quick { 4 } else { 20 })?;
+    eprintln!("bench: train lenet5 {train_lenet5_ex_s:.0} ex/s");
+    let (huffman_encode_msym_s, huffman_decode_msym_s) = huffman_throughput(10_000_000, reps)?;
+    eprintln!("bench: huffman encode {huffman_encode_msym_s:.0} Msym/s, decode {huffman_decode_msym_s:.0} Msym/s");
+    let kmeans_235k_s = kmeans_seconds(235_200, reps)?;
+    let kmeans_2359k_s = kmeans_seconds(2_359_296, reps)?;
+    eprintln!("bench: k-means 235k {kmeans_235k_s:.4} s, 2359k {kmeans_2359k_s:.4} s");
+    Ok(BenchFigures {
+        train_lenet300_ex_s,
+        train_lenet5_ex_s,
+        huffman_encode_msym_s,
+        huffman_decode_msym_s,
+        kmeans_235k_s,
+        kmeans_2359k_s,
+        threads,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generators_are_seeded_and_shaped() {
+        let s = skewed_symbols(10_000, 1);
+        assert_eq!(s, skewed_symbols(10_000, 1));
+        assert!(s.iter().all(|v| *v < 32));
+        let zeros = s.iter().filter(|v| **v == 0).count();
+        assert!(zeros > 1500 && zeros < 3000, "P(0) = 1 - e^(-1/4) ≈ 0.22, got {zeros}");
+        let g = gaussian(100_000, 2);
+        let mean = g.iter().map(|v| *v as f64).sum::<f64>() / g.len() as f64;
+        let var = g.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / g.len() as f64;
+        assert!(mean.abs() < 1e-3 && (var.sqrt() - 0.05).abs() < 1e-3, "mean {mean} std {}", var.sqrt());
+    }
+
+    #[test]
+    fn huffman_and_kmeans_figures_are_positive() {
+        let (e, d) = huffman_throughput(100_000, 1).unwrap();
+        assert!(e > 0.0 && d > 0.0);
+        assert!(kmeans_seconds(10_000, 1).unwrap() > 0.0);
+    }
+}
