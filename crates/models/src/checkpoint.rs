@@ -108,12 +108,23 @@ impl Checkpoint {
         let mut named: Vec<(String, &Tensor)> = Vec::new();
         for (n, t) in &self.model {
             if n.starts_with(OPTIM_PREFIX) || n.starts_with(MASK_PREFIX) || n == "__metadata__" {
-                return Err(ckpt_err(path, format!("model tensor name `{n}` collides with a reserved prefix")));
+                return Err(ckpt_err(
+                    path,
+                    format!("model tensor name `{n}` collides with a reserved prefix"),
+                ));
             }
             named.push((n.clone(), t));
         }
-        named.extend(self.optim.iter().map(|(n, t)| (format!("{OPTIM_PREFIX}{n}"), t)));
-        named.extend(self.masks.iter().map(|(n, t)| (format!("{MASK_PREFIX}{n}"), t)));
+        named.extend(
+            self.optim
+                .iter()
+                .map(|(n, t)| (format!("{OPTIM_PREFIX}{n}"), t)),
+        );
+        named.extend(
+            self.masks
+                .iter()
+                .map(|(n, t)| (format!("{MASK_PREFIX}{n}"), t)),
+        );
         let mut seen = std::collections::BTreeSet::new();
         for (n, _) in &named {
             if !seen.insert(n.as_str()) {
@@ -146,8 +157,18 @@ impl Checkpoint {
             .unwrap_or_default();
         match meta.remove("format") {
             Some(f) if f == FORMAT => {}
-            Some(f) => return Err(ckpt_err(path, format!("format is `{f}`, expected `{FORMAT}`"))),
-            None => return Err(ckpt_err(path, "no `format` metadata: not a deepcomp checkpoint")),
+            Some(f) => {
+                return Err(ckpt_err(
+                    path,
+                    format!("format is `{f}`, expected `{FORMAT}`"),
+                ))
+            }
+            None => {
+                return Err(ckpt_err(
+                    path,
+                    "no `format` metadata: not a deepcomp checkpoint",
+                ))
+            }
         }
         match meta.remove("format_version") {
             Some(v) if v == FORMAT_VERSION => {}
@@ -193,16 +214,23 @@ impl Checkpoint {
             if kind != opt.kind() {
                 return Err(ckpt_err(
                     here,
-                    format!("optimizer kind is `{kind}` but the optimizer given is `{}`", opt.kind()),
+                    format!(
+                        "optimizer kind is `{kind}` but the optimizer given is `{}`",
+                        opt.kind()
+                    ),
                 ));
             }
         }
-        let by_name: BTreeMap<&str, &Tensor> = self.model.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let by_name: BTreeMap<&str, &Tensor> =
+            self.model.iter().map(|(n, t)| (n.as_str(), t)).collect();
         for (n, _) in &self.model {
             if model.params().get(n).is_none() {
                 return Err(ckpt_err(
                     here,
-                    format!("tensor `{n}` is not a parameter of model `{}`", model.arch()),
+                    format!(
+                        "tensor `{n}` is not a parameter of model `{}`",
+                        model.arch()
+                    ),
                 ));
             }
         }
@@ -222,7 +250,12 @@ impl Checkpoint {
             if t.dtype() != p.var.dtype() {
                 return Err(ckpt_err(
                     here,
-                    format!("tensor `{}` has dtype {:?}, the model has {:?}", p.name, t.dtype(), p.var.dtype()),
+                    format!(
+                        "tensor `{}` has dtype {:?}, the model has {:?}",
+                        p.name,
+                        t.dtype(),
+                        p.var.dtype()
+                    ),
                 ));
             }
             updates.push((p, t.to_device(p.var.device())?));
@@ -232,9 +265,9 @@ impl Checkpoint {
             p.var.set(&t)?;
         }
         if let Some(lr) = self.meta.get("optim.lr") {
-            let lr: f64 = lr
-                .parse()
-                .map_err(|_| ckpt_err(here, format!("metadata optim.lr = `{lr}` is not a number")))?;
+            let lr: f64 = lr.parse().map_err(|_| {
+                ckpt_err(here, format!("metadata optim.lr = `{lr}` is not a number"))
+            })?;
             opt.set_lr(lr);
         }
         Ok(())
@@ -252,15 +285,27 @@ impl Checkpoint {
     }
 }
 
-fn parse_meta<T: std::str::FromStr>(path: &Path, meta: &mut BTreeMap<String, String>, key: &str) -> Result<T> {
+fn parse_meta<T: std::str::FromStr>(
+    path: &Path,
+    meta: &mut BTreeMap<String, String>,
+    key: &str,
+) -> Result<T> {
     let v = meta
         .remove(key)
         .ok_or_else(|| ckpt_err(path, format!("missing metadata `{key}`")))?;
-    v.parse()
-        .map_err(|_| ckpt_err(path, format!("metadata `{key}` = `{v}` is not a valid number")))
+    v.parse().map_err(|_| {
+        ckpt_err(
+            path,
+            format!("metadata `{key}` = `{v}` is not a valid number"),
+        )
+    })
 }
 
-fn view_to_tensor(path: &Path, name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Tensor> {
+fn view_to_tensor(
+    path: &Path,
+    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+) -> Result<Tensor> {
     use safetensors::Dtype as S;
     let shape = view.shape().to_vec();
     let data = view.data();
@@ -285,7 +330,10 @@ fn view_to_tensor(path: &Path, name: &str, view: &safetensors::tensor::TensorVie
         S::U8 => decode::<u8, 1>(data, shape, |[b]| b),
         S::U32 => decode::<u32, 4>(data, shape, u32::from_le_bytes),
         S::I64 => decode::<i64, 8>(data, shape, i64::from_le_bytes),
-        other => Err(ckpt_err(path, format!("tensor `{name}` has unsupported dtype {other:?}"))),
+        other => Err(ckpt_err(
+            path,
+            format!("tensor `{name}` has unsupported dtype {other:?}"),
+        )),
     }
 }
 
@@ -304,11 +352,27 @@ fn st_dtype(dtype: DType) -> Option<(&'static str, usize)> {
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let t = t.flatten_all()?;
     Ok(match t.dtype() {
-        DType::F32 => t.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::F64 => t.to_vec1::<f64>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::F64 => t
+            .to_vec1::<f64>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
         DType::U8 => t.to_vec1::<u8>()?,
-        DType::U32 => t.to_vec1::<u32>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::I64 => t.to_vec1::<i64>()?.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::U32 => t
+            .to_vec1::<u32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::I64 => t
+            .to_vec1::<i64>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
         other => {
             return Err(ModelError::Config {
                 field: "dtype".into(),
@@ -336,7 +400,10 @@ fn json_str(s: &str) -> String {
 
 /// Serializes `named` tensors and `meta` in the safetensors format, deterministically: tensors ordered by
 /// descending element size then name (so every tensor is aligned to its element size), metadata by key.
-fn encode_safetensors(named: &[(String, &Tensor)], meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+fn encode_safetensors(
+    named: &[(String, &Tensor)],
+    meta: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut entries = Vec::with_capacity(named.len());
     for (n, t) in named {
         let (dt, size) = st_dtype(t.dtype()).ok_or_else(|| ModelError::Config {

@@ -23,6 +23,12 @@ use crate::model::Model;
 /// Metadata key under which [`save_safetensors`] records the architecture id.
 pub const ARCH_KEY: &str = "deepcomp.arch";
 
+/// Named tensors, in a meaningful order (file order or `state_dict` order).
+pub type NamedTensors = Vec<(String, Tensor)>;
+
+/// Safetensors string metadata, sorted by key.
+pub type Metadata = BTreeMap<String, String>;
+
 /// Suffix of PyTorch's BatchNorm step counter, skipped on load.
 const NUM_BATCHES_TRACKED: &str = ".num_batches_tracked";
 
@@ -58,13 +64,13 @@ fn candle_dtype(dtype: Dtype) -> Option<DType> {
 
 /// Reads every tensor of a safetensors file onto the CPU, in the file's data order, with the file's
 /// string metadata. Tensors keep their stored dtype.
-pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>)> {
+pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, Metadata)> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
-    let metadata: BTreeMap<String, String> = header
+    let metadata: Metadata = header
         .metadata()
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -122,7 +128,9 @@ fn tensor_bytes(name: &str, t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
         other => {
             return Err(ModelError::Config {
                 field: name.to_string(),
-                reason: format!("cannot write dtype {other:?} to safetensors (supported: f32, f64, i64, u32, u8)"),
+                reason: format!(
+                "cannot write dtype {other:?} to safetensors (supported: f32, f64, i64, u32, u8)"
+            ),
             })
         }
     })
@@ -133,7 +141,7 @@ fn tensor_bytes(name: &str, t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
-    metadata: &BTreeMap<String, String>,
+    metadata: &Metadata,
 ) -> Result<()> {
     let mut encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     let mut seen = std::collections::BTreeSet::new();
@@ -150,8 +158,10 @@ pub fn write_safetensors(
             .map_err(|e| ckpt_err(path, format!("tensor `{name}`: {e}")))?;
         views.push((name.as_str(), view));
     }
-    let info: std::collections::HashMap<String, String> =
-        metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let info: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let buffer = safetensors::serialize(views, Some(info))
         .map_err(|e| ckpt_err(path, format!("serialization failed: {e}")))?;
     write_atomic(path, &buffer)
@@ -181,7 +191,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The model's full `state_dict` as (name, tensor) pairs in order (tensors share storage with the model's
 /// variables until the model is next updated).
-pub fn model_tensors(model: &dyn Model) -> Vec<(String, Tensor)> {
+pub fn model_tensors(model: &dyn Model) -> NamedTensors {
     model
         .params()
         .iter()
@@ -208,12 +218,14 @@ pub fn save_safetensors(model: &dyn Model, path: &Path) -> Result<()> {
 /// `source` names the origin in error messages.
 pub fn assign_tensors(model: &dyn Model, named: &[(String, Tensor)], source: &Path) -> Result<()> {
     let store = model.params();
+    // Names first (a file for another architecture is reported as such), then completeness, then
+    // shapes and dtypes.
     let mut found: BTreeMap<&str, &Tensor> = BTreeMap::new();
     for (name, t) in named {
         if name.ends_with(NUM_BATCHES_TRACKED) {
             continue;
         }
-        let Some(p) = store.get(name) else {
+        if store.get(name).is_none() {
             return Err(ckpt_err(
                 source,
                 format!(
@@ -221,28 +233,9 @@ pub fn assign_tensors(model: &dyn Model, named: &[(String, Tensor)], source: &Pa
                     model.arch()
                 ),
             ));
-        };
+        }
         if found.insert(name.as_str(), t).is_some() {
             return Err(ckpt_err(source, format!("tensor `{name}` appears twice")));
-        }
-        if p.var.dims() != t.dims() {
-            return Err(ckpt_err(
-                source,
-                format!(
-                    "shape mismatch for `{name}`: the model expects {:?}, the file has {:?}",
-                    p.var.dims(),
-                    t.dims()
-                ),
-            ));
-        }
-        if !t.dtype().is_float() {
-            return Err(ckpt_err(
-                source,
-                format!(
-                    "tensor `{name}` has dtype {:?}, expected a floating-point type",
-                    t.dtype()
-                ),
-            ));
         }
     }
     let missing: Vec<&str> = store
@@ -266,6 +259,32 @@ pub fn assign_tensors(model: &dyn Model, named: &[(String, Tensor)], source: &Pa
                 shown.join(", ")
             ),
         ));
+    }
+    for p in store.iter() {
+        let Some(t) = found.get(p.name.as_str()) else {
+            continue;
+        };
+        if p.var.dims() != t.dims() {
+            return Err(ckpt_err(
+                source,
+                format!(
+                    "shape mismatch for `{}`: the model expects {:?}, the file has {:?}",
+                    p.name,
+                    p.var.dims(),
+                    t.dims()
+                ),
+            ));
+        }
+        if !t.dtype().is_float() {
+            return Err(ckpt_err(
+                source,
+                format!(
+                    "tensor `{}` has dtype {:?}, expected a floating-point type",
+                    p.name,
+                    t.dtype()
+                ),
+            ));
+        }
     }
     for p in store.iter() {
         if let Some(t) = found.get(p.name.as_str()) {

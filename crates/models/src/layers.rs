@@ -360,7 +360,8 @@ impl BatchNorm {
             Ok(ys)
         } else {
             // Fold the running statistics into one scale and one shift per channel.
-            let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+            let scale =
+                (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
             Ok(xs
                 .broadcast_mul(&scale.reshape(bshape.as_slice())?)?
@@ -370,10 +371,15 @@ impl BatchNorm {
 }
 
 /// Max pooling with a square window of side `kernel` and stride `kernel` (PyTorch `nn.MaxPool2d(k)`,
-/// floor mode). candle's backward pass for max pooling requires kernel == stride, which is all the
-/// architectures here use.
+/// floor mode: trailing rows / columns that do not fill a window are dropped).
+///
+/// Implemented as a reshape to (N, C, H/k, k, W/k, k) followed by two max reductions, because candle
+/// 0.11's own `max_pool2d` has a wrong backward pass: it scales the gradient of each window's maximum by
+/// 1/k² (and misaligns windows when the input side is not a multiple of k). The reduction's backward
+/// routes the gradient to the window maximum like PyTorch; only exact ties differ (PyTorch picks one
+/// element, this gives the full gradient to each tied element).
 pub fn max_pool2d(xs: &Tensor, kernel: usize) -> Result<Tensor> {
-    let (_, _, h, w) = xs.dims4()?;
+    let (n, c, h, w) = xs.dims4()?;
     if kernel == 0 || h < kernel || w < kernel {
         return Err(ModelError::Shape {
             name: format!("max pool {kernel}x{kernel} input"),
@@ -381,7 +387,13 @@ pub fn max_pool2d(xs: &Tensor, kernel: usize) -> Result<Tensor> {
             found: vec![h, w],
         });
     }
-    Ok(xs.max_pool2d(kernel)?)
+    let (ho, wo) = (h / kernel, w / kernel);
+    let xs = if ho * kernel != h || wo * kernel != w {
+        xs.narrow(2, 0, ho * kernel)?.narrow(3, 0, wo * kernel)?
+    } else {
+        xs.clone()
+    };
+    Ok(xs.reshape((n, c, ho, kernel, wo, kernel))?.max(5)?.max(3)?)
 }
 
 /// Global average pooling: (N, C, H, W) → (N, C).

@@ -35,7 +35,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{Param, ParamRole, ParamStore};
 
 /// An optimizer over a [`ParamStore`]; see [`Sgd`] and [`AdamW`].
-pub trait Optimizer {
+pub trait Optimizer: Send + std::fmt::Debug {
     /// One update of every trainable parameter that has a gradient in `grads` (parameters without a
     /// gradient are skipped and their state is left untouched, as in PyTorch).
     fn step(&mut self, params: &ParamStore, grads: &GradStore) -> Result<()>;
@@ -57,7 +57,12 @@ pub trait Optimizer {
     /// Replaces the whole state by `state` (as produced by [`Optimizer::state`]) and the step counter by
     /// `steps`. Every name must be a known slot of this optimizer followed by a trainable parameter of
     /// `params`, with that parameter's shape; tensors are copied to the parameter's device and dtype.
-    fn load_state(&mut self, params: &ParamStore, state: &[(String, Tensor)], steps: u64) -> Result<()>;
+    fn load_state(
+        &mut self,
+        params: &ParamStore,
+        state: &[(String, Tensor)],
+        steps: u64,
+    ) -> Result<()>;
 }
 
 /// Hyperparameters of [`Sgd`].
@@ -163,7 +168,10 @@ impl OptimizerConfig {
                 non_negative("sgd.momentum", c.momentum)?;
                 non_negative("sgd.weight_decay", c.weight_decay)?;
                 if c.nesterov && c.momentum == 0.0 {
-                    return Err(config_err("sgd.nesterov", "Nesterov momentum requires momentum > 0"));
+                    return Err(config_err(
+                        "sgd.nesterov",
+                        "Nesterov momentum requires momentum > 0",
+                    ));
                 }
             }
             OptimizerConfig::AdamW(c) => {
@@ -197,7 +205,10 @@ fn non_negative(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(config_err(field, format!("must be finite and >= 0, got {v}")))
+        Err(config_err(
+            field,
+            format!("must be finite and >= 0, got {v}"),
+        ))
     }
 }
 
@@ -279,7 +290,10 @@ fn parse_state_name<'a>(
     if !slots.contains(&slot) {
         return Err(config_err(
             "optimizer state",
-            format!("`{name}`: {kind} has no state slot `{slot}` (known: {})", slots.join(", ")),
+            format!(
+                "`{name}`: {kind} has no state slot `{slot}` (known: {})",
+                slots.join(", ")
+            ),
         ));
     }
     let p = params
@@ -323,8 +337,9 @@ trait Real:
 }
 
 fn contiguous_range(l: &Layout) -> candle_core::Result<(usize, usize)> {
-    l.contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused optimizer update needs contiguous tensors".into()))
+    l.contiguous_offsets().ok_or_else(|| {
+        candle_core::Error::Msg("fused optimizer update needs contiguous tensors".into())
+    })
 }
 
 macro_rules! impl_real {
@@ -336,22 +351,29 @@ macro_rules! impl_real {
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
-            fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [Self]> {
+            fn slice_mut<'a>(
+                s: &'a mut CpuStorage,
+                l: &Layout,
+            ) -> candle_core::Result<&'a mut [Self]> {
                 let (a, b) = contiguous_range(l)?;
                 match s {
-                    CpuStorage::$variant(v) => v
-                        .get_mut(a..b)
-                        .ok_or_else(|| candle_core::Error::Msg("layout out of storage bounds".into())),
-                    _ => Err(candle_core::Error::Msg("fused optimizer update: dtype mismatch".into())),
+                    CpuStorage::$variant(v) => v.get_mut(a..b).ok_or_else(|| {
+                        candle_core::Error::Msg("layout out of storage bounds".into())
+                    }),
+                    _ => Err(candle_core::Error::Msg(
+                        "fused optimizer update: dtype mismatch".into(),
+                    )),
                 }
             }
             fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [Self]> {
                 let (a, b) = contiguous_range(l)?;
                 match s {
-                    CpuStorage::$variant(v) => v
-                        .get(a..b)
-                        .ok_or_else(|| candle_core::Error::Msg("layout out of storage bounds".into())),
-                    _ => Err(candle_core::Error::Msg("fused optimizer update: dtype mismatch".into())),
+                    CpuStorage::$variant(v) => v.get(a..b).ok_or_else(|| {
+                        candle_core::Error::Msg("layout out of storage bounds".into())
+                    }),
+                    _ => Err(candle_core::Error::Msg(
+                        "fused optimizer update: dtype mismatch".into(),
+                    )),
                 }
             }
         }
@@ -421,8 +443,20 @@ impl InplaceOp2 for SgdPlain {
     fn name(&self) -> &'static str {
         "sgd-plain"
     }
-    fn cpu_fwd(&self, w: &mut CpuStorage, wl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        fn run<T: Real>(op: &SgdPlain, w: &mut CpuStorage, wl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        w: &mut CpuStorage,
+        wl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: Real>(
+            op: &SgdPlain,
+            w: &mut CpuStorage,
+            wl: &Layout,
+            g: &CpuStorage,
+            gl: &Layout,
+        ) -> candle_core::Result<()> {
             let (lr, wd) = (T::of(op.lr), T::of(op.wd));
             if op.wd == 0.0 {
                 zip2::<T>(w, wl, g, gl, |w, g| w - lr * g)
@@ -508,9 +542,9 @@ impl InplaceOp3 for SgdApply {
             match (op.nesterov, op.wd == 0.0) {
                 (false, _) => zip3::<T>(w, wl, g, gl, buf, bl, |w, _, b| w - lr * b),
                 (true, true) => zip3::<T>(w, wl, g, gl, buf, bl, |w, g, b| w - lr * (g + mu * b)),
-                (true, false) => {
-                    zip3::<T>(w, wl, g, gl, buf, bl, |w, g, b| w - lr * ((g + wd * w) + mu * b))
-                }
+                (true, false) => zip3::<T>(w, wl, g, gl, buf, bl, |w, g, b| {
+                    w - lr * ((g + wd * w) + mu * b)
+                }),
             }
         }
         dispatch!(w, run, self, w, wl, g, gl, buf, bl)
@@ -536,8 +570,20 @@ impl InplaceOp2 for AdamFirstMoment {
     fn name(&self) -> &'static str {
         "adamw-exp-avg"
     }
-    fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        fn run<T: Real>(op: &AdamFirstMoment, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        m: &mut CpuStorage,
+        ml: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: Real>(
+            op: &AdamFirstMoment,
+            m: &mut CpuStorage,
+            ml: &Layout,
+            g: &CpuStorage,
+            gl: &Layout,
+        ) -> candle_core::Result<()> {
             let weight = 1.0 - op.beta1;
             let (t, small, omt) = (T::of(weight), weight.abs() < 0.5, T::of(1.0 - weight));
             zip2::<T>(m, ml, g, gl, |m, g| lerp(m, g, t, small, omt))
@@ -555,8 +601,20 @@ impl InplaceOp2 for AdamSecondMoment {
     fn name(&self) -> &'static str {
         "adamw-exp-avg-sq"
     }
-    fn cpu_fwd(&self, v: &mut CpuStorage, vl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        fn run<T: Real>(op: &AdamSecondMoment, v: &mut CpuStorage, vl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        v: &mut CpuStorage,
+        vl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: Real>(
+            op: &AdamSecondMoment,
+            v: &mut CpuStorage,
+            vl: &Layout,
+            g: &CpuStorage,
+            gl: &Layout,
+        ) -> candle_core::Result<()> {
             let (b2, c) = (T::of(op.beta2), T::of(1.0 - op.beta2));
             zip2::<T>(v, vl, g, gl, |v, g| v * b2 + c * g * g)
         }
@@ -594,7 +652,12 @@ impl InplaceOp3 for AdamApply {
             v: &CpuStorage,
             vl: &Layout,
         ) -> candle_core::Result<()> {
-            let (decay, nss, bc2, eps) = (T::of(op.decay), T::of(op.neg_step_size), T::of(op.bc2_sqrt), T::of(op.eps));
+            let (decay, nss, bc2, eps) = (
+                T::of(op.decay),
+                T::of(op.neg_step_size),
+                T::of(op.bc2_sqrt),
+                T::of(op.eps),
+            );
             zip3::<T>(w, wl, m, ml, v, vl, |w, m, v| {
                 let w = w * decay;
                 w + nss * m / (v.sqrt() / bc2 + eps)
@@ -641,21 +704,36 @@ impl Sgd {
 
     fn step_param(&mut self, p: &Param, g: &Tensor) -> Result<()> {
         let c = &self.config;
-        let wd = if decays(p.role, c.decay_bias_and_norm) { c.weight_decay } else { 0.0 };
+        let wd = if decays(p.role, c.decay_bias_and_norm) {
+            c.weight_decay
+        } else {
+            0.0
+        };
         let w = p.var.as_tensor();
         let fused = c.fused && fusable(&p.var);
         if c.momentum == 0.0 {
             if fused {
                 w.inplace_op2(g, &SgdPlain { lr: c.lr, wd })?;
             } else {
-                let d = if wd == 0.0 { g.clone() } else { (g + (w * wd)?)? };
+                let d = if wd == 0.0 {
+                    g.clone()
+                } else {
+                    (g + (w * wd)?)?
+                };
                 p.var.set(&(w - (d * c.lr)?)?)?;
             }
             return Ok(());
         }
         match self.momentum_buffer.get(&p.name) {
             Some(buf) if fused && buf.is_contiguous() => {
-                buf.inplace_op3(g, w, &SgdBuffer { momentum: c.momentum, wd })?;
+                buf.inplace_op3(
+                    g,
+                    w,
+                    &SgdBuffer {
+                        momentum: c.momentum,
+                        wd,
+                    },
+                )?;
                 let apply = SgdApply {
                     lr: c.lr,
                     momentum: c.momentum,
@@ -665,13 +743,21 @@ impl Sgd {
                 w.inplace_op3(g, buf, &apply)?;
             }
             existing => {
-                let d = if wd == 0.0 { g.clone() } else { (g + (w * wd)?)? };
+                let d = if wd == 0.0 {
+                    g.clone()
+                } else {
+                    (g + (w * wd)?)?
+                };
                 let buf = match existing {
                     Some(buf) => ((buf * c.momentum)? + &d)?,
                     // The first buffer is `d` itself (own storage: it is updated in place later).
                     None => d.copy()?,
                 };
-                let d = if c.nesterov { (d + (&buf * c.momentum)?)? } else { buf.clone() };
+                let d = if c.nesterov {
+                    (d + (&buf * c.momentum)?)?
+                } else {
+                    buf.clone()
+                };
                 p.var.set(&(w - (d * c.lr)?)?)?;
                 self.momentum_buffer.insert(p.name.clone(), buf);
             }
@@ -718,7 +804,10 @@ impl Optimizer for Sgd {
             ("momentum".to_string(), c.momentum.to_string()),
             ("nesterov".to_string(), c.nesterov.to_string()),
             ("weight_decay".to_string(), c.weight_decay.to_string()),
-            ("decay_bias_and_norm".to_string(), c.decay_bias_and_norm.to_string()),
+            (
+                "decay_bias_and_norm".to_string(),
+                c.decay_bias_and_norm.to_string(),
+            ),
         ])
     }
 
@@ -733,7 +822,12 @@ impl Optimizer for Sgd {
             .collect()
     }
 
-    fn load_state(&mut self, params: &ParamStore, state: &[(String, Tensor)], steps: u64) -> Result<()> {
+    fn load_state(
+        &mut self,
+        params: &ParamStore,
+        state: &[(String, Tensor)],
+        steps: u64,
+    ) -> Result<()> {
         let mut buffers = BTreeMap::new();
         for (name, t) in state {
             let (_, p) = parse_state_name("sgd", &Self::SLOTS, params, name)?;
@@ -792,7 +886,11 @@ impl AdamW {
     fn step_param(&mut self, p: &Param, g: &Tensor) -> Result<()> {
         let c = &self.config;
         let w = p.var.as_tensor();
-        let wd = if decays(p.role, c.decay_bias_and_norm) { c.weight_decay } else { 0.0 };
+        let wd = if decays(p.role, c.decay_bias_and_norm) {
+            c.weight_decay
+        } else {
+            0.0
+        };
         let (m, v) = match (self.exp_avg.get(&p.name), self.exp_avg_sq.get(&p.name)) {
             (Some(m), Some(v)) => (m.clone(), v.clone()),
             _ => (w.zeros_like()?, w.zeros_like()?),
@@ -874,7 +972,10 @@ impl Optimizer for AdamW {
             ("beta2".to_string(), c.beta2.to_string()),
             ("eps".to_string(), c.eps.to_string()),
             ("weight_decay".to_string(), c.weight_decay.to_string()),
-            ("decay_bias_and_norm".to_string(), c.decay_bias_and_norm.to_string()),
+            (
+                "decay_bias_and_norm".to_string(),
+                c.decay_bias_and_norm.to_string(),
+            ),
         ])
     }
 
@@ -891,14 +992,20 @@ impl Optimizer for AdamW {
             out.push((format!("exp_avg_sq.{n}"), t.copy()?));
         }
         for (n, &s) in &self.param_steps {
-            let s = i64::try_from(s).map_err(|_| config_err("adamw.step", "step count exceeds i64"))?;
+            let s =
+                i64::try_from(s).map_err(|_| config_err("adamw.step", "step count exceeds i64"))?;
             out.push((format!("step.{n}"), Tensor::new(s, &Device::Cpu)?));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    fn load_state(&mut self, params: &ParamStore, state: &[(String, Tensor)], steps: u64) -> Result<()> {
+    fn load_state(
+        &mut self,
+        params: &ParamStore,
+        state: &[(String, Tensor)],
+        steps: u64,
+    ) -> Result<()> {
         let mut exp_avg = BTreeMap::new();
         let mut exp_avg_sq = BTreeMap::new();
         let mut param_steps = BTreeMap::new();
@@ -907,10 +1014,16 @@ impl Optimizer for AdamW {
             if slot == "step" {
                 let s = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
                 let [s] = s.as_slice() else {
-                    return Err(config_err("optimizer state", format!("`{name}` must hold one number")));
+                    return Err(config_err(
+                        "optimizer state",
+                        format!("`{name}` must hold one number"),
+                    ));
                 };
                 if !(s.is_finite() && *s >= 0.0 && s.fract() == 0.0) {
-                    return Err(config_err("optimizer state", format!("`{name}` = {s} is not a step count")));
+                    return Err(config_err(
+                        "optimizer state",
+                        format!("`{name}` = {s} is not a step count"),
+                    ));
                 }
                 param_steps.insert(p.name.clone(), *s as u64);
                 continue;
@@ -923,8 +1036,15 @@ impl Optimizer for AdamW {
                 exp_avg_sq.insert(p.name.clone(), t);
             }
         }
-        for name in exp_avg.keys().chain(exp_avg_sq.keys()).chain(param_steps.keys()) {
-            if !(exp_avg.contains_key(name) && exp_avg_sq.contains_key(name) && param_steps.contains_key(name)) {
+        for name in exp_avg
+            .keys()
+            .chain(exp_avg_sq.keys())
+            .chain(param_steps.keys())
+        {
+            if !(exp_avg.contains_key(name)
+                && exp_avg_sq.contains_key(name)
+                && param_steps.contains_key(name))
+            {
                 return Err(config_err(
                     "optimizer state",
                     format!("`{name}` needs exp_avg, exp_avg_sq and step together"),

@@ -248,7 +248,10 @@ impl ModelReport {
 
     /// Bytes of all prunable weights at `bits` bits (sum of the per-layer rounded figures).
     pub fn weight_bytes_at_bits(&self, bits: u32) -> u64 {
-        self.layers.iter().map(|l| l.weight_bytes_at_bits(bits)).sum()
+        self.layers
+            .iter()
+            .map(|l| l.weight_bytes_at_bits(bits))
+            .sum()
     }
 
     /// Bytes of the whole model at fp32.
@@ -272,7 +275,15 @@ impl fmt::Display for ModelReport {
         writeln!(
             f,
             "{:<18} {:<8} {:<14} {:>10} {:>10} {:>8} {:>14} {:>14} {:>12}",
-            "layer", "kind", "output", "weights", "nonzero", "other", "MACs", "sparse MACs", "fp32 bytes"
+            "layer",
+            "kind",
+            "output",
+            "weights",
+            "nonzero",
+            "other",
+            "MACs",
+            "sparse MACs",
+            "fp32 bytes"
         )?;
         for l in &self.layers {
             let shape = l

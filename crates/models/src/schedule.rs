@@ -5,10 +5,10 @@
 //! as a run that went through epochs `0..e` (PyTorch's recursive forms agree with these closed forms to
 //! rounding; the tests compare them with values printed by PyTorch 2.x):
 //!
-//! * [`LrSchedule::Constant`]: `base`.
-//! * [`LrSchedule::Step`] (`StepLR`): `base · γ^⌊e / step_size⌋`.
-//! * [`LrSchedule::MultiStep`] (`MultiStepLR`): `base · γ^(number of milestones ≤ e)`.
-//! * [`LrSchedule::Cosine`] (`CosineAnnealingLR`): `η_min + (base − η_min)·(1 + cos(π·e / T_max))/2`
+//! * constant ([`LrSchedule::Constant`]): `base`;
+//! * step ([`LrSchedule::Step`], `StepLR`): `base · γ^⌊e / step_size⌋`;
+//! * multi-step ([`LrSchedule::MultiStep`], `MultiStepLR`): `base · γ^(number of milestones ≤ e)`;
+//! * cosine ([`LrSchedule::Cosine`], `CosineAnnealingLR`): `η_min + (base − η_min)·(1 + cos(π·e / T_max))/2`
 //!   (past `T_max` it rises again, as PyTorch's does).
 //!
 //! An optional linear [`Warmup`] of `w` epochs first scales `base` from `start_factor` up to 1
@@ -101,7 +101,10 @@ impl Schedule {
                     return Err(err("schedule.step_size", "must be > 0".into()));
                 }
                 if !gamma_ok(*gamma) {
-                    return Err(err("schedule.gamma", format!("must be finite and > 0, got {gamma}")));
+                    return Err(err(
+                        "schedule.gamma",
+                        format!("must be finite and > 0, got {gamma}"),
+                    ));
                 }
             }
             LrSchedule::MultiStep { milestones, gamma } => {
@@ -112,7 +115,10 @@ impl Schedule {
                     ));
                 }
                 if !gamma_ok(*gamma) {
-                    return Err(err("schedule.gamma", format!("must be finite and > 0, got {gamma}")));
+                    return Err(err(
+                        "schedule.gamma",
+                        format!("must be finite and > 0, got {gamma}"),
+                    ));
                 }
             }
             LrSchedule::Cosine { t_max, eta_min } => {
@@ -120,7 +126,10 @@ impl Schedule {
                     return Err(err("schedule.t_max", "must be > 0".into()));
                 }
                 if !(eta_min.is_finite() && *eta_min >= 0.0) {
-                    return Err(err("schedule.eta_min", format!("must be finite and >= 0, got {eta_min}")));
+                    return Err(err(
+                        "schedule.eta_min",
+                        format!("must be finite and >= 0, got {eta_min}"),
+                    ));
                 }
             }
         }
@@ -150,7 +159,9 @@ impl Schedule {
         };
         match &self.kind {
             LrSchedule::Constant => base_lr,
-            LrSchedule::Step { step_size, gamma } => base_lr * pow_count(*gamma, epoch / (*step_size).max(1)),
+            LrSchedule::Step { step_size, gamma } => {
+                base_lr * pow_count(*gamma, epoch / (*step_size).max(1))
+            }
             LrSchedule::MultiStep { milestones, gamma } => {
                 let passed = milestones.iter().filter(|&&m| m <= epoch).count();
                 base_lr * pow_count(*gamma, passed)

@@ -223,7 +223,12 @@ fn check_batch(model: &dyn Model, images: &Tensor, labels: &Tensor) -> Result<Ve
 }
 
 /// Forward pass, loss and host copy of the logits for one checked batch.
-fn forward_loss(model: &dyn Model, images: &Tensor, labels: &Tensor, train: bool) -> Result<(Tensor, Vec<f32>)> {
+fn forward_loss(
+    model: &dyn Model,
+    images: &Tensor,
+    labels: &Tensor,
+    train: bool,
+) -> Result<(Tensor, Vec<f32>)> {
     let logits = model.forward_t(images, train)?;
     let expected = [labels.dim(0)?, model.num_classes()];
     if logits.dims() != expected {
@@ -234,7 +239,10 @@ fn forward_loss(model: &dyn Model, images: &Tensor, labels: &Tensor, train: bool
         });
     }
     let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
-    let host = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let host = logits
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok((loss, host))
 }
 
@@ -257,7 +265,9 @@ fn make_bar(progress: &ProgressConfig, len: Option<usize>, prefix: String) -> Pr
         Some(n) => ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
     };
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(prefix);
@@ -408,7 +418,10 @@ pub fn fit<'d>(
     if start_epoch > config.epochs {
         return Err(ModelError::Config {
             field: "start_epoch".into(),
-            reason: format!("{start_epoch} is past the last epoch ({} epochs)", config.epochs),
+            reason: format!(
+                "{start_epoch} is past the last epoch ({} epochs)",
+                config.epochs
+            ),
         });
     }
     let progress = config.progress();
@@ -430,7 +443,11 @@ pub fn fit<'d>(
                 train.ex_per_s
             );
             if let Some(e) = &eval {
-                line.push_str(&format!(" | eval loss {:.4} top1 {:.2}%", e.loss, 100.0 * e.top1));
+                line.push_str(&format!(
+                    " | eval loss {:.4} top1 {:.2}%",
+                    e.loss,
+                    100.0 * e.top1
+                ));
                 if let Some(t5) = e.top5 {
                     line.push_str(&format!(" top5 {:.2}%", 100.0 * t5));
                 }
@@ -443,8 +460,10 @@ pub fn fit<'d>(
             if let Some(seed) = config.seed {
                 ckpt.meta.insert("seed".into(), seed.to_string());
             }
-            ckpt.meta.insert("train.loss".into(), train.loss.to_string());
-            ckpt.meta.insert("train.top1".into(), train.top1.to_string());
+            ckpt.meta
+                .insert("train.loss".into(), train.loss.to_string());
+            ckpt.meta
+                .insert("train.top1".into(), train.top1.to_string());
             if let Some(e) = &eval {
                 ckpt.meta.insert("eval.loss".into(), e.loss.to_string());
                 ckpt.meta.insert("eval.top1".into(), e.top1.to_string());

@@ -9,14 +9,18 @@
 //!
 //! 1. sorts the input once (an LSD radix sort on the order-preserving bit
 //!    pattern of `f32`, `O(n)`),
-//! 2. builds prefix sums of the values and of their squares (in `f64`, shifted
-//!    by the mean to avoid cancellation),
-//! 3. runs Lloyd steps in `O(k log n)` each: the boundaries are found by binary
-//!    search for the midpoints, the new centroids are segment means taken from
-//!    the prefix sums, and the SSE of a segment is `S2 - 2cS1 + c^2 n`.
+//! 2. builds prefix sums of the values (in `f64`, shifted by the mean to avoid
+//!    cancellation),
+//! 3. runs Lloyd steps in `O(k log n)` each: the boundaries are found by
+//!    searching for the midpoints (exponential search from the previous
+//!    step's boundary, so usually far fewer than `log n` probes), and the new
+//!    centroids are segment means taken from the prefix sums.
 //!
-//! The only `O(n)` work after sorting is the final assignment of each input
-//! value to its nearest centroid (binary search among the `k - 1` midpoints).
+//! The only `O(n)` work after sorting is the final report: the SSE (summed
+//! directly in `f64` over the sorted segments, which is more accurate than
+//! `S2 - 2cS1 + c²n` from prefix sums and costs one pass) and the assignment
+//! of each input value to its nearest centroid (binary search among the
+//! `k - 1` midpoints).
 //!
 //! **Ties.** A value exactly at the midpoint of two centroids goes to the lower
 //! centroid, both inside Lloyd and in the final assignment, so results are
@@ -54,7 +58,8 @@ pub enum Init {
     #[default]
     Linear,
     /// Density-based: evenly spaced on the CDF's y axis, i.e. the
-    /// `(i + 0.5) / k` quantiles of the values.
+    /// `(i + 0.5) / k` quantiles of the values. Coinciding quantiles (heavily
+    /// repeated values) collapse into one centroid.
     Density,
     /// Forgy: `k` distinct observations drawn uniformly at random
     /// (ChaCha8 seeded with `seed`). Coinciding values collapse into one
@@ -225,17 +230,30 @@ pub fn kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> Result<KMeans1d> {
 /// ascending); exact ties go to the lower centroid. Empty `centroids` give
 /// code 0 for every value.
 pub fn assign(values: &[f32], centroids: &[f32]) -> Vec<u32> {
-    let mids: Vec<f64> = centroids
+    // x <= (c_j + c_{j+1}) / 2 (exact in f64) is, for an f32 x, the same as
+    // x <= the largest f32 not above that midpoint: compare in f32.
+    let thresholds: Vec<f32> = centroids
         .windows(2)
-        .map(|w| (f64::from(w[0]) + f64::from(w[1])) * 0.5)
+        .map(|w| f32_at_or_below((f64::from(w[0]) + f64::from(w[1])) * 0.5))
         .collect();
     values
         .iter()
-        .map(|&x| {
-            let x = f64::from(x);
-            mids.partition_point(|&m| m < x) as u32
-        })
+        .map(|&x| thresholds.partition_point(|&t| t < x) as u32)
         .collect()
+}
+
+/// The largest `f32` that is `<= m` (`m` finite and within the `f32` range).
+fn f32_at_or_below(m: f64) -> f32 {
+    let t = m as f32;
+    if f64::from(t) <= m {
+        t
+    } else if t > 0.0 {
+        f32::from_bits(t.to_bits() - 1)
+    } else if t == 0.0 {
+        -f32::from_bits(1)
+    } else {
+        f32::from_bits(t.to_bits() + 1)
+    }
 }
 
 /// Returns the first non-finite element as an error.
@@ -274,36 +292,38 @@ pub(crate) fn sort_f32(values: &[f32]) -> Vec<f32> {
             !k
         }
     }
+    const BITS: usize = 11;
+    const BUCKETS: usize = 1 << BITS;
+    const MASK: u32 = (BUCKETS - 1) as u32;
     let n = values.len();
     let mut keys: Vec<u32> = values.iter().map(|v| key(v.to_bits())).collect();
-    let mut hist = [[0usize; 256]; 4];
+    // Three passes of 11, 11 and 10 bits.
+    let mut hist = vec![[0usize; BUCKETS]; 3];
     for &k in &keys {
         for (pass, h) in hist.iter_mut().enumerate() {
-            h[((k >> (8 * pass)) & 0xFF) as usize] += 1;
+            h[((k >> (BITS * pass)) & MASK) as usize] += 1;
         }
     }
     let mut buf = vec![0u32; n];
+    let mut offsets = vec![0usize; BUCKETS];
     for (pass, h) in hist.iter().enumerate() {
         if h.contains(&n) {
-            continue; // every key has the same byte here
+            continue; // every key has the same digit here
         }
-        let mut offsets = [0usize; 256];
         let mut acc = 0;
         for (o, &c) in offsets.iter_mut().zip(h.iter()) {
             *o = acc;
             acc += c;
         }
-        let shift = 8 * pass;
+        let shift = BITS * pass;
         for &k in &keys {
-            let b = ((k >> shift) & 0xFF) as usize;
+            let b = ((k >> shift) & MASK) as usize;
             buf[offsets[b]] = k;
             offsets[b] += 1;
         }
         std::mem::swap(&mut keys, &mut buf);
     }
-    keys.into_iter()
-        .map(|k| f32::from_bits(unkey(k)))
-        .collect()
+    keys.into_iter().map(|k| f32::from_bits(unkey(k))).collect()
 }
 
 /// Sorted values with shifted prefix sums.
@@ -313,8 +333,8 @@ struct Prepared {
     shift: f64,
     /// `p1[i] = Σ_{t<i} (x_t - shift)`.
     p1: Vec<f64>,
-    /// `p2[i] = Σ_{t<i} (x_t - shift)²`.
-    p2: Vec<f64>,
+    /// `Σ (x - shift)²` over all values.
+    total_sq: f64,
 }
 
 impl Prepared {
@@ -322,18 +342,20 @@ impl Prepared {
         let n = xs.len();
         let shift = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / n.max(1) as f64;
         let mut p1 = Vec::with_capacity(n + 1);
-        let mut p2 = Vec::with_capacity(n + 1);
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
         p1.push(0.0);
-        p2.push(0.0);
         for &x in &xs {
             let y = f64::from(x) - shift;
             s1 += y;
             s2 += y * y;
             p1.push(s1);
-            p2.push(s2);
         }
-        Self { xs, shift, p1, p2 }
+        Self {
+            xs,
+            shift,
+            p1,
+            total_sq: s2,
+        }
     }
 
     fn len(&self) -> usize {
@@ -343,8 +365,7 @@ impl Prepared {
     fn variance(&self) -> f64 {
         let n = self.len() as f64;
         let s1 = self.p1[self.len()];
-        let s2 = self.p2[self.len()];
-        ((s2 - s1 * s1 / n) / n).max(0.0)
+        ((self.total_sq - s1 * s1 / n) / n).max(0.0)
     }
 
     /// Sorted distinct values (`-0.0 == 0.0`; the first of a run is kept).
@@ -363,28 +384,37 @@ impl Prepared {
         (self.p1[b] - self.p1[a]) / (b - a) as f64 + self.shift
     }
 
-    /// `Σ_{a<=t<b} (x_t - c)²` from the prefix sums.
+    /// `Σ_{a<=t<b} (x_t - c)²`, summed directly in `f64` (one pass over the
+    /// segment; only used once, for the final report).
     fn seg_sse(&self, a: usize, b: usize, c: f64) -> f64 {
-        if b <= a {
-            return 0.0;
-        }
-        let n = (b - a) as f64;
-        let s1 = self.p1[b] - self.p1[a];
-        let s2 = self.p2[b] - self.p2[a];
-        let cs = c - self.shift;
-        (s2 - 2.0 * cs * s1 + cs * cs * n).max(0.0)
+        self.xs[a..b]
+            .iter()
+            .map(|&x| {
+                let d = f64::from(x) - c;
+                d * d
+            })
+            .sum()
     }
 
     /// Segment boundaries for ascending centroids `c`: `bounds[0] = 0`,
     /// `bounds[k] = n`, cluster `j` is `xs[bounds[j]..bounds[j+1]]`, and a
     /// value at a midpoint goes to the lower cluster.
-    fn bounds(&self, c: &[f64], bounds: &mut Vec<usize>) {
+    ///
+    /// `hint` (the previous step's boundaries, same `k`) makes each search an
+    /// exponential search starting at the old boundary: `O(log shift)` reads
+    /// near a position that is usually still in cache, instead of a cold
+    /// `O(log n)` binary search.
+    fn bounds(&self, c: &[f64], hint: Option<&[usize]>, bounds: &mut Vec<usize>) {
         bounds.clear();
         bounds.push(0);
         let mut lo = 0;
-        for w in c.windows(2) {
+        for (j, w) in c.windows(2).enumerate() {
             let m = (w[0] + w[1]) * 0.5;
-            lo += self.xs[lo..].partition_point(|&x| f64::from(x) <= m);
+            let start = hint.and_then(|h| h.get(j + 1)).copied();
+            lo = match start {
+                Some(s) => gallop(&self.xs, s.max(lo), m),
+                None => lo + self.xs[lo..].partition_point(|&x| f64::from(x) <= m),
+            };
             bounds.push(lo);
         }
         bounds.push(self.len());
@@ -399,7 +429,7 @@ impl Prepared {
         cf.dedup();
         let mut bounds = Vec::with_capacity(cf.len() + 1);
         let as64 = |cf: &[f32]| cf.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
-        self.bounds(&as64(&cf), &mut bounds);
+        self.bounds(&as64(&cf), None, &mut bounds);
         let keep: Vec<f32> = cf
             .iter()
             .enumerate()
@@ -408,7 +438,7 @@ impl Prepared {
             .collect();
         if keep.len() != cf.len() {
             cf = keep;
-            self.bounds(&as64(&cf), &mut bounds);
+            self.bounds(&as64(&cf), None, &mut bounds);
         }
         let sse = cf
             .iter()
@@ -416,6 +446,45 @@ impl Prepared {
             .map(|(j, &v)| self.seg_sse(bounds[j], bounds[j + 1], f64::from(v)))
             .sum();
         (cf, sse)
+    }
+}
+
+/// First index `i` of the sorted `xs` with `xs[i] > m` (the partition point of
+/// `x <= m`), found by exponential search outward from `start`.
+fn gallop(xs: &[f32], start: usize, m: f64) -> usize {
+    let n = xs.len();
+    let le = |i: usize| f64::from(xs[i]) <= m;
+    let start = start.min(n);
+    if start < n && le(start) {
+        // Answer in (start, n]: grow the step until xs[start + step] > m.
+        let mut lo = start + 1; // known: all of xs[..lo] are <= m
+        let mut step = 1;
+        loop {
+            let probe = start + step;
+            if probe >= n {
+                return lo + xs[lo..n].partition_point(|&x| f64::from(x) <= m);
+            }
+            if !le(probe) {
+                return lo + xs[lo..probe].partition_point(|&x| f64::from(x) <= m);
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        // Answer in [0, start]: everything from `hi` on is > m.
+        let mut hi = start;
+        let mut step = 1;
+        loop {
+            if step > hi {
+                return xs[..hi].partition_point(|&x| f64::from(x) <= m);
+            }
+            let probe = hi - step;
+            if le(probe) {
+                return probe + 1 + xs[probe + 1..hi].partition_point(|&x| f64::from(x) <= m);
+            }
+            hi = probe;
+            step *= 2;
+        }
     }
 }
 
@@ -503,12 +572,18 @@ fn kmeans_pp(xs: &[f32], k: usize, seed: u64) -> Vec<f64> {
 
 /// Lloyd's algorithm on sorted data. `c` ascending, strictly increasing.
 /// Returns the centroids, the number of steps and whether it converged.
-fn lloyd(data: &Prepared, mut c: Vec<f64>, max_iter: usize, tol_abs: f64) -> (Vec<f64>, usize, bool) {
+fn lloyd(
+    data: &Prepared,
+    mut c: Vec<f64>,
+    max_iter: usize,
+    tol_abs: f64,
+) -> (Vec<f64>, usize, bool) {
     let k = c.len();
     let mut bounds = Vec::with_capacity(k + 1);
     let mut prev: Vec<usize> = Vec::with_capacity(k + 1);
     for it in 0..max_iter {
-        data.bounds(&c, &mut bounds);
+        let hint = (prev.len() == k + 1).then_some(prev.as_slice());
+        data.bounds(&c, hint, &mut bounds);
         if bounds == prev {
             // The centroids are already the means of this partition.
             return (c, it, true);
@@ -643,16 +718,56 @@ mod tests {
     }
 
     #[test]
-    fn prefix_sse_matches_direct_sum() {
-        let xs: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.4).collect();
-        let data = Prepared::new(sort_f32(&xs));
-        for &(a, b, c) in &[(0usize, 1000usize, 0.1f64), (10, 500, -0.2), (999, 1000, 0.9)] {
-            let direct: f64 = data.xs[a..b]
-                .iter()
-                .map(|&x| (f64::from(x) - c).powi(2))
-                .sum();
-            let fast = data.seg_sse(a, b, c);
-            assert!((direct - fast).abs() <= 1e-9 * direct.max(1.0), "{direct} vs {fast}");
+    fn f32_threshold_is_exact() {
+        let cs = [
+            -3.0f32, -1e-30, -1e-45, 0.0, 1e-45, 0.1, 0.1000001, 7.5, 1e30,
+        ];
+        for w in cs.windows(2) {
+            let m = (f64::from(w[0]) + f64::from(w[1])) * 0.5;
+            let t = f32_at_or_below(m);
+            assert!(f64::from(t) <= m);
+            let up = if t >= 0.0 {
+                f32::from_bits(t.to_bits() + 1)
+            } else if t.to_bits() == 0x8000_0001 {
+                0.0
+            } else {
+                f32::from_bits(t.to_bits() - 1)
+            };
+            assert!(f64::from(up) > m, "{t} {up} {m}");
         }
+    }
+
+    #[test]
+    fn gallop_equals_partition_point() {
+        let xs: Vec<f32> = (0..300).map(|i| (i / 3) as f32 * 0.5).collect();
+        for start in [0usize, 1, 2, 7, 150, 298, 299, 300, 500] {
+            for m in [-1.0f64, 0.0, 0.25, 0.5, 10.0, 10.2, 49.5, 49.6, 100.0] {
+                let want = xs.partition_point(|&x| f64::from(x) <= m);
+                assert_eq!(gallop(&xs, start, m), want, "start {start} m {m}");
+            }
+        }
+        assert_eq!(gallop(&[], 0, 1.0), 0);
+    }
+
+    #[test]
+    fn prefix_means_and_variance() {
+        let xs: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.4)
+            .collect();
+        let data = Prepared::new(sort_f32(&xs));
+        let direct_mean = |a: usize, b: usize| {
+            data.xs[a..b].iter().map(|&x| f64::from(x)).sum::<f64>() / (b - a) as f64
+        };
+        for &(a, b) in &[(0usize, 1000usize), (10, 500), (999, 1000)] {
+            assert!((data.mean(a, b) - direct_mean(a, b)).abs() <= 1e-12);
+        }
+        let m = direct_mean(0, 1000);
+        let var = data
+            .xs
+            .iter()
+            .map(|&x| (f64::from(x) - m).powi(2))
+            .sum::<f64>()
+            / 1000.0;
+        assert!((data.variance() - var).abs() <= 1e-12 * var.max(1.0));
     }
 }

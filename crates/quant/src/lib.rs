@@ -44,7 +44,7 @@
 //! use deepcomp_quant::{share_weights, Init};
 //! let w = [0.0f32, 0.31, -0.52, 0.0, 0.29, -0.48, 1.1];
 //! let shared = share_weights(&w, None, 2, Init::Linear).unwrap();
-//! assert!(shared.codebook.len() <= 4);
+//! assert!(shared.codebook().len() <= 4);
 //! let back = shared.reconstruct();
 //! assert_eq!(back[0], 0.0); // pruned stays pruned
 //! assert_eq!(back[3], 0.0);
@@ -61,6 +61,5 @@ pub use error::{QuantError, Result};
 pub use kmeans::{assign, kmeans_1d, Init, KMeans1d, KMeansConfig, EXACT_MAX_CELLS};
 pub use plan::BitPlan;
 pub use share::{
-    default_bits, share_tensor, share_weights, share_weights_with, tensor_to_f32_vec,
-    SharedWeights,
+    default_bits, share_tensor, share_weights, share_weights_with, tensor_to_f32_vec, SharedWeights,
 };

@@ -54,7 +54,10 @@ impl BitPlan {
 
     /// Builder: apply overrides written as `name=bits` (as a CLI would take
     /// them, e.g. `fc1=4`).
-    pub fn with_override_specs<'a, I: IntoIterator<Item = &'a str>>(mut self, specs: I) -> Result<Self> {
+    pub fn with_override_specs<'a, I: IntoIterator<Item = &'a str>>(
+        mut self,
+        specs: I,
+    ) -> Result<Self> {
         for spec in specs {
             let (name, bits) = parse_override(spec)?;
             self = self.with_override(name, bits)?;

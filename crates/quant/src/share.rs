@@ -21,26 +21,20 @@ pub fn default_bits(kind_is_conv: bool) -> u8 {
 /// mask) are clustered and stored; the pruned positions are not a cluster and
 /// always reconstruct to exactly `0.0`.
 ///
-/// Invariants (upheld by every constructor and by [`Self::centroid_step`]):
-/// `codebook` is ascending (`total_cmp` order, ties kept in a deterministic
-/// order) with `1 <= codebook.len() <= 2^bits` unless nothing is kept
-/// (then it is empty); `positions` is strictly ascending and `< len`;
-/// `codes.len() == positions.len()` and every code indexes `codebook`.
+/// The fields are private so that these invariants always hold (every
+/// constructor checks or establishes them, [`Self::centroid_step`] keeps them):
+/// `bits` in `1..=16`; `codebook` finite and ascending with
+/// `codebook.len() <= 2^bits`, non-empty whenever a weight is kept;
+/// `positions` strictly ascending and `< len`; `codes.len() == positions.len()`
+/// and every code `< codebook.len()`. Hence no method can panic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedWeights {
-    /// Number of elements of the dense layer (kept and pruned).
-    pub len: usize,
-    /// Shared values, ascending.
-    pub codebook: Vec<f32>,
-    /// Flat indices of the kept weights, ascending.
-    pub positions: Vec<u64>,
-    /// Codebook index of each kept weight (aligned with `positions`).
-    pub codes: Vec<u32>,
-    /// Squared error of the sharing, `Σ (w - codebook[code])²` over the kept
-    /// weights, at clustering time (not updated by centroid steps).
-    pub sse: f64,
-    /// Bit width of a code (`codebook.len() <= 2^bits`).
-    pub bits: u8,
+    len: usize,
+    codebook: Vec<f32>,
+    positions: Vec<u64>,
+    codes: Vec<u32>,
+    sse: Option<f64>,
+    bits: u8,
 }
 
 /// Weight sharing with `k = 2^bits` clusters, the given initialisation and
@@ -108,7 +102,7 @@ pub fn share_weights_with(
         codebook: km.centroids,
         positions,
         codes: km.assignments,
-        sse: km.sse,
+        sse: Some(km.sse),
         bits,
     })
 }
@@ -131,6 +125,138 @@ pub fn tensor_to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl SharedWeights {
+    /// Rebuilds a layer from its stored parts (e.g. decoded from a container),
+    /// checking every invariant listed on the type; the error names the
+    /// offending part. [`Self::sse`] is `None` for such a layer.
+    pub fn from_parts(
+        len: usize,
+        codebook: Vec<f32>,
+        positions: Vec<u64>,
+        codes: Vec<u32>,
+        bits: u8,
+    ) -> Result<Self> {
+        check_bits(bits)?;
+        let invalid = |name, value: String, reason| QuantError::InvalidParam {
+            name,
+            value,
+            reason,
+        };
+        if codebook.len() > 1usize << bits {
+            return Err(invalid(
+                "codebook length",
+                codebook.len().to_string(),
+                "must be at most 2^bits",
+            ));
+        }
+        check_finite("codebook", &codebook)?;
+        if let Some(i) = codebook.windows(2).position(|w| w[0] > w[1]) {
+            return Err(invalid(
+                "codebook",
+                format!(
+                    "[{}] = {} > [{}] = {}",
+                    i,
+                    codebook[i],
+                    i + 1,
+                    codebook[i + 1]
+                ),
+                "must be ascending",
+            ));
+        }
+        if codes.len() != positions.len() {
+            return Err(QuantError::LengthMismatch {
+                what: "codes",
+                expected: positions.len(),
+                got: codes.len(),
+            });
+        }
+        if let Some(i) = positions.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "positions",
+                format!(
+                    "[{}] = {} >= [{}] = {}",
+                    i,
+                    positions[i],
+                    i + 1,
+                    positions[i + 1]
+                ),
+                "must be strictly ascending",
+            ));
+        }
+        if let Some(&p) = positions.last() {
+            if p >= len as u64 {
+                return Err(invalid(
+                    "positions",
+                    p.to_string(),
+                    "a position is outside the layer (>= len)",
+                ));
+            }
+        }
+        if let Some(&c) = codes.iter().find(|&&c| c as usize >= codebook.len()) {
+            return Err(invalid(
+                "codes",
+                c.to_string(),
+                "a code is not an index into the codebook",
+            ));
+        }
+        Ok(Self {
+            len,
+            codebook,
+            positions,
+            codes,
+            sse: None,
+            bits,
+        })
+    }
+
+    /// Takes the layer apart: `(len, codebook, positions, codes, bits)`, the
+    /// arguments of [`Self::from_parts`].
+    pub fn into_parts(self) -> (usize, Vec<f32>, Vec<u64>, Vec<u32>, u8) {
+        (
+            self.len,
+            self.codebook,
+            self.positions,
+            self.codes,
+            self.bits,
+        )
+    }
+
+    /// Number of elements of the dense layer (kept and pruned).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the dense layer has no elements at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shared values, ascending (at most `2^bits`).
+    pub fn codebook(&self) -> &[f32] {
+        &self.codebook
+    }
+
+    /// Flat (row-major) indices of the kept weights, ascending.
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+
+    /// Codebook index of each kept weight (aligned with [`Self::positions`]).
+    pub fn codes(&self) -> &[u32] {
+        &self.codes
+    }
+
+    /// Bit width of a code.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// Squared error of the sharing, `Σ (w - codebook[code])²` over the kept
+    /// weights, at clustering time (not updated by centroid steps); `None`
+    /// for a layer built with [`Self::from_parts`].
+    pub fn sse(&self) -> Option<f64> {
+        self.sse
+    }
+
     /// Number of kept (clustered) weights.
     pub fn kept(&self) -> usize {
         self.positions.len()

@@ -146,7 +146,9 @@ fn minmax_kernel(w: &[f32], bits: u8, keep_zeros: bool) -> Vec<f32> {
     }
     let (mn, mx) = w
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let alpha = mx - mn;
     let beta = mn;
     // An empty or constant tensor (or a range overflowing f32) is returned
@@ -215,7 +217,10 @@ pub fn straight_through(w: &Tensor, quantized: &Tensor) -> Result<Tensor> {
         });
     }
     let zero_with_grad = (w - w.detach())?;
-    Ok(quantized.detach().to_dtype(w.dtype())?.add(&zero_with_grad)?)
+    Ok(quantized
+        .detach()
+        .to_dtype(w.dtype())?
+        .add(&zero_with_grad)?)
 }
 
 fn out_channels(w: &Tensor) -> Result<usize> {

@@ -67,7 +67,16 @@ impl Mlp {
         let fcs = widths
             .windows(2)
             .enumerate()
-            .map(|(i, w)| Linear::new(&mut store, &format!("fc{}", i + 1), w[0], w[1], true, device))
+            .map(|(i, w)| {
+                Linear::new(
+                    &mut store,
+                    &format!("fc{}", i + 1),
+                    w[0],
+                    w[1],
+                    true,
+                    device,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         init_params(&store, init, seed)?;
         Ok(Self {

@@ -160,7 +160,9 @@ impl ResNet20 {
             for b in 0..Self::BLOCKS_PER_STAGE {
                 let stride = if b == 0 { first_stride } else { 1 };
                 let name = format!("layer{}.{b}", stage + 1);
-                blocks.push(BasicBlock::new(&mut store, &name, c, planes, stride, device)?);
+                blocks.push(BasicBlock::new(
+                    &mut store, &name, c, planes, stride, device,
+                )?);
                 let so = s / stride;
                 push(
                     format!("{name}.conv1"),
