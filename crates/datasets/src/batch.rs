@@ -196,7 +196,14 @@ impl Batches<'_> {
     }
 
     /// Writes one normalized, padded, possibly cropped/flipped example into `out`.
-    fn write_example(&self, img: &[u8], out: &mut [f32], shift_y: isize, shift_x: isize, flip: bool) {
+    fn write_example(
+        &self,
+        img: &[u8],
+        out: &mut [f32],
+        shift_y: isize,
+        shift_x: isize,
+        flip: bool,
+    ) {
         let (c, h, w) = (self.split.c, self.split.h, self.split.w);
         let (oh, ow) = (self.out_h, self.out_w);
         let plain = shift_y == 0 && shift_x == 0 && !flip && oh == h && ow == w;

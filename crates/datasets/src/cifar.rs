@@ -145,7 +145,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
     let mut f = File::open(path).map_err(|e| DatasetError::io(path, e))?;
     let len = f.metadata().map_err(|e| DatasetError::io(path, e))?.len();
     let mut v = Vec::with_capacity(len.min(1 << 31) as usize);
-    f.read_to_end(&mut v).map_err(|e| DatasetError::io(path, e))?;
+    f.read_to_end(&mut v)
+        .map_err(|e| DatasetError::io(path, e))?;
     Ok(v)
 }
 
@@ -205,7 +206,11 @@ pub(crate) fn read_tarball(
     let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 18, file));
     let mut archive = tar::Archive::new(gz);
     let tar_err = |e: std::io::Error| {
-        DatasetError::format(tarball, 0, format!("a readable gzip-compressed tar archive ({e})"))
+        DatasetError::format(
+            tarball,
+            0,
+            format!("a readable gzip-compressed tar archive ({e})"),
+        )
     };
     // Batch contents by file name; BTreeMap keeps a deterministic order.
     let mut found: std::collections::BTreeMap<String, (PathBuf, Vec<u8>)> = Default::default();
@@ -227,10 +232,16 @@ pub(crate) fn read_tarball(
         let name = name.to_string();
         let member = PathBuf::from(format!("{}!{}", tarball.display(), path.display()));
         let size = entry.size();
-        let mut v = Vec::with_capacity(size.min(1 << 31) as usize);
-        entry
-            .read_to_end(&mut v)
-            .map_err(|e| DatasetError::format(&member, v.len() as u64, format!("{size} bytes of tar member data ({e})")))?;
+        // Cap the up-front allocation: the header size may be corrupt (CIFAR-100 train.bin,
+        // the largest member, is 154 MB).
+        let mut v = Vec::with_capacity(size.min(1 << 28) as usize);
+        entry.read_to_end(&mut v).map_err(|e| {
+            DatasetError::format(
+                &member,
+                v.len() as u64,
+                format!("{size} bytes of tar member data ({e})"),
+            )
+        })?;
         found.insert(name, (member, v));
     }
     let missing: Vec<&str> = wanted

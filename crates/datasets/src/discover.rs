@@ -162,7 +162,10 @@ pub(crate) fn candidates(
 ) -> Vec<(PathBuf, &'static str)> {
     let name = id.name();
     if let Some(p) = explicit {
-        return vec![(p.to_path_buf(), "explicit path"), (p.join(name), "explicit path")];
+        return vec![
+            (p.to_path_buf(), "explicit path"),
+            (p.join(name), "explicit path"),
+        ];
     }
     let mut out = Vec::new();
     if let Some(d) = &roots.data_env {

@@ -51,7 +51,9 @@ impl Downloader {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_recv_body(None)
+            // A stalled connection fails after 60 s without data (then resumes); the whole
+            // body has no deadline since archives are large and links may be slow.
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("deepcomp-datasets/", env!("CARGO_PKG_VERSION")));
         if !env_proxy {
             cfg = cfg.proxy(None);

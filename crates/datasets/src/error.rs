@@ -115,7 +115,11 @@ impl DatasetError {
     }
 
     /// Shorthand for [`DatasetError::Format`].
-    pub(crate) fn format(file: impl Into<PathBuf>, offset: u64, expected: impl Into<String>) -> Self {
+    pub(crate) fn format(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        expected: impl Into<String>,
+    ) -> Self {
         DatasetError::Format {
             file: file.into(),
             offset,

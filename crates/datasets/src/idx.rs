@@ -95,10 +95,7 @@ pub(crate) fn open_maybe_gz(path: &Path) -> Result<(Box<dyn Read>, u64), Dataset
                 .seek(SeekFrom::Start(buffered))
                 .map_err(|e| DatasetError::io(path, e))?;
         }
-        Ok((
-            Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-            hint,
-        ))
+        Ok((Box::new(flate2::bufread::MultiGzDecoder::new(reader)), hint))
     } else {
         Ok((Box::new(reader), len))
     }
@@ -117,7 +114,12 @@ fn read_up_to(
     let mut limited = reader.take(want);
     match limited.read_to_end(buf) {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) =>
+        {
             Err(DatasetError::format(
                 path,
                 base + buf.len() as u64 - start,
@@ -199,7 +201,9 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DatasetError> {
                 format!("dimensions {dims:?} whose product fits in memory"),
             )
         })?;
-    let prealloc = data_len.min(size_hint.saturating_sub(header).max(1 << 16)).min(MAX_PREALLOC);
+    let prealloc = data_len
+        .min(size_hint.saturating_sub(header).max(1 << 16))
+        .min(MAX_PREALLOC);
     let mut data = Vec::with_capacity(prealloc as usize);
     // Ask for one byte more than declared, to detect trailing data.
     read_up_to(&mut reader, &mut data, data_len + 1, path, header)?;
@@ -228,15 +232,23 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DatasetError> {
     Ok(IdxArray { dtype, dims, data })
 }
 
+/// The images and labels of one MNIST-style split.
+#[derive(Debug)]
+pub(crate) struct IdxPair {
+    pub images: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
 /// Reads an image file (`u8`, 3 dimensions `[n, rows, cols]`) and its label file (`u8`, 1
 /// dimension `[n]`), checking that the counts agree and every label is `< classes`.
-///
-/// Returns `(images, labels, n, rows, cols)`.
 pub(crate) fn read_idx_pair(
     images_path: &Path,
     labels_path: &Path,
     classes: usize,
-) -> Result<(Vec<u8>, Vec<u32>, usize, usize, usize), DatasetError> {
+) -> Result<IdxPair, DatasetError> {
     let (images, labels) = std::thread::scope(|s| {
         let handle = s.spawn(|| read_idx(images_path));
         let labels = read_idx(labels_path);
@@ -264,7 +276,13 @@ pub(crate) fn read_idx_pair(
         });
     }
     let labels = labels_to_u32(labels_path, &labels.data, 8, 1, 0, classes)?;
-    Ok((images.data, labels, n, rows, cols))
+    Ok(IdxPair {
+        images: images.data,
+        labels,
+        n,
+        h: rows,
+        w: cols,
+    })
 }
 
 fn check_u8(path: &Path, a: &IdxArray, ndim: usize) -> Result<(), DatasetError> {
@@ -429,15 +447,13 @@ mod tests {
     #[test]
     fn pair_checks_counts_and_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let imgs = write(
-            dir.path(),
-            "i",
-            &encode_idx_u8(&[3, 2, 2], &[0; 12]),
-            false,
-        );
+        let imgs = write(dir.path(), "i", &encode_idx_u8(&[3, 2, 2], &[0; 12]), false);
         let labels = write(dir.path(), "l", &encode_idx_u8(&[3], &[0, 9, 4]), true);
-        let (img, lab, n, h, w) = read_idx_pair(&imgs, &labels, 10).unwrap();
-        assert_eq!((img.len(), lab, n, h, w), (12, vec![0, 9, 4], 3, 2, 2));
+        let p = read_idx_pair(&imgs, &labels, 10).unwrap();
+        assert_eq!(
+            (p.images.len(), p.labels, p.n, p.h, p.w),
+            (12, vec![0, 9, 4], 3, 2, 2)
+        );
         let (off, exp) = offset_of(read_idx_pair(&imgs, &labels, 5).unwrap_err());
         assert_eq!(off, 9);
         assert!(exp.contains("below 5"), "{exp}");

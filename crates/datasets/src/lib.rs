@@ -190,7 +190,8 @@ impl Split {
     /// The pixels of example `i` (`c * h * w` bytes), or `None` past the end.
     pub fn image(&self, i: usize) -> Option<&[u8]> {
         let size = self.c * self.h * self.w;
-        self.images.get(i.checked_mul(size)?..i.checked_add(1)?.checked_mul(size)?)
+        self.images
+            .get(i.checked_mul(size)?..i.checked_add(1)?.checked_mul(size)?)
     }
 
     /// Checks that the public fields agree with each other.
@@ -218,25 +219,45 @@ impl Split {
     }
 
     /// All images normalized to `f32` (`(x/255 − mean[c]) / std[c]`), in storage order.
+    /// Large splits are converted on several threads.
     pub fn normalized(&self, mean: &[f32], std: &[f32]) -> Result<Vec<f32>, DatasetError> {
         self.check_consistent()?;
         let lut = batch::normalization_lut(self.c, mean, std)?;
         let plane = self.h * self.w;
         let mut out = vec![0f32; self.images.len()];
-        if plane == 0 {
+        let planes = self.n * self.c;
+        if plane == 0 || planes == 0 {
             return Ok(out);
         }
-        for (i, (d, s)) in out
-            .chunks_exact_mut(plane)
-            .zip(self.images.chunks_exact(plane))
-            .enumerate()
-        {
-            let ch = i % self.c;
-            let table = &lut[ch * 256..(ch + 1) * 256];
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d = table[usize::from(s)];
+        let threads = if self.images.len() < 1 << 20 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |t| t.get().min(8))
+        };
+        let per_thread = planes.div_ceil(threads);
+        let convert = |first_plane: usize, dst: &mut [f32], src: &[u8]| {
+            for (k, (d, s)) in dst
+                .chunks_exact_mut(plane)
+                .zip(src.chunks_exact(plane))
+                .enumerate()
+            {
+                let ch = (first_plane + k) % self.c;
+                let table = &lut[ch * 256..(ch + 1) * 256];
+                for (d, &s) in d.iter_mut().zip(s) {
+                    *d = table[usize::from(s)];
+                }
             }
-        }
+        };
+        std::thread::scope(|scope| {
+            for (t, (dst, src)) in out
+                .chunks_mut(per_thread * plane)
+                .zip(self.images.chunks(per_thread * plane))
+                .enumerate()
+            {
+                let convert = &convert;
+                scope.spawn(move || convert(t * per_thread, dst, src));
+            }
+        });
         Ok(out)
     }
 
@@ -258,7 +279,12 @@ impl Split {
         for h in &hist {
             let count: u64 = h.iter().sum();
             let count = count.max(1) as f64;
-            let m: f64 = h.iter().enumerate().map(|(v, &k)| v as f64 / 255.0 * k as f64).sum::<f64>() / count;
+            let m: f64 = h
+                .iter()
+                .enumerate()
+                .map(|(v, &k)| v as f64 / 255.0 * k as f64)
+                .sum::<f64>()
+                / count;
             let var: f64 = h
                 .iter()
                 .enumerate()
@@ -310,7 +336,12 @@ pub struct LoadOptions {
 
 /// Finds (and, if allowed, downloads) data set `id` and reads both splits into memory.
 pub fn load(id: DatasetId, opts: &LoadOptions) -> Result<Dataset, DatasetError> {
-    load_with_manifest(id, &Manifest::embedded(id)?, &Downloader::new(opts.progress), opts)
+    load_with_manifest(
+        id,
+        &Manifest::embedded(id)?,
+        &Downloader::new(opts.progress),
+        opts,
+    )
 }
 
 /// [`load`] with a given manifest and downloader (tests point these at a loopback server).
@@ -339,7 +370,10 @@ pub fn load_with_manifest(
                         "Fix the explicit path, or leave it unset to search the usual places."
                             .to_string()
                     } else if cache.is_none() {
-                        looked.push((PathBuf::from("<cache>"), "no user cache directory (HOME/XDG_CACHE_HOME unset)".into()));
+                        looked.push((
+                            PathBuf::from("<cache>"),
+                            "no user cache directory (HOME/XDG_CACHE_HOME unset)".into(),
+                        ));
                         "Set DEEPCOMP_DATA to a folder holding the data set.".to_string()
                     } else if !allow {
                         format!(
@@ -384,13 +418,13 @@ fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetErro
                 });
                 (train, test)
             });
-            let to_split = |(images, labels, n, h, w): (Vec<u8>, Vec<u32>, usize, usize, usize)| Split {
-                images,
-                labels,
-                n,
+            let to_split = |p: idx::IdxPair| Split {
+                images: p.images,
+                labels: p.labels,
+                n: p.n,
                 c: 1,
-                h,
-                w,
+                h: p.h,
+                w: p.w,
             };
             let (train, test) = (to_split(train?), to_split(test?));
             if (train.h, train.w) != (test.h, test.w) {

@@ -103,7 +103,9 @@ const CIFAR10: &str = include_str!("../../../datasets/cifar10.toml");
 const CIFAR100: &str = include_str!("../../../datasets/cifar100.toml");
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Manifest {
@@ -133,7 +135,10 @@ impl Manifest {
         }
         for f in &m.files {
             if f.name.is_empty() || f.name.contains(['/', '\\']) || f.name.starts_with('.') {
-                return Err(err(format!("file name {:?} must be a plain file name", f.name)));
+                return Err(err(format!(
+                    "file name {:?} must be a plain file name",
+                    f.name
+                )));
             }
             if f.urls.is_empty() {
                 return Err(err(format!("file {}: no urls", f.name)));
@@ -147,12 +152,18 @@ impl Manifest {
             }
             if let Some(s) = &f.sha256 {
                 if !is_hex(s, 64) {
-                    return Err(err(format!("file {}: sha256 {s:?} is not 64 lowercase hex digits", f.name)));
+                    return Err(err(format!(
+                        "file {}: sha256 {s:?} is not 64 lowercase hex digits",
+                        f.name
+                    )));
                 }
             }
             if let Some(s) = &f.md5 {
                 if !is_hex(s, 32) {
-                    return Err(err(format!("file {}: md5 {s:?} is not 32 lowercase hex digits", f.name)));
+                    return Err(err(format!(
+                        "file {}: md5 {s:?} is not 32 lowercase hex digits",
+                        f.name
+                    )));
                 }
             }
             for c in &f.known_copies {
@@ -285,7 +296,13 @@ mod tests {
             ("[[file]]\nname='a'\nurls=['http://h/a']\nmd5='00000000000000000000000000000000'\nbogus=1\n", "unknown field"),
         ];
         for (i, (body, why)) in cases.iter().enumerate() {
-            let text = if i == 0 { String::new() } else if i == 1 { head.to_string() } else { format!("{head}{body}") };
+            let text = if i == 0 {
+                String::new()
+            } else if i == 1 {
+                head.to_string()
+            } else {
+                format!("{head}{body}")
+            };
             let e = Manifest::parse("t.toml", &text).unwrap_err().to_string();
             assert!(e.contains("t.toml") && e.contains(why), "case {i}: {e}");
         }
@@ -312,13 +329,28 @@ mod tests {
         // SHA-256 present: it decides (the wrong MD5 is not consulted).
         assert_eq!(f.verify(&p).unwrap(), Verified::Sha256);
         f.sha256 = Some(other.clone());
-        assert!(matches!(f.verify(&p).unwrap_err(), DatasetError::Checksum { algorithm: "sha256", .. }));
+        assert!(matches!(
+            f.verify(&p).unwrap_err(),
+            DatasetError::Checksum {
+                algorithm: "sha256",
+                ..
+            }
+        ));
         f.sha256 = None;
-        assert!(matches!(f.verify(&p).unwrap_err(), DatasetError::Checksum { algorithm: "md5", .. }));
+        assert!(matches!(
+            f.verify(&p).unwrap_err(),
+            DatasetError::Checksum {
+                algorithm: "md5",
+                ..
+            }
+        ));
         f.md5 = Some(md5.into());
         assert_eq!(f.verify(&p).unwrap(), Verified::Md5);
         f.md5 = Some("0".repeat(32));
-        f.known_copies.push(KnownCopy { description: "copy".into(), sha256: sha.into() });
+        f.known_copies.push(KnownCopy {
+            description: "copy".into(),
+            sha256: sha.into(),
+        });
         assert_eq!(f.verify(&p).unwrap(), Verified::KnownCopy("copy".into()));
     }
 }

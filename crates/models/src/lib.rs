@@ -1,4 +1,27 @@
-//! (essay to be written)
+//! # deepcomp-models
+//!
+//! The networks deepcomp compresses, and everything needed to train them, in one crate that knows
+//! nothing about pruning or quantization.
+//!
+//! Every network is a [`Model`]: a forward pass plus a [`ParamStore`], the list of every tensor the
+//! network owns under its PyTorch name (`fc1.weight`, `features.0.weight`,
+//! `layer1.0.bn1.running_mean`, ...) in PyTorch `state_dict` order, so safetensors checkpoints move
+//! between deepcomp and PyTorch unchanged. [`Model::prunable`] is the ordered subset the compression
+//! stages act on: conv and fc weights, never biases or BatchNorm. [`arch::build`] makes any of the
+//! seeds' architectures (LeNet-300-100, LeNet-5, an MLP, the CIFAR LeNet, VGG16-half, ResNet-20) from an
+//! id, an [`ArchConfig`] and a seed; initialization draws from a seeded ChaCha8 stream, because candle's
+//! CPU RNG cannot be seeded.
+//!
+//! Training is ours rather than candle's defaults: [`Sgd`] (momentum, Nesterov, weight decay, PyTorch
+//! semantics) and [`AdamW`] behind the [`Optimizer`] trait, LR [`Schedule`]s, [`train_epoch`] /
+//! [`evaluate`] / [`fit`] with top-1/top-5 and throughput, and [`Checkpoint`]s holding weights,
+//! optimizer state, masks and the epoch so a killed run resumes bit for bit. The one seam to the rest
+//! of deepcomp is [`TrainHook`]: called after backward and after each optimizer step, it is where the
+//! driver keeps pruned weights at zero and trains shared centroids.
+//!
+//! [`layer_report`] gives the per-layer MACs and memory footprint (fp32 and at k bits) that seed 004
+//! computes by hand. Where candle 0.11 is wrong or missing something (max-pool backward, BatchNorm with
+//! PyTorch's running-statistics semantics), [`layers`] has our own version.
 
 pub mod arch;
 pub mod checkpoint;
