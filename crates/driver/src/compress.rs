@@ -171,9 +171,9 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
             shape: t.shape.clone(),
             bits,
             index_bits: opts.index_bits.unwrap_or(5),
-            codebook: shared.codebook,
-            positions: shared.positions,
-            codes: shared.codes,
+            codebook: shared.codebook().to_vec(),
+            positions: shared.positions().to_vec(),
+            codes: shared.codes().to_vec(),
         };
         if opts.index_bits.is_none() {
             layer.index_bits = crate::pipeline::best_index_bits(&layer)?;

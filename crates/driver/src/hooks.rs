@@ -12,7 +12,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use deepcomp_models::{Model, ModelError, Optimizer, TrainHook};
 use deepcomp_quant::SharedWeights;
-use deepcomp_sparsity::MaskSet;
+use deepcomp_sparsity::{DeviceMasks, MaskSet};
 
 fn hook_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> ModelError {
     ModelError::Hook(Box::new(e))
@@ -29,24 +29,28 @@ fn var_of(model: &dyn Model, name: &str) -> Result<Var, ModelError> {
 /// Keeps pruned weights at exactly zero through training.
 #[derive(Debug)]
 pub struct MaskHook {
+    /// 0/1 f32 masks (for gradients and optimizer state), keyed by weight name.
     masks: BTreeMap<String, Tensor>,
+    /// The same masks for `where`-style application: a pruned weight becomes +0.0 exactly (a
+    /// multiplication would leave -0.0 for negative weights, which is not bit-equal to a decoded 0).
+    exact: DeviceMasks,
 }
 
 impl MaskHook {
-    /// Masks as 0/1 f32 tensors on `device`, keyed by weight name.
+    /// Masks on `device`, keyed by weight name.
     pub fn new(masks: &MaskSet, device: &Device) -> Result<Self, deepcomp_sparsity::SparsityError> {
         let mut out = BTreeMap::new();
         for (name, m) in masks.iter() {
             out.insert(name.to_string(), m.to_tensor(device)?);
         }
-        Ok(Self { masks: out })
+        Ok(Self { masks: out, exact: masks.to_device(device)? })
     }
 
-    /// Multiplies every masked weight of `model` by its mask.
+    /// Sets every pruned weight of `model` to +0.0.
     pub fn apply_to_weights(&self, model: &dyn Model) -> Result<(), ModelError> {
-        for (name, mask) in &self.masks {
+        for name in self.masks.keys() {
             let var = var_of(model, name)?;
-            var.set(&var.as_tensor().mul(mask)?)?;
+            var.set(&self.exact.apply(name, var.as_tensor()).map_err(hook_err)?)?;
         }
         Ok(())
     }

@@ -1,1 +1,31 @@
-//! placeholder
+//! # deepcomp-driver
+//!
+//! The part of deepcomp that users run. The other crates each own one idea (entropy coding, datasets,
+//! sparsity, weight sharing, models); this crate strings them into Deep Compression's pipeline and
+//! owns everything that is about *files a user keeps*:
+//!
+//! - [`recipe`]: TOML recipes (model, dataset, schedules, pruning, bits per layer), validated with
+//!   errors that name the field; built-in recipes are embedded.
+//! - [`pipeline`]: the stages train → prune → masked finetune → k-means sharing → centroid finetune →
+//!   encode → decode + verify + evaluate, each resumable from its checkpoint.
+//! - [`hooks`]: the training hooks that keep pruned weights at zero and train shared centroids.
+//! - [`container`]: the `.dcz` file format (specified byte by byte in `docs/FORMAT.md`).
+//! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
+//! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
+//! - [`bench`]: throughput figures for `cargo xtask bench`.
+//!
+//! The compression ratio this crate reports as `ratio.file` is always measured on the bytes of a file
+//! that was written, read back and checked bit-exact against the quantized model.
+
+pub mod bench;
+pub mod compress;
+pub mod container;
+pub mod error;
+pub mod fsutil;
+pub mod hooks;
+pub mod pipeline;
+pub mod plot;
+pub mod recipe;
+pub mod report;
+
+pub use error::{DriverError, Result};

@@ -100,7 +100,7 @@ impl Ctx<'_> {
     /// Top-1 and top-5 on the test split.
     fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
         let cfg = batch_config(self.recipe, false, 0);
-        let batches = self.data.test.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device);
+        let batches = self.data.test.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
         let s = deepcomp_models::evaluate(model, batches)?;
         Ok((s.top1, s.top5.unwrap_or(f64::NAN)))
     }
@@ -131,7 +131,7 @@ impl Ctx<'_> {
             opt.set_lr(lr);
             hook.on_epoch_start(epoch, model)?;
             let cfg = batch_config(self.recipe, true, tag);
-            let batches = self.data.train.batches(&cfg, &self.data.mean, &self.data.std, epoch as u64, &self.device);
+            let batches = self.data.train.batches(&cfg, &self.data.mean, &self.data.std, epoch as u64, &self.device)?;
             let st = deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
             let (top1, top5) = self.evaluate(model)?;
             eprintln!(
@@ -175,7 +175,7 @@ fn make_optimizer(o: &OptimSection) -> Result<Box<dyn Optimizer>> {
 
 fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::Schedule> {
     use deepcomp_models::LrSchedule;
-    let kind = match o.schedule.as_str() {
+    let kind = match o.lr_schedule.as_str() {
         "step" => LrSchedule::Step { step_size: o.step_size.unwrap_or(1), gamma: o.gamma.unwrap_or(0.1) },
         "multistep" => LrSchedule::MultiStep { milestones: o.milestones.clone().unwrap_or_default(), gamma: o.gamma.unwrap_or(0.1) },
         "cosine" => LrSchedule::Cosine { t_max: epochs.max(1), eta_min: o.eta_min },
@@ -286,7 +286,7 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
             eprintln!("deepcomp: loading dense weights from {}", ck.display());
             deepcomp_models::load_safetensors(model.as_ref(), ck)?;
         } else {
-            ctx.train(model.as_ref(), &recipe.train.optim, recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0, 0.0, &mut report.history)?;
+            ctx.train(model.as_ref(), &recipe.train.optim(), recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0, 0.0, &mut report.history)?;
         }
         let (top1, _) = ctx.evaluate(model.as_ref())?;
         report.accuracy.dense = top1;
@@ -386,7 +386,7 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
             };
             sched.validate()?;
             let total = sched.total_epochs();
-            let lr_sched = make_schedule(&p.optim, total)?;
+            let lr_sched = make_schedule(&p.optim(), total)?;
             for e in 0..total {
                 if let Some(step) = sched.prune_at(e) {
                     let t = Instant::now();
@@ -397,9 +397,9 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                     report.accuracy.pruned = ctx.evaluate(model)?.0;
                     masks = Some(m);
                 }
-                let mut o = p.optim.clone();
-                o.lr = lr_sched.lr_at(p.optim.lr, e);
-                o.schedule = "constant".into();
+                let mut o = p.optim();
+                o.lr = lr_sched.lr_at(p.optim().lr, e);
+                o.lr_schedule = "constant".into();
                 let target = sched.target_at(e);
                 let t = Instant::now();
                 if sched.allows_regrowth_at(e) {
@@ -442,7 +442,7 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                     s.total()
                 );
                 let t = Instant::now();
-                ctx.train(model, &p.optim, r.epochs, &mut hook, "finetune", i, s.total_sparsity(), &mut report.history)?;
+                ctx.train(model, &p.optim(), r.epochs, &mut hook, "finetune", i, s.total_sparsity(), &mut report.history)?;
                 report.seconds.finetune += t.elapsed().as_secs_f64();
                 deepcomp_models::save_safetensors(model, &round_ckpt)?;
                 fsutil::write_json(progress_path, report)?;
@@ -476,9 +476,9 @@ fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Repo
     report.history.push(EpochRow { stage: "shared".into(), test_top1: acc, test_top5: top5, ..Default::default() });
     if recipe.quant.epochs > 0 {
         // The optimizer only moves the non-shared parameters (biases, BatchNorm); the hook owns the centroids.
-        let mut o = recipe.prune.optim.clone();
+        let mut o = recipe.prune.optim();
         o.lr = if recipe.quant.other_lr > 0.0 { recipe.quant.other_lr } else { f64::MIN_POSITIVE };
-        o.schedule = "cosine".into();
+        o.lr_schedule = "cosine".into();
         ctx.train(model, &o, recipe.quant.epochs, &mut hook, "centroids", 0, 0.0, &mut report.history)?;
     }
     let (acc, _) = ctx.evaluate(model)?;
@@ -522,7 +522,7 @@ pub fn shared_from_values(values: &[f32], keep: &[bool], bits: u8) -> Result<Sha
             codes.push(c as u32);
         }
     }
-    Ok(SharedWeights { len: values.len(), codebook: book, positions, codes, sse: 0.0, bits })
+    Ok(SharedWeights::from_parts(values.len(), book, positions, codes, bits)?)
 }
 
 fn kind_of(k: LayerKind) -> container::LayerKind {
@@ -544,11 +544,11 @@ pub fn build_dcz(recipe: &LoadedRecipe, model: &dyn Model, shared: &[SharedLayer
             name: s.name.clone(),
             kind: kind_of(p.kind),
             shape: s.shape.clone(),
-            bits: s.shared.bits,
+            bits: s.shared.bits(),
             index_bits: recipe.recipe.encode.index_bits.unwrap_or(5),
-            codebook: s.shared.codebook.clone(),
-            positions: s.shared.positions.clone(),
-            codes: s.shared.codes.clone(),
+            codebook: s.shared.codebook().to_vec(),
+            positions: s.shared.positions().to_vec(),
+            codes: s.shared.codes().to_vec(),
         };
         if recipe.recipe.encode.index_bits.is_none() {
             layer.index_bits = best_index_bits(&layer)?;

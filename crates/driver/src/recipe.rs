@@ -110,7 +110,7 @@ pub struct ArchSection {
 
 /// Data options.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Explicit dataset folder (first in the discovery order).
     pub path: Option<PathBuf>,
@@ -145,27 +145,80 @@ impl Default for DataSection {
     }
 }
 
-/// Optimizer settings shared by every training stage.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// Defines a recipe section struct that carries the optimizer fields (`optimizer`, `lr`, `momentum`,
+/// `nesterov`, `weight_decay`, `lr_schedule`, `step_size`, `gamma`, `milestones`, `eta_min`) next to its
+/// own, so recipes stay flat (`[train] epochs = 20, lr = 0.05`) while unknown fields are still rejected
+/// (serde's `flatten` cannot be combined with `deny_unknown_fields`).
+macro_rules! with_optim_fields {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// `sgd` or `adamw`.
+            #[serde(default = "default_optimizer")]
+            pub optimizer: String,
+            /// Initial learning rate.
+            pub lr: f64,
+            /// SGD momentum.
+            #[serde(default = "default_momentum")]
+            pub momentum: f64,
+            /// Nesterov momentum (SGD).
+            #[serde(default)]
+            pub nesterov: bool,
+            /// Weight decay (L2 for SGD, decoupled for AdamW).
+            #[serde(default)]
+            pub weight_decay: f64,
+            /// `constant`, `step`, `multistep` or `cosine`.
+            #[serde(default = "default_schedule")]
+            pub lr_schedule: String,
+            /// Step schedule: epochs between decays.
+            pub step_size: Option<usize>,
+            /// Step / multi-step decay factor.
+            pub gamma: Option<f64>,
+            /// Multi-step milestones (epochs).
+            pub milestones: Option<Vec<usize>>,
+            /// Cosine floor.
+            #[serde(default)]
+            pub eta_min: f64,
+        }
+
+        impl $name {
+            /// The optimizer settings of this section.
+            pub fn optim(&self) -> OptimSection {
+                OptimSection {
+                    optimizer: self.optimizer.clone(),
+                    lr: self.lr,
+                    momentum: self.momentum,
+                    nesterov: self.nesterov,
+                    weight_decay: self.weight_decay,
+                    lr_schedule: self.lr_schedule.clone(),
+                    step_size: self.step_size,
+                    gamma: self.gamma,
+                    milestones: self.milestones.clone(),
+                    eta_min: self.eta_min,
+                }
+            }
+        }
+    };
+}
+
+/// Optimizer settings of one training stage (see [`TrainSection::optim`], [`PruneSection::optim`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct OptimSection {
     /// `sgd` or `adamw`.
-    #[serde(default = "default_optimizer")]
     pub optimizer: String,
     /// Initial learning rate.
     pub lr: f64,
     /// SGD momentum.
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
     /// Nesterov momentum (SGD).
-    #[serde(default)]
     pub nesterov: bool,
-    /// Weight decay (L2 for SGD, decoupled for AdamW).
-    #[serde(default)]
+    /// Weight decay.
     pub weight_decay: f64,
     /// `constant`, `step`, `multistep` or `cosine`.
-    #[serde(default = "default_schedule")]
-    pub schedule: String,
+    pub lr_schedule: String,
     /// Step schedule: epochs between decays.
     pub step_size: Option<usize>,
     /// Step / multi-step decay factor.
@@ -173,7 +226,6 @@ pub struct OptimSection {
     /// Multi-step milestones (epochs).
     pub milestones: Option<Vec<usize>>,
     /// Cosine floor.
-    #[serde(default)]
     pub eta_min: f64,
 }
 
@@ -187,17 +239,14 @@ fn default_schedule() -> String {
     "constant".into()
 }
 
-/// Dense training.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSection {
-    /// Epochs of dense training.
-    pub epochs: usize,
-    /// Load this safetensors checkpoint instead of training (PyTorch names).
-    pub checkpoint: Option<PathBuf>,
-    /// Optimizer and schedule.
-    #[serde(flatten)]
-    pub optim: OptimSection,
+with_optim_fields! {
+    /// Dense training.
+    pub struct TrainSection {
+        /// Epochs of dense training.
+        pub epochs: usize,
+        /// Load this safetensors checkpoint instead of training (PyTorch names).
+        pub checkpoint: Option<PathBuf>,
+    }
 }
 
 /// One pruning round: reach `target` sparsity, then finetune `epochs`.
@@ -210,35 +259,32 @@ pub struct Round {
     pub epochs: usize,
 }
 
-/// Pruning and masked finetuning.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PruneSection {
-    /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global` or `random`.
-    pub method: String,
-    /// `rounds`, `oneshot`, `linear` or `agp`.
-    #[serde(default = "default_prune_schedule")]
-    pub schedule: String,
-    /// Rounds (schedule `rounds`; `oneshot` uses the last round only).
-    #[serde(default)]
-    pub rounds: Vec<Round>,
-    /// Per-layer target scale: a layer's target is `target × scale` (clamped below 1); lets
-    /// sensitive layers be pruned less, as the paper does (e.g. the last fc layer).
-    #[serde(default)]
-    pub layer_scale: BTreeMap<String, f64>,
-    /// Std rule multiplier(s) per round (method `std`); one per round.
-    #[serde(default)]
-    pub std_s: Vec<f64>,
-    /// Final target of `linear` / `agp` schedules.
-    pub final_target: Option<f64>,
-    /// Epochs of `linear` / `agp` schedules.
-    pub epochs: Option<usize>,
-    /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
-    #[serde(default)]
-    pub sensitivity: bool,
-    /// Optimizer for masked finetuning.
-    #[serde(flatten)]
-    pub optim: OptimSection,
+with_optim_fields! {
+    /// Pruning and masked finetuning.
+    pub struct PruneSection {
+        /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global` or `random`.
+        pub method: String,
+        /// `rounds`, `oneshot`, `linear` or `agp`.
+        #[serde(default = "default_prune_schedule")]
+        pub schedule: String,
+        /// Rounds (schedule `rounds`; `oneshot` uses the last round only).
+        #[serde(default)]
+        pub rounds: Vec<Round>,
+        /// Per-layer target scale: a layer's target is `target × scale` (clamped below 1); lets
+        /// sensitive layers be pruned less, as the paper does (e.g. the last fc layer).
+        #[serde(default)]
+        pub layer_scale: BTreeMap<String, f64>,
+        /// Std rule multiplier(s) per round (method `std`); one per round.
+        #[serde(default)]
+        pub std_s: Vec<f64>,
+        /// Final target of `linear` / `agp` schedules.
+        pub final_target: Option<f64>,
+        /// Epochs of `linear` / `agp` schedules.
+        pub epochs: Option<usize>,
+        /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
+        #[serde(default)]
+        pub sensitivity: bool,
+    }
 }
 
 fn default_prune_schedule() -> String {
@@ -286,17 +332,11 @@ fn default_centroid_lr() -> f64 {
 }
 
 /// Encoding options.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeSection {
     /// Bits of a relative-index field (paper: 5 for fc, 8 for conv); `auto` picks the smallest file.
     pub index_bits: Option<u8>,
-}
-
-impl Default for EncodeSection {
-    fn default() -> Self {
-        Self { index_bits: None }
-    }
 }
 
 /// Where a recipe came from and its text (hashed into the `.dcz` header).
@@ -389,8 +429,8 @@ impl Recipe {
         if self.train.epochs == 0 && self.train.checkpoint.is_none() {
             return Err(err("train.epochs", "0 epochs and no train.checkpoint: nothing to compress".into()));
         }
-        validate_optim(&self.train.optim, "train", &err)?;
-        validate_optim(&self.prune.optim, "prune", &err)?;
+        validate_optim(&self.train.optim(), "train", &err)?;
+        validate_optim(&self.prune.optim(), "prune", &err)?;
 
         const METHODS: &[&str] = &["percentile", "std", "global", "random"];
         if !METHODS.contains(&self.prune.method.as_str()) {
@@ -499,7 +539,7 @@ fn validate_optim(
     if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
         return Err(err(&f("weight_decay"), format!("{} must be a finite value ≥ 0", o.weight_decay)));
     }
-    match o.schedule.as_str() {
+    match o.lr_schedule.as_str() {
         "constant" | "cosine" => {}
         "step" => {
             if o.step_size.unwrap_or(0) == 0 {
@@ -513,7 +553,7 @@ fn validate_optim(
             }
         }
         other => {
-            return Err(err(&f("schedule"), format!("`{other}` is not one of constant, step, multistep, cosine")));
+            return Err(err(&f("lr_schedule"), format!("`{other}` is not one of constant, step, multistep, cosine")));
         }
     }
     if let Some(g) = o.gamma {

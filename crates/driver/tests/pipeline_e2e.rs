@@ -49,7 +49,7 @@ allow_download = false
 epochs = 2
 lr = 0.05
 nesterov = true
-schedule = "cosine"
+lr_schedule = "cosine"
 [prune]
 method = "percentile"
 rounds = [{{ target = 0.6, epochs = 1 }}, {{ target = 0.85, epochs = 1 }}]

@@ -44,6 +44,13 @@ impl BitWriter {
         }
     }
 
+    /// Discards everything written, keeping the allocated buffer.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.acc = 0;
+        self.nacc = 0;
+    }
+
     /// Number of bits written so far.
     pub fn bit_len(&self) -> u64 {
         self.bytes.len() as u64 * 8 + u64::from(self.nacc)
@@ -58,7 +65,11 @@ impl BitWriter {
                 max: MAX_BITS_PER_CALL,
             });
         }
-        let masked = if n == 0 { 0 } else { value & (u64::MAX >> (64 - n)) };
+        let masked = if n == 0 {
+            0
+        } else {
+            value & (u64::MAX >> (64 - n))
+        };
         self.put(masked, n);
         Ok(())
     }
@@ -256,7 +267,11 @@ mod tests {
         assert!(r.is_at_end());
         assert!(matches!(
             r.read_bits(1),
-            Err(EntropyError::UnexpectedEnd { at_bit: 20, needed: 1, available: 0 })
+            Err(EntropyError::UnexpectedEnd {
+                at_bit: 20,
+                needed: 1,
+                available: 0
+            })
         ));
     }
 

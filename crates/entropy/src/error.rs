@@ -54,7 +54,9 @@ pub enum EntropyError {
         max_possible: u64,
     },
     /// Symbols were requested from a code in which no symbol has a code word.
-    #[error("the code is empty (no symbol has a code word) but {requested} symbol(s) were requested")]
+    #[error(
+        "the code is empty (no symbol has a code word) but {requested} symbol(s) were requested"
+    )]
     EmptyCode {
         /// Requested symbol count.
         requested: u64,

@@ -43,9 +43,12 @@ pub struct HuffmanCode {
     /// Primary table: `(symbol << 8) | len` for code words of length
     /// `<= TABLE_BITS`, 0 for prefixes that need the slow path.
     single: Box<[u32; TABLE_SIZE]>,
-    /// Multi-symbol table: bits 0..6 total length, bits 6..8 symbol count
-    /// (0..=3, 0 = slow path), bits 16..64 up to three 16-bit symbols.
+    /// Multi-symbol table: bits 0..4 total length, bits 4..8 symbol count
+    /// (0 = slow path), bits 8..56 up to `48 / sym_width` symbols of
+    /// `sym_width` bits each, the first in the lowest bits.
     multi: Box<[u64; TABLE_SIZE]>,
+    /// 8, 12 or 16: the smallest width holding every symbol of the alphabet.
+    sym_width: u32,
     /// Canonical decoding: first code word and first sorted index per length.
     first_code: [u64; MAX_CODE_LEN as usize + 1],
     first_index: [u32; MAX_CODE_LEN as usize + 1],
@@ -223,28 +226,12 @@ impl HuffmanCode {
                 }
             }
         }
-        let mut multi = Box::new([0u64; TABLE_SIZE]);
-        for (idx, m) in multi.iter_mut().enumerate() {
-            let mut used_bits = 0u32;
-            let mut k = 0u64;
-            let mut entry = 0u64;
-            while k < 3 {
-                let sub = (idx << used_bits) & (TABLE_SIZE - 1);
-                let e = single[sub];
-                let l = e & 0xFF;
-                if l == 0 || l > TABLE_BITS - used_bits {
-                    break;
-                }
-                entry |= u64::from(e >> 8) << (16 + 16 * k);
-                k += 1;
-                used_bits += l;
-            }
-            *m = if k == 0 {
-                0
-            } else {
-                entry | (k << 6) | u64::from(used_bits)
-            };
-        }
+        let sym_width = match lengths.len() {
+            0..=256 => 8,
+            257..=4096 => 12,
+            _ => 16,
+        };
+        let multi = build_multi(&single, sym_width);
         let min_len = (1..N).find(|&l| count[l] > 0).unwrap_or(0) as u8;
         let max_len = (1..N).rev().find(|&l| count[l] > 0).unwrap_or(0) as u8;
         Ok(Self {
@@ -254,6 +241,7 @@ impl HuffmanCode {
             max_len,
             single,
             multi,
+            sym_width,
             first_code,
             first_index,
             count,
@@ -320,7 +308,8 @@ impl HuffmanCode {
 
     /// Encodes `symbols` into a fresh bit vector.
     pub fn encode(&self, symbols: &[u32]) -> Result<BitVec<u8, Msb0>, EntropyError> {
-        let mut w = BitWriter::with_capacity_bits(symbols.len() * usize::from(self.max_len.max(1)) / 2);
+        let mut w =
+            BitWriter::with_capacity_bits(symbols.len() * usize::from(self.max_len.max(1)) / 2);
         self.encode_into(symbols, &mut w)?;
         Ok(w.into_bitvec())
     }
@@ -328,26 +317,43 @@ impl HuffmanCode {
     /// Appends the code words of `symbols` to `w`. On error nothing is
     /// appended.
     pub fn encode_into(&self, symbols: &[u32], w: &mut BitWriter) -> Result<(), EntropyError> {
+        const CHUNK: usize = 1024;
         let start_len = w.bytes.len();
         let (start_acc, start_nacc) = (w.acc, w.nacc);
+        // Bring the writer to fewer than 8 pending bits.
+        while w.nacc >= 8 {
+            w.nacc -= 8;
+            w.bytes.push((w.acc >> w.nacc) as u8);
+        }
         let mut acc = w.acc;
         let mut nacc = w.nacc;
-        let bytes = &mut w.bytes;
         let enc = self.enc.as_slice();
         let mut bad = false;
-        for &s in symbols {
-            let e = enc.get(s as usize).copied().unwrap_or(0);
-            bad |= e == 0;
-            let len = (e & 63) as u32;
-            acc = (acc << len) | (e >> 6);
-            nacc += len;
-            if nacc >= 32 {
-                nacc -= 32;
-                bytes.extend_from_slice(&((acc >> nacc) as u32).to_be_bytes());
+        // Each code word is at most 32 bits: a chunk fills at most 4 bytes
+        // per symbol, plus 8 bytes of slack for the unconditional stores.
+        let mut buf = [0u8; CHUNK * 4 + 8];
+        for chunk in symbols.chunks(CHUNK) {
+            let mut p = 0usize;
+            for &s in chunk {
+                let e = enc.get(s as usize).copied().unwrap_or(0);
+                bad |= e == 0;
+                let len = (e & 63) as u32;
+                // nacc < 8 and len <= 32, so nothing is lost from `acc`.
+                acc = (acc << len) | (e >> 6);
+                nacc += len;
+                // Branch-free flush: store the pending bits MSB-aligned, keep
+                // the whole bytes, carry the remaining < 8 bits.
+                let out = acc.wrapping_shl(64 - nacc);
+                if let Some(dst) = buf.get_mut(p..p + 8) {
+                    dst.copy_from_slice(&out.to_be_bytes());
+                }
+                p += (nacc >> 3) as usize;
+                nacc &= 7;
             }
+            w.bytes.extend_from_slice(&buf[..p]);
         }
         if bad {
-            bytes.truncate(start_len);
+            w.bytes.truncate(start_len);
             w.acc = start_acc;
             w.nacc = start_nacc;
             let index = symbols
@@ -360,13 +366,21 @@ impl HuffmanCode {
                 alphabet: self.lengths.len(),
             });
         }
-        w.acc = acc;
+        w.acc = if nacc == 0 {
+            0
+        } else {
+            acc & (u64::MAX >> (64 - nacc))
+        };
         w.nacc = nacc;
         Ok(())
     }
 
     /// Decodes exactly `count` symbols from the start of `bits`.
-    pub fn decode(&self, bits: &BitSlice<u8, Msb0>, count: usize) -> Result<Vec<u32>, EntropyError> {
+    pub fn decode(
+        &self,
+        bits: &BitSlice<u8, Msb0>,
+        count: usize,
+    ) -> Result<Vec<u32>, EntropyError> {
         let bytes = bitslice_bytes(bits);
         let mut out = Vec::new();
         self.decode_raw(&bytes, 0, bits.len() as u64, count, &mut out)?;
@@ -432,49 +446,108 @@ impl HuffmanCode {
             });
         }
         let base = out.len();
-        out.resize(base + count + 3, 0);
-        match self.decode_loop(data, start, end, &mut out[base..]) {
-            Ok(pos) => {
-                out.truncate(base + count);
-                Ok(pos)
-            }
-            Err(e) => {
-                out.truncate(base);
-                Err(e)
-            }
+        out.reserve(count);
+        let result = match self.sym_width {
+            8 => self.decode_loop::<8>(data, start, end, count, out),
+            12 => self.decode_loop::<12>(data, start, end, count, out),
+            _ => self.decode_loop::<16>(data, start, end, count, out),
+        };
+        if result.is_err() {
+            out.truncate(base);
         }
+        result
     }
 
-    /// Fills `dst[..dst.len() - 3]` (the last three slots are slack).
-    #[inline]
-    fn decode_loop(&self, data: &[u8], start: u64, end: u64, dst: &mut [u32]) -> Result<u64, EntropyError> {
-        let count = dst.len() - 3;
+    /// Decodes `count` symbols starting at bit `start`, appending to `out`.
+    /// `SW` is the width of one symbol in the multi-symbol table entries.
+    #[inline(never)]
+    fn decode_loop<const SW: u32>(
+        &self,
+        data: &[u8],
+        start: u64,
+        end: u64,
+        count: usize,
+        out: &mut Vec<u32>,
+    ) -> Result<u64, EntropyError> {
+        const CHUNK: usize = 4096;
+        let cap = (48 / SW) as usize;
+        let mask = (1u64 << SW) - 1;
+        // Symbols one refill can produce: five lookups of `cap`, or four
+        // lookups and one slow-path symbol.
+        let per_refill = 5 * cap;
         let multi: &[u64; TABLE_SIZE] = &self.multi;
         let single: &[u32; TABLE_SIZE] = &self.single;
-        let mut pos = start;
-        let mut n = 0usize;
-        // Fast path: every bit a step can consume (<= 32) lies before `end`,
-        // and the 8-byte load at `pos` is in bounds.
-        while n + 3 <= count && pos + 64 <= end {
-            let w = peek_word(data, pos);
-            let e = multi[(w >> (64 - TABLE_BITS)) as usize];
-            let k = ((e >> 6) & 3) as usize;
-            if k != 0 {
-                let d = &mut dst[n..n + 3];
-                d[0] = ((e >> 16) & 0xFFFF) as u32;
-                d[1] = ((e >> 32) & 0xFFFF) as u32;
-                d[2] = (e >> 48) as u32;
-                n += k;
-                pos += e & 63;
-            } else {
-                let (s, l) = self.decode_slow(w, pos)?;
-                dst[n] = s;
-                n += 1;
-                pos += u64::from(l);
+        let mut buf = [0u32; CHUNK + 32];
+        let mut done = 0usize;
+        // Fast path: a 64-bit buffer of MSB-aligned bits, refilled
+        // branch-free to at least 57 valid bits, then up to five table
+        // lookups, each consuming at most TABLE_BITS = 11 bits and producing
+        // up to `cap` symbols. `byte` is the next byte to load; the bit
+        // offset of the first unconsumed bit is `byte * 8 - bitcount`.
+        let mut byte = (start >> 3) as usize + 8;
+        let mut bitbuf = peek_word(data, start);
+        let mut bitcount = 64 - (start & 7) as u32;
+        let pos_of = |byte: usize, bitcount: u32| (byte as u64) * 8 - u64::from(bitcount);
+        loop {
+            let limit = (count - done).min(CHUNK);
+            let mut n = 0usize;
+            // Per iteration at most 5 * 11 table bits plus one slow-path
+            // code word (<= 32 bits) are consumed: 87 < 128 bits before `end`.
+            while n + per_refill < limit
+                && pos_of(byte, bitcount) + 128 <= end
+                && byte + 8 <= data.len()
+            {
+                // Refill: the free low (64 - bitcount) bits receive the next
+                // bytes; only whole bytes count as loaded. The bits of a
+                // partially loaded byte are harmless: the next refill ORs the
+                // very same bits into the very same place.
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&data[byte..byte + 8]);
+                bitbuf |= u64::from_be_bytes(a).checked_shr(bitcount).unwrap_or(0);
+                let loaded = (64 - bitcount) >> 3;
+                byte += loaded as usize;
+                bitcount += loaded * 8;
+                let mut slow = false;
+                for _ in 0..5 {
+                    let e = multi[(bitbuf >> (64 - TABLE_BITS)) as usize];
+                    let k = ((e >> 4) & 15) as usize;
+                    if k == 0 {
+                        slow = true;
+                        break;
+                    }
+                    let d = &mut buf[n..n + cap];
+                    for (i, slot) in d.iter_mut().enumerate() {
+                        *slot = ((e >> (8 + SW * i as u32)) & mask) as u32;
+                    }
+                    n += k;
+                    let len = (e & 15) as u32;
+                    bitbuf <<= len;
+                    bitcount -= len;
+                }
+                if slow {
+                    if bitcount < u32::from(MAX_CODE_LEN) {
+                        // Reload exactly at the current position.
+                        let pos = pos_of(byte, bitcount);
+                        bitbuf = peek_word(data, pos);
+                        byte = (pos >> 3) as usize + 8;
+                        bitcount = 64 - (pos & 7) as u32;
+                    }
+                    let (s, l) = self.decode_slow(bitbuf, pos_of(byte, bitcount))?;
+                    buf[n] = s;
+                    n += 1;
+                    bitbuf <<= l;
+                    bitcount -= l;
+                }
             }
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            done += n;
         }
         // Careful tail: one symbol at a time with exact end checks.
-        while n < count {
+        let mut pos = pos_of(byte, bitcount);
+        while done < count {
             let w = peek_word(data, pos);
             let e = single[(w >> (64 - TABLE_BITS)) as usize];
             let (s, l) = if e & 0xFF != 0 {
@@ -490,8 +563,8 @@ impl HuffmanCode {
                     available,
                 });
             }
-            dst[n] = s;
-            n += 1;
+            out.push(s);
+            done += 1;
             pos += u64::from(l);
         }
         Ok(pos)
@@ -544,7 +617,10 @@ impl HuffmanCode {
         if width > bit_width(u64::from(MAX_CODE_LEN)) {
             return Err(EntropyError::MalformedLengthTable {
                 at_bit: at_w,
-                reason: format!("length width {width} exceeds {}", bit_width(u64::from(MAX_CODE_LEN))),
+                reason: format!(
+                    "length width {width} exceeds {}",
+                    bit_width(u64::from(MAX_CODE_LEN))
+                ),
             });
         }
         if width > 0 && n == 0 {
@@ -601,6 +677,36 @@ impl HuffmanCode {
         }
         Ok(code)
     }
+}
+
+/// Builds the multi-symbol table from the single-symbol table: each entry
+/// holds every code word that lies completely inside its 11-bit window, up
+/// to `48 / sym_width` of them.
+fn build_multi(single: &[u32; TABLE_SIZE], sym_width: u32) -> Box<[u64; TABLE_SIZE]> {
+    let cap = 48 / sym_width;
+    let mut multi = Box::new([0u64; TABLE_SIZE]);
+    for (idx, m) in multi.iter_mut().enumerate() {
+        let mut used_bits = 0u32;
+        let mut k = 0u32;
+        let mut syms = 0u64;
+        while k < cap {
+            let sub = (idx << used_bits) & (TABLE_SIZE - 1);
+            let e = single[sub];
+            let l = e & 0xFF;
+            if l == 0 || l > TABLE_BITS - used_bits {
+                break;
+            }
+            syms |= u64::from(e >> 8) << (sym_width * k);
+            k += 1;
+            used_bits += l;
+        }
+        *m = if k == 0 {
+            0
+        } else {
+            (syms << 8) | (u64::from(k) << 4) | u64::from(used_bits)
+        };
+    }
+    multi
 }
 
 /// Bits needed to write `v` in binary (0 for 0).
@@ -763,7 +869,10 @@ mod tests {
         let code = HuffmanCode::from_frequencies(&[], None).unwrap();
         assert_eq!(code.max_len(), 0);
         assert_eq!(code.encode(&[]).unwrap().len(), 0);
-        assert_eq!(code.decode(BitSlice::empty(), 0).unwrap(), Vec::<u32>::new());
+        assert_eq!(
+            code.decode(BitSlice::empty(), 0).unwrap(),
+            Vec::<u32>::new()
+        );
         assert!(matches!(
             code.decode(BitSlice::empty(), 1),
             Err(EntropyError::EmptyCode { requested: 1 })
@@ -837,13 +946,20 @@ mod tests {
             let code = HuffmanCode::from_frequencies(&freqs, None).unwrap();
             let used = freqs.iter().filter(|&&f| f > 0).count();
             let (ref_cost, height) = reference_huffman_cost(&freqs);
-            let expect = if used == 1 { freqs.iter().sum::<u64>() as u128 } else { ref_cost };
+            let expect = if used == 1 {
+                freqs.iter().sum::<u64>() as u128
+            } else {
+                ref_cost
+            };
             let got = u128::from(code.encoded_bits(&freqs).unwrap());
             if height <= u32::from(MAX_CODE_LEN) {
                 // Some optimal code fits the 32-bit cap, so ours is optimal.
                 assert_eq!(got, expect, "trial {trial}");
             } else {
-                assert!(got >= expect && code.max_len() == MAX_CODE_LEN, "trial {trial}");
+                assert!(
+                    got >= expect && code.max_len() == MAX_CODE_LEN,
+                    "trial {trial}"
+                );
                 continue;
             }
             let total: u64 = freqs.iter().sum();
@@ -862,7 +978,11 @@ mod tests {
         let mut lens = vec![1u8; n];
         loop {
             if kraft(&lens) <= 1.0 + 1e-12 {
-                let c: u64 = weights.iter().zip(&lens).map(|(&w, &l)| w * u64::from(l)).sum();
+                let c: u64 = weights
+                    .iter()
+                    .zip(&lens)
+                    .map(|(&w, &l)| w * u64::from(l))
+                    .sum();
                 best = best.min(c);
             }
             let mut i = 0;
@@ -890,11 +1010,16 @@ mod tests {
             for limit in min_limit.max(1)..=4 {
                 let code = HuffmanCode::from_frequencies(&freqs, Some(limit)).unwrap();
                 assert!(code.max_len() <= limit);
-                assert_eq!(code.encoded_bits(&freqs).unwrap(), brute_force_limited(&freqs, limit));
+                assert_eq!(
+                    code.encoded_bits(&freqs).unwrap(),
+                    brute_force_limited(&freqs, limit)
+                );
             }
         }
         // Large alphabet with a tight limit.
-        let freqs: Vec<u64> = (0..5000u64).map(|i| 1 + (i * i) % 977 + (1 << (i % 20))).collect();
+        let freqs: Vec<u64> = (0..5000u64)
+            .map(|i| 1 + (i * i) % 977 + (1 << (i % 20)))
+            .collect();
         let code = HuffmanCode::from_frequencies(&freqs, Some(13)).unwrap();
         assert!(code.max_len() <= 13);
         assert!(kraft(code.lengths()) <= 1.0 + 1e-12);
@@ -951,7 +1076,9 @@ mod tests {
     fn corrupted_and_truncated_streams_are_errors() {
         let freqs = [100u64, 50, 20, 5, 3, 1, 1, 0];
         let code = HuffmanCode::from_frequencies(&freqs, Some(4)).unwrap();
-        let syms: Vec<u32> = (0..500u32).map(|i| [0, 0, 1, 0, 2, 1, 3, 4, 5, 6][i as usize % 10]).collect();
+        let syms: Vec<u32> = (0..500u32)
+            .map(|i| [0, 0, 1, 0, 2, 1, 3, 4, 5, 6][i as usize % 10])
+            .collect();
         let bits = code.encode(&syms).unwrap();
         for cut in [0, 1, bits.len() / 2, bits.len() - 1] {
             assert!(code.decode(&bits[..cut], syms.len()).is_err(), "cut {cut}");
@@ -964,7 +1091,10 @@ mod tests {
         // An incomplete code has unassigned code words.
         let partial = HuffmanCode::from_lengths(&[1, 2]).unwrap();
         let bad = bitvec![u8, Msb0; 1, 1, 0, 0];
-        assert_eq!(partial.decode(&bad, 1), Err(EntropyError::InvalidCodeword { at_bit: 0 }));
+        assert_eq!(
+            partial.decode(&bad, 1),
+            Err(EntropyError::InvalidCodeword { at_bit: 0 })
+        );
         // Flipping bits never panics; it decodes something or errors.
         for i in 0..bits.len() {
             let mut b = bits.clone();
@@ -972,8 +1102,14 @@ mod tests {
             b.set(i, v);
             let _ = code.decode(&b, syms.len());
         }
-        assert!(matches!(code.encode(&[7]), Err(EntropyError::SymbolNotInCode { index: 0, .. })));
-        assert!(matches!(code.encode(&[0, 99]), Err(EntropyError::SymbolNotInCode { index: 1, .. })));
+        assert!(matches!(
+            code.encode(&[7]),
+            Err(EntropyError::SymbolNotInCode { index: 0, .. })
+        ));
+        assert!(matches!(
+            code.encode(&[0, 99]),
+            Err(EntropyError::SymbolNotInCode { index: 1, .. })
+        ));
     }
 
     #[test]
@@ -994,7 +1130,9 @@ mod tests {
             w.write_bits(1, 1).unwrap();
         }
         let (bytes, len) = w.finish();
-        assert!(HuffmanCode::read_lengths(&mut BitReader::with_bit_len(&bytes, len).unwrap()).is_err());
+        assert!(
+            HuffmanCode::read_lengths(&mut BitReader::with_bit_len(&bytes, len).unwrap()).is_err()
+        );
         // Every truncation of a valid table is an error.
         let code = HuffmanCode::from_frequencies(&[0, 0, 3, 9, 0, 0, 0, 1, 1, 0], None).unwrap();
         let mut w = BitWriter::new();

@@ -12,7 +12,8 @@
 //!   to 65,536 symbols, built from frequencies (optionally length-limited by
 //!   package-merge), serialized as code lengths only, with a fast encoder
 //!   (precomputed code words into a 64-bit accumulator) and a table-driven
-//!   decoder (an 11-bit table that yields up to three symbols per lookup,
+//!   decoder (an 11-bit table that yields up to 6, 4 or 3 symbols per
+//!   lookup for alphabets of at most 256, 4096 or 65,536 symbols,
 //!   canonical decoding for longer code words).
 //!   [`HuffmanCode::average_bits`] is the seeds' figure Σ freq·len / Σ freq.
 //! * [`relindex`] — relative-index coding of sparse positions as in the
@@ -50,7 +51,8 @@
 //! let code = HuffmanCode::from_symbols(&symbols, 4, None).unwrap();
 //! let bits = code.encode(&symbols).unwrap();
 //! assert_eq!(code.decode(&bits, symbols.len()).unwrap(), symbols);
-//! assert_eq!(code.average_bits(&[5, 1, 1, 1]).unwrap(), 1.75);
+//! // Lengths 1, 3, 3, 2: (5·1 + 3 + 3 + 2) / 8 bits per symbol.
+//! assert_eq!(code.average_bits(&[5, 1, 1, 1]).unwrap(), 1.625);
 //!
 //! let ri = RelativeIndex::encode(&[1, 4, 40], 64, 4).unwrap();
 //! // Gaps 1, 2 and 35 = 15 + 15 + 5 (two fillers, F = 2^4 - 1 = 15).

@@ -66,7 +66,11 @@ pub fn encode_positions(positions: &[u64], len: u64, b: u8) -> Result<Vec<u32>, 
     let mut next = 0u64;
     for (index, &p) in positions.iter().enumerate() {
         if p >= len {
-            return Err(EntropyError::PositionOutOfRange { index, position: p, len });
+            return Err(EntropyError::PositionOutOfRange {
+                index,
+                position: p,
+                len,
+            });
         }
         if p < next {
             return Err(EntropyError::PositionsNotIncreasing {
@@ -92,24 +96,38 @@ pub fn decode_positions(symbols: &[u32], b: u8, len: u64) -> Result<Vec<u64>, En
     let mut next = 0u64;
     for (index, &s) in symbols.iter().enumerate() {
         if s > filler {
-            return Err(EntropyError::IndexSymbolOutOfRange { index, symbol: s, bits: b });
+            return Err(EntropyError::IndexSymbolOutOfRange {
+                index,
+                symbol: s,
+                bits: b,
+            });
         }
         if s == filler {
             next += u64::from(filler);
             if next >= len {
-                return Err(EntropyError::PositionOutOfRange { index, position: next, len });
+                return Err(EntropyError::PositionOutOfRange {
+                    index,
+                    position: next,
+                    len,
+                });
             }
             continue;
         }
         let p = next + u64::from(s);
         if p >= len {
-            return Err(EntropyError::PositionOutOfRange { index, position: p, len });
+            return Err(EntropyError::PositionOutOfRange {
+                index,
+                position: p,
+                len,
+            });
         }
         out.push(p);
         next = p + 1;
     }
     if symbols.last() == Some(&filler) {
-        return Err(EntropyError::TrailingFiller { index: symbols.len() - 1 });
+        return Err(EntropyError::TrailingFiller {
+            index: symbols.len() - 1,
+        });
     }
     Ok(out)
 }
@@ -130,7 +148,11 @@ pub fn mask_from_positions(positions: &[u64], len: u64) -> Result<BitVec<u8, Msb
     let mut mask = BitVec::<u8, Msb0>::repeat(false, len as usize);
     for (index, &p) in positions.iter().enumerate() {
         if p >= len {
-            return Err(EntropyError::PositionOutOfRange { index, position: p, len });
+            return Err(EntropyError::PositionOutOfRange {
+                index,
+                position: p,
+                len,
+            });
         }
         mask.set(p as usize, true);
     }
@@ -240,16 +262,44 @@ mod tests {
 
     #[test]
     fn invalid_inputs() {
-        assert!(matches!(encode_positions(&[1], 4, 0), Err(EntropyError::InvalidIndexBits { bits: 0 })));
+        assert!(matches!(
+            encode_positions(&[1], 4, 0),
+            Err(EntropyError::InvalidIndexBits { bits: 0 })
+        ));
         assert!(encode_positions(&[1], 4, 17).is_err());
-        assert!(matches!(encode_positions(&[2, 2], 4, 3), Err(EntropyError::PositionsNotIncreasing { index: 1, .. })));
-        assert!(matches!(encode_positions(&[3, 1], 4, 3), Err(EntropyError::PositionsNotIncreasing { .. })));
-        assert!(matches!(encode_positions(&[4], 4, 3), Err(EntropyError::PositionOutOfRange { .. })));
-        assert!(matches!(decode_positions(&[8], 3, 100), Err(EntropyError::IndexSymbolOutOfRange { .. })));
-        assert!(matches!(decode_positions(&[1, 7], 3, 100), Err(EntropyError::TrailingFiller { index: 1 })));
-        assert!(matches!(decode_positions(&[3, 3], 3, 5), Err(EntropyError::PositionOutOfRange { index: 1, position: 7, .. })));
+        assert!(matches!(
+            encode_positions(&[2, 2], 4, 3),
+            Err(EntropyError::PositionsNotIncreasing { index: 1, .. })
+        ));
+        assert!(matches!(
+            encode_positions(&[3, 1], 4, 3),
+            Err(EntropyError::PositionsNotIncreasing { .. })
+        ));
+        assert!(matches!(
+            encode_positions(&[4], 4, 3),
+            Err(EntropyError::PositionOutOfRange { .. })
+        ));
+        assert!(matches!(
+            decode_positions(&[8], 3, 100),
+            Err(EntropyError::IndexSymbolOutOfRange { .. })
+        ));
+        assert!(matches!(
+            decode_positions(&[1, 7], 3, 100),
+            Err(EntropyError::TrailingFiller { index: 1 })
+        ));
+        assert!(matches!(
+            decode_positions(&[3, 3], 3, 5),
+            Err(EntropyError::PositionOutOfRange {
+                index: 1,
+                position: 7,
+                ..
+            })
+        ));
         // Fillers alone can run past the end: caught at the filler.
-        assert!(matches!(decode_positions(&[7, 7, 0], 3, 10), Err(EntropyError::PositionOutOfRange { index: 1, .. })));
+        assert!(matches!(
+            decode_positions(&[7, 7, 0], 3, 10),
+            Err(EntropyError::PositionOutOfRange { index: 1, .. })
+        ));
     }
 
     #[test]
@@ -265,6 +315,9 @@ mod tests {
         assert!(h < ri.avg_fixed_bits() && h > 0.0);
         let mask = mask_from_positions(&pos, 2000).unwrap();
         assert_eq!(positions_from_mask(&mask), pos);
-        assert_eq!(RelativeIndex::encode(&[], 10, 4).unwrap().avg_fixed_bits(), 0.0);
+        assert_eq!(
+            RelativeIndex::encode(&[], 10, 4).unwrap().avg_fixed_bits(),
+            0.0
+        );
     }
 }
