@@ -61,7 +61,9 @@ fn cargo() -> Command {
 
 fn run(mut c: Command) -> Result<()> {
     eprintln!("xtask: running {c:?}");
-    let status = c.status().with_context(|| format!("could not start {c:?}"))?;
+    let status = c
+        .status()
+        .with_context(|| format!("could not start {c:?}"))?;
     if !status.success() {
         bail!("{c:?} failed with {status}");
     }
@@ -71,14 +73,26 @@ fn run(mut c: Command) -> Result<()> {
 /// `cargo run --release -p deepcomp-driver --bin deepcomp -- <args>`
 fn deepcomp(args: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.args(["run", "--release", "--quiet", "-p", "deepcomp-driver", "--bin", "deepcomp", "--"]);
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "deepcomp-driver",
+        "--bin",
+        "deepcomp",
+        "--",
+    ]);
     c.args(args);
     run(c)
 }
 
 fn pipeline(rest: &[String]) -> Result<()> {
     let mut args = vec!["pipeline".to_string()];
-    if !rest.iter().any(|a| a == "--recipe" || a.starts_with("--recipe=")) {
+    if !rest
+        .iter()
+        .any(|a| a == "--recipe" || a.starts_with("--recipe="))
+    {
         args.push("--recipe".into());
         args.push("lenet300-fashion".into());
     }
@@ -94,7 +108,8 @@ fn test(rest: &[String]) -> Result<()> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -165,7 +180,10 @@ fn ci(rest: &[String]) -> Result<()> {
         .with_context(|| format!("writing {}", ci_json.display()))?;
     eprintln!("xtask ci: wrote {}", ci_json.display());
     if failed {
-        bail!("regression against .ci/baseline.json (see {})", ci_json.display());
+        bail!(
+            "regression against .ci/baseline.json (see {})",
+            ci_json.display()
+        );
     }
     Ok(())
 }

@@ -50,17 +50,47 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
     let batch = 128;
     let mut batches = Vec::new();
     for _ in 0..4 {
-        let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let x: Vec<f32> = (0..batch * c * h * w)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
         let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10u32)).collect();
-        batches.push((Tensor::from_vec(x, (batch, c, h, w), &device)?, Tensor::from_vec(y, batch, &device)?));
+        batches.push((
+            Tensor::from_vec(x, (batch, c, h, w), &device)?,
+            Tensor::from_vec(y, batch, &device)?,
+        ));
     }
-    let mut opt = deepcomp_models::OptimizerConfig::Sgd(deepcomp_models::SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() }).build()?;
+    let mut opt = deepcomp_models::OptimizerConfig::Sgd(deepcomp_models::SgdConfig {
+        lr: 0.01,
+        momentum: 0.9,
+        ..Default::default()
+    })
+    .build()?;
     let progress = deepcomp_models::ProgressConfig::default();
     let mut hook = deepcomp_models::NoHook;
-    let one = |n: usize| batches.iter().cycle().take(n).map(|(x, y)| Ok((x.clone(), y.clone())));
-    deepcomp_models::train_epoch(model.as_ref(), opt.as_mut(), one(1), &mut hook, 0, &progress)?;
+    let one = |n: usize| {
+        batches
+            .iter()
+            .cycle()
+            .take(n)
+            .map(|(x, y)| Ok((x.clone(), y.clone())))
+    };
+    deepcomp_models::train_epoch(
+        model.as_ref(),
+        opt.as_mut(),
+        one(1),
+        &mut hook,
+        0,
+        &progress,
+    )?;
     let t = Instant::now();
-    deepcomp_models::train_epoch(model.as_ref(), opt.as_mut(), one(steps), &mut hook, 1, &progress)?;
+    deepcomp_models::train_epoch(
+        model.as_ref(),
+        opt.as_mut(),
+        one(steps),
+        &mut hook,
+        1,
+        &progress,
+    )?;
     Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
 }
 
@@ -87,23 +117,32 @@ pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Huffman encode / decode throughput in million symbols per second.
+/// Huffman encode / decode throughput in million symbols per second (encoding into a reused bit writer,
+/// decoding into a reused buffer, as a streaming decoder would).
 pub fn huffman_throughput(n: usize, reps: usize) -> Result<(f64, f64)> {
+    use deepcomp_entropy::{BitReader, BitWriter, HuffmanCode};
     let symbols = skewed_symbols(n, 3);
     let freqs = deepcomp_entropy::frequencies(&symbols, 32)?;
-    let code = deepcomp_entropy::HuffmanCode::from_frequencies(&freqs, Some(16))?;
-    let mut bits = code.encode(&symbols)?;
+    let code = HuffmanCode::from_frequencies(&freqs, Some(16))?;
+    let mut writer = BitWriter::with_capacity_bits(code.encoded_bits(&freqs)? as usize);
     let enc = best_of(reps, || {
+        writer.clear();
         let t = Instant::now();
-        bits = code.encode(&symbols)?;
+        code.encode_into(&symbols, &mut writer)?;
         Ok(t.elapsed().as_secs_f64())
     })?;
+    let (bytes, bit_len) = std::mem::take(&mut writer).finish();
+    let mut out = Vec::with_capacity(n);
     let dec = best_of(reps, || {
+        out.clear();
+        let mut reader = BitReader::with_bit_len(&bytes, bit_len)?;
         let t = Instant::now();
-        let out = code.decode(&bits, n)?;
+        code.decode_from(&mut reader, n, &mut out)?;
         let s = t.elapsed().as_secs_f64();
         if out != symbols {
-            return Err(crate::error::DriverError::Verify("Huffman round trip differs".into()));
+            return Err(crate::error::DriverError::Verify(
+                "Huffman round trip differs".into(),
+            ));
         }
         Ok(s)
     })?;
@@ -119,7 +158,9 @@ pub fn kmeans_seconds(n: usize, reps: usize) -> Result<f64> {
         let r = deepcomp_quant::kmeans_1d(&w, &cfg)?;
         let s = t.elapsed().as_secs_f64();
         if r.centroids.is_empty() {
-            return Err(crate::error::DriverError::Verify("k-means returned no centroids".into()));
+            return Err(crate::error::DriverError::Verify(
+                "k-means returned no centroids".into(),
+            ));
         }
         Ok(s)
     })
@@ -159,11 +200,18 @@ mod tests {
         assert_eq!(s, skewed_symbols(10_000, 1));
         assert!(s.iter().all(|v| *v < 32));
         let zeros = s.iter().filter(|v| **v == 0).count();
-        assert!(zeros > 1500 && zeros < 3000, "P(0) = 1 - e^(-1/4) ≈ 0.22, got {zeros}");
+        assert!(
+            zeros > 1500 && zeros < 3000,
+            "P(0) = 1 - e^(-1/4) ≈ 0.22, got {zeros}"
+        );
         let g = gaussian(100_000, 2);
         let mean = g.iter().map(|v| *v as f64).sum::<f64>() / g.len() as f64;
         let var = g.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / g.len() as f64;
-        assert!(mean.abs() < 1e-3 && (var.sqrt() - 0.05).abs() < 1e-3, "mean {mean} std {}", var.sqrt());
+        assert!(
+            mean.abs() < 1e-3 && (var.sqrt() - 0.05).abs() < 1e-3,
+            "mean {mean} std {}",
+            var.sqrt()
+        );
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct NamedTensor {
 /// Reads every floating-point tensor of a safetensors file, in file order (sorted by name).
 pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>> {
     let bytes = std::fs::read(path).map_err(|e| DriverError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| DriverError::msg(format!("{}: not a safetensors file: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        DriverError::msg(format!("{}: not a safetensors file: {e}", path.display()))
+    })?;
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     names.sort();
     let mut out = Vec::new();
@@ -73,17 +74,32 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>> {
             .map_err(|e| DriverError::msg(format!("{}: tensor `{name}`: {e}", path.display())))?;
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
             // Integer tensors (e.g. BatchNorm's num_batches_tracked) carry no weights: skipped.
             _ => continue,
         };
-        out.push(NamedTensor { name, shape: view.shape().to_vec(), data });
+        out.push(NamedTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
     }
     Ok(out)
 }
@@ -130,7 +146,10 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
 /// Prunes, shares and encodes tensors into a `.dcz` file structure.
 pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Result<DczFile> {
     if !(0.0..100.0).contains(&opts.q) {
-        return Err(DriverError::msg(format!("--q {} is outside [0, 100)", opts.q)));
+        return Err(DriverError::msg(format!(
+            "--q {} is outside [0, 100)",
+            opts.q
+        )));
     }
     let mut layers = Vec::new();
     let mut dense = Vec::new();
@@ -139,16 +158,23 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
             2 => LayerKind::Fc,
             4 => LayerKind::Conv,
             _ => {
-                dense.push(DenseTensor { name: t.name.clone(), shape: t.shape.clone(), data: t.data.clone() });
+                dense.push(DenseTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    data: t.data.clone(),
+                });
                 continue;
             }
         };
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(DriverError::msg(format!("tensor `{}`: element {i} is not finite", t.name)));
+            return Err(DriverError::msg(format!(
+                "tensor `{}`: element {i} is not finite",
+                t.name
+            )));
         }
         let threshold = match opts.std_s {
             Some(s) => {
-                if !(s >= 0.0) {
+                if s.is_nan() || s < 0.0 {
                     return Err(DriverError::msg(format!("--std {s} must be ≥ 0")));
                 }
                 s as f32 * deepcomp_sparsity::torch_std(&t.data).unwrap_or(0.0)
@@ -162,8 +188,16 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
                 }
             }
         };
-        let keep: Vec<bool> = t.data.iter().map(|v| v.abs() >= threshold && *v != 0.0).collect();
-        let bits = if kind == LayerKind::Conv { opts.conv_bits } else { opts.fc_bits };
+        let keep: Vec<bool> = t
+            .data
+            .iter()
+            .map(|v| v.abs() >= threshold && *v != 0.0)
+            .collect();
+        let bits = if kind == LayerKind::Conv {
+            opts.conv_bits
+        } else {
+            opts.fc_bits
+        };
         let shared = deepcomp_quant::share_weights(&t.data, Some(&keep), bits, opts.init)?;
         let mut layer = SparseLayer {
             name: t.name.clone(),
@@ -182,7 +216,12 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
     }
     let mut hasher = Sha256::new();
     hasher.update(format!("{opts:?}").as_bytes());
-    Ok(DczFile { model: opts.model_name.clone(), recipe_hash: hasher.finalize().into(), layers, dense })
+    Ok(DczFile {
+        model: opts.model_name.clone(),
+        recipe_hash: hasher.finalize().into(),
+        layers,
+        dense,
+    })
 }
 
 /// The decoded tensors of a `.dcz` file, layers first then raw tensors.
@@ -190,9 +229,17 @@ pub fn decoded_tensors(file: &DczFile) -> Vec<NamedTensor> {
     let mut out: Vec<NamedTensor> = file
         .layers
         .iter()
-        .map(|l| NamedTensor { name: l.name.clone(), shape: l.shape.clone(), data: l.to_dense() })
+        .map(|l| NamedTensor {
+            name: l.name.clone(),
+            shape: l.shape.clone(),
+            data: l.to_dense(),
+        })
         .collect();
-    out.extend(file.dense.iter().map(|d| NamedTensor { name: d.name.clone(), shape: d.shape.clone(), data: d.data.clone() }));
+    out.extend(file.dense.iter().map(|d| NamedTensor {
+        name: d.name.clone(),
+        shape: d.shape.clone(),
+        data: d.data.clone(),
+    }));
     out
 }
 
@@ -202,11 +249,25 @@ mod tests {
 
     fn tensors() -> Vec<NamedTensor> {
         let w: Vec<f32> = (0..600).map(|i| ((i as f32) * 0.731).sin() * 0.1).collect();
-        let c: Vec<f32> = (0..2 * 3 * 3 * 3).map(|i| ((i as f32) * 1.3).cos() * 0.2).collect();
+        let c: Vec<f32> = (0..2 * 3 * 3 * 3)
+            .map(|i| ((i as f32) * 1.3).cos() * 0.2)
+            .collect();
         vec![
-            NamedTensor { name: "fc.weight".into(), shape: vec![20, 30], data: w },
-            NamedTensor { name: "fc.bias".into(), shape: vec![20], data: (0..20).map(|i| i as f32 * 0.01).collect() },
-            NamedTensor { name: "conv.weight".into(), shape: vec![2, 3, 3, 3], data: c },
+            NamedTensor {
+                name: "fc.weight".into(),
+                shape: vec![20, 30],
+                data: w,
+            },
+            NamedTensor {
+                name: "fc.bias".into(),
+                shape: vec![20],
+                data: (0..20).map(|i| i as f32 * 0.01).collect(),
+            },
+            NamedTensor {
+                name: "conv.weight".into(),
+                shape: vec![2, 3, 3, 3],
+                data: c,
+            },
         ]
     }
 
@@ -217,11 +278,18 @@ mod tests {
         write_safetensors(&input, &tensors()).unwrap();
         let read = read_safetensors(&input).unwrap();
         assert_eq!(read.len(), 3);
-        let opts = CompressOptions { q: 75.0, ..Default::default() };
+        let opts = CompressOptions {
+            q: 75.0,
+            ..Default::default()
+        };
         let file = compress_tensors(&read, &opts).unwrap();
         assert_eq!(file.layers.len(), 2);
         let fc = file.layers.iter().find(|l| l.name == "fc.weight").unwrap();
-        assert_eq!(fc.positions.len(), 150, "75th percentile keeps a quarter of 600");
+        assert_eq!(
+            fc.positions.len(),
+            150,
+            "75th percentile keeps a quarter of 600"
+        );
         assert!(fc.codebook.len() <= 32);
         let dcz = dir.path().join("m.dcz");
         file.write_atomic(&dcz).unwrap();
@@ -250,14 +318,19 @@ mod tests {
         let p = dir.path().join("junk.safetensors");
         std::fs::write(&p, b"hello world").unwrap();
         let e = read_safetensors(&p).unwrap_err().to_string();
-        assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");
+        assert!(
+            e.contains("junk.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nan_weights_are_rejected_with_the_tensor_name() {
         let mut t = tensors();
         t[0].data[7] = f32::NAN;
-        let e = compress_tensors(&t, &CompressOptions::default()).unwrap_err().to_string();
+        let e = compress_tensors(&t, &CompressOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fc.weight") && e.contains("element 7"), "{e}");
     }
 

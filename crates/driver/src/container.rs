@@ -1062,6 +1062,51 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A per-layer table of a file, as `deepcomp inspect` prints it.
+pub fn stats_table(file: &DczFile) -> Result<String, ContainerError> {
+    use std::fmt::Write as _;
+    let stats = layer_stats(file)?;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:<4} {:<16} {:>10} {:>9} {:>7} {:>4} {:>3} {:>9} {:>9} {:>9}",
+        "layer",
+        "kind",
+        "shape",
+        "params",
+        "nonzero",
+        "kept%",
+        "bits",
+        "b",
+        "code b/w",
+        "index b/w",
+        "bytes"
+    );
+    for (l, st) in file.layers.iter().zip(&stats) {
+        let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
+        let kind = match l.kind {
+            LayerKind::Conv => "conv",
+            LayerKind::Fc => "fc",
+        };
+        let _ = writeln!(
+            s,
+            "{:<24} {:<4} {:<16} {:>10} {:>9} {:>7.2} {:>4} {:>3} {:>9.3} {:>9.3} {:>9}",
+            l.name,
+            kind,
+            shape.join("x"),
+            st.params,
+            st.nonzero,
+            100.0 * st.nonzero as f64 / st.params.max(1) as f64,
+            st.bits,
+            st.index_bits,
+            st.huffman_avg_bits,
+            st.index_avg_bits,
+            st.bytes
+        );
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1382,39 +1427,4 @@ mod tests {
         }
         assert_eq!(bytes.len(), 213);
     }
-}
-
-/// A per-layer table of a file, as `deepcomp inspect` prints it.
-pub fn stats_table(file: &DczFile) -> Result<String, ContainerError> {
-    use std::fmt::Write as _;
-    let stats = layer_stats(file)?;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<24} {:<4} {:<16} {:>10} {:>9} {:>7} {:>4} {:>3} {:>9} {:>9} {:>9}",
-        "layer", "kind", "shape", "params", "nonzero", "kept%", "bits", "b", "code b/w", "index b/w", "bytes"
-    );
-    for (l, st) in file.layers.iter().zip(&stats) {
-        let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
-        let kind = match l.kind {
-            LayerKind::Conv => "conv",
-            LayerKind::Fc => "fc",
-        };
-        let _ = writeln!(
-            s,
-            "{:<24} {:<4} {:<16} {:>10} {:>9} {:>7.2} {:>4} {:>3} {:>9.3} {:>9.3} {:>9}",
-            l.name,
-            kind,
-            shape.join("x"),
-            st.params,
-            st.nonzero,
-            100.0 * st.nonzero as f64 / st.params.max(1) as f64,
-            st.bits,
-            st.index_bits,
-            st.huffman_avg_bits,
-            st.index_avg_bits,
-            st.bytes
-        );
-    }
-    Ok(s)
 }

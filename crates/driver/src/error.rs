@@ -56,7 +56,10 @@ pub enum DriverError {
 impl DriverError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        DriverError::Io { path: path.to_path_buf(), source }
+        DriverError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// A described error.

@@ -15,9 +15,15 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -34,7 +40,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| DriverError::Json { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| DriverError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     write_atomic(path, text.as_bytes())
 }
 
@@ -43,7 +52,10 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| DriverError::Json { path: path.to_path_buf(), message: e.to_string() }),
+            .map_err(|e| DriverError::Json {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(DriverError::io(path, e)),
     }
@@ -67,9 +79,15 @@ mod tests {
         write_json(&p, &vec![4]).unwrap();
         let v: Option<Vec<i32>> = read_json(&p).unwrap();
         assert_eq!(v, Some(vec![4]));
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temp file left: {names:?}");
-        assert_eq!(read_json::<Vec<i32>>(&dir.path().join("missing.json")).unwrap(), None);
+        assert_eq!(
+            read_json::<Vec<i32>>(&dir.path().join("missing.json")).unwrap(),
+            None
+        );
     }
 
     #[test]

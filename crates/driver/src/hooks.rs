@@ -43,7 +43,10 @@ impl MaskHook {
         for (name, m) in masks.iter() {
             out.insert(name.to_string(), m.to_tensor(device)?);
         }
-        Ok(Self { masks: out, exact: masks.to_device(device)? })
+        Ok(Self {
+            masks: out,
+            exact: masks.to_device(device)?,
+        })
     }
 
     /// Sets every pruned weight of `model` to +0.0.
@@ -57,7 +60,11 @@ impl MaskHook {
 }
 
 impl TrainHook for MaskHook {
-    fn after_backward(&mut self, model: &dyn Model, grads: &mut GradStore) -> Result<(), ModelError> {
+    fn after_backward(
+        &mut self,
+        model: &dyn Model,
+        grads: &mut GradStore,
+    ) -> Result<(), ModelError> {
         for (name, mask) in &self.masks {
             let var = var_of(model, name)?;
             if let Some(g) = grads.get(var.as_tensor()) {
@@ -108,7 +115,10 @@ impl CentroidHook {
     pub fn write_weights(&self, model: &dyn Model) -> Result<(), ModelError> {
         for l in &self.layers {
             let var = var_of(model, &l.name)?;
-            let t = l.shared.to_tensor(l.shape.as_slice(), &self.device).map_err(hook_err)?;
+            let t = l
+                .shared
+                .to_tensor(l.shape.as_slice(), &self.device)
+                .map_err(hook_err)?;
             var.set(&t)?;
         }
         Ok(())
@@ -116,7 +126,11 @@ impl CentroidHook {
 }
 
 impl TrainHook for CentroidHook {
-    fn after_backward(&mut self, model: &dyn Model, grads: &mut GradStore) -> Result<(), ModelError> {
+    fn after_backward(
+        &mut self,
+        model: &dyn Model,
+        grads: &mut GradStore,
+    ) -> Result<(), ModelError> {
         for l in &mut self.layers {
             let var = var_of(model, &l.name)?;
             if let Some(g) = grads.remove(var.as_tensor()) {
@@ -127,7 +141,11 @@ impl TrainHook for CentroidHook {
         Ok(())
     }
 
-    fn after_step(&mut self, model: &dyn Model, _opt: &mut dyn Optimizer) -> Result<(), ModelError> {
+    fn after_step(
+        &mut self,
+        model: &dyn Model,
+        _opt: &mut dyn Optimizer,
+    ) -> Result<(), ModelError> {
         self.write_weights(model)
     }
 }

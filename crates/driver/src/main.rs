@@ -110,18 +110,52 @@ fn parse_init(s: &str) -> Result<deepcomp_quant::Init> {
     })
 }
 
+/// candle 0.11 runs element-wise ops above 64k elements on a thread pool whose waiting costs more than
+/// it gains for the small matrices of MLPs on a 2-core machine (measured with `deepcomp bench`:
+/// LeNet-300-100 trains at 26.5k ex/s on one thread vs 16.6k on two; LeNet-5 gains from two). Unless the
+/// user chose, MLPs run candle on one thread. Called before any tensor exists.
+fn set_thread_default(model: &str) {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && matches!(model, "lenet300" | "mlp") {
+        // Edition 2021: `set_var` is safe; it runs before any other thread is started.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Pipeline { recipe, out, fresh, data, no_progress } => {
+        Cmd::Pipeline {
+            recipe,
+            out,
+            fresh,
+            data,
+            no_progress,
+        } => {
             let recipe = recipe::load(&recipe)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
-            let opts = pipeline::PipelineOptions { recipe, out: out.clone(), fresh, progress: !no_progress, data_path: data };
+            set_thread_default(&recipe.recipe.model);
+            let out =
+                out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
+            let opts = pipeline::PipelineOptions {
+                recipe,
+                out: out.clone(),
+                fresh,
+                progress: !no_progress,
+                data_path: data,
+            };
             let report = pipeline::run(&opts)?;
             println!("{}", report.to_markdown());
             println!("outputs in {}", out.display());
         }
-        Cmd::Compress { input, output, q, std, fc_bits, conv_bits, init, index_bits } => {
+        Cmd::Compress {
+            input,
+            output,
+            q,
+            std,
+            fc_bits,
+            conv_bits,
+            init,
+            index_bits,
+        } => {
             let tensors = compress::read_safetensors(&input)?;
             let opts = compress::CompressOptions {
                 q,
@@ -130,14 +164,20 @@ fn main() -> Result<()> {
                 conv_bits,
                 init: parse_init(&init)?,
                 index_bits,
-                model_name: input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                model_name: input
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             };
             let dense_bytes: u64 = tensors.iter().map(|t| 4 * t.data.len() as u64).sum();
             let file = compress::compress_tensors(&tensors, &opts)?;
             let bytes = file.write_atomic(&output)?;
             let back = container::DczFile::read(&output)?;
             if back != file {
-                bail!("{}: read back differs from what was written", output.display());
+                bail!(
+                    "{}: read back differs from what was written",
+                    output.display()
+                );
             }
             println!(
                 "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
@@ -158,15 +198,26 @@ fn main() -> Result<()> {
                 let stats = container::layer_stats(&file)?;
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                let size = std::fs::metadata(&input).with_context(|| input.display().to_string())?.len();
-                println!("{}: model `{}`, {size} bytes, recipe hash {}", input.display(), file.model, hex::encode(file.recipe_hash));
+                let size = std::fs::metadata(&input)
+                    .with_context(|| input.display().to_string())?
+                    .len();
+                println!(
+                    "{}: model `{}`, {size} bytes, recipe hash {}",
+                    input.display(),
+                    file.model,
+                    hex::encode(file.recipe_hash)
+                );
                 print!("{}", container::stats_table(&file)?);
                 for d in &file.dense {
                     println!("raw  {:<28} {:?}", d.name, d.shape);
                 }
             }
         }
-        Cmd::Eval { model, recipe, data } => {
+        Cmd::Eval {
+            model,
+            recipe,
+            data,
+        } => {
             let recipe = recipe::load(&recipe)?;
             let (top1, top5) = pipeline::eval_file(&recipe.recipe, &model, data.as_deref())?;
             println!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());

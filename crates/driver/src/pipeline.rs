@@ -59,22 +59,31 @@ pub fn build_model(recipe: &Recipe, device: &Device) -> Result<Box<dyn Model>> {
         num_classes: recipe.arch.num_classes,
         kernels: recipe.arch.kernels.clone(),
         hidden: recipe.arch.hidden.clone(),
+        init: recipe.arch.init,
         ..Default::default()
     };
     if let Some(side) = recipe.data.pad_to {
         cfg.input_size = Some(side);
-        if cfg.in_channels.is_none() && matches!(recipe.dataset.as_str(), "fashion-mnist" | "mnist") {
+        if cfg.in_channels.is_none() && matches!(recipe.dataset.as_str(), "fashion-mnist" | "mnist")
+        {
             cfg.in_channels = Some(1);
         }
     }
-    Ok(deepcomp_models::build(&recipe.model, &cfg, recipe.seed, device)?)
+    Ok(deepcomp_models::build(
+        &recipe.model,
+        &cfg,
+        recipe.seed,
+        device,
+    )?)
 }
 
 /// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system, download).
 pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> Result<Dataset> {
     let id: DatasetId = recipe.dataset.parse()?;
     let opts = LoadOptions {
-        explicit: data_path.map(Path::to_path_buf).or_else(|| recipe.data.path.clone()),
+        explicit: data_path
+            .map(Path::to_path_buf)
+            .or_else(|| recipe.data.path.clone()),
         allow_download: recipe.data.allow_download,
         progress,
         ..LoadOptions::default()
@@ -86,13 +95,21 @@ pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> R
 /// stage is fixed by the seed alone and a resumed run replays it exactly) or evaluation.
 fn batch_config(recipe: &Recipe, train: bool, tag: u64) -> BatchConfig {
     BatchConfig {
-        batch_size: if train { recipe.data.batch_size } else { recipe.data.eval_batch_size },
+        batch_size: if train {
+            recipe.data.batch_size
+        } else {
+            recipe.data.eval_batch_size
+        },
         shuffle: train,
         drop_last: false,
         seed: recipe.seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         augment: train && recipe.data.augment,
         pad_to: recipe.data.pad_to,
-        limit: if train { recipe.data.train_limit } else { recipe.data.test_limit },
+        limit: if train {
+            recipe.data.train_limit
+        } else {
+            recipe.data.test_limit
+        },
     }
 }
 
@@ -100,7 +117,10 @@ impl Ctx<'_> {
     /// Top-1 and top-5 on the test split.
     fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
         let cfg = batch_config(self.recipe, false, 0);
-        let batches = self.data.test.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
+        let batches =
+            self.data
+                .test
+                .batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
         let s = deepcomp_models::evaluate(model, batches)?;
         Ok((s.top1, s.top5.unwrap_or(f64::NAN)))
     }
@@ -125,14 +145,24 @@ impl Ctx<'_> {
         history.retain(|e| !(e.stage == stage && e.round >= round));
         let mut opt = make_optimizer(o)?;
         let sched = make_schedule(o, epochs)?;
-        let progress = deepcomp_models::ProgressConfig { enabled: self.progress, log_every: 0 };
+        let progress = deepcomp_models::ProgressConfig {
+            enabled: self.progress,
+            log_every: 0,
+        };
         for epoch in 0..epochs {
             let lr = sched.lr_at(o.lr, epoch);
             opt.set_lr(lr);
             hook.on_epoch_start(epoch, model)?;
             let cfg = batch_config(self.recipe, true, tag);
-            let batches = self.data.train.batches(&cfg, &self.data.mean, &self.data.std, epoch as u64, &self.device)?;
-            let st = deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
+            let batches = self.data.train.batches(
+                &cfg,
+                &self.data.mean,
+                &self.data.std,
+                epoch as u64,
+                &self.device,
+            )?;
+            let st =
+                deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
             let (top1, top5) = self.evaluate(model)?;
             eprintln!(
                 "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  test {top1:.4}  {:.0} ex/s",
@@ -161,7 +191,11 @@ impl Ctx<'_> {
 fn make_optimizer(o: &OptimSection) -> Result<Box<dyn Optimizer>> {
     use deepcomp_models::{AdamWConfig, OptimizerConfig, SgdConfig};
     let cfg = match o.optimizer.as_str() {
-        "adamw" => OptimizerConfig::AdamW(AdamWConfig { lr: o.lr, weight_decay: o.weight_decay, ..AdamWConfig::default() }),
+        "adamw" => OptimizerConfig::AdamW(AdamWConfig {
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            ..AdamWConfig::default()
+        }),
         _ => OptimizerConfig::Sgd(SgdConfig {
             lr: o.lr,
             momentum: o.momentum,
@@ -176,9 +210,18 @@ fn make_optimizer(o: &OptimSection) -> Result<Box<dyn Optimizer>> {
 fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::Schedule> {
     use deepcomp_models::LrSchedule;
     let kind = match o.lr_schedule.as_str() {
-        "step" => LrSchedule::Step { step_size: o.step_size.unwrap_or(1), gamma: o.gamma.unwrap_or(0.1) },
-        "multistep" => LrSchedule::MultiStep { milestones: o.milestones.clone().unwrap_or_default(), gamma: o.gamma.unwrap_or(0.1) },
-        "cosine" => LrSchedule::Cosine { t_max: epochs.max(1), eta_min: o.eta_min },
+        "step" => LrSchedule::Step {
+            step_size: o.step_size.unwrap_or(1),
+            gamma: o.gamma.unwrap_or(0.1),
+        },
+        "multistep" => LrSchedule::MultiStep {
+            milestones: o.milestones.clone().unwrap_or_default(),
+            gamma: o.gamma.unwrap_or(0.1),
+        },
+        "cosine" => LrSchedule::Cosine {
+            t_max: epochs.max(1),
+            eta_min: o.eta_min,
+        },
         _ => LrSchedule::Constant,
     };
     let s = deepcomp_models::Schedule::new(kind);
@@ -188,7 +231,11 @@ fn make_schedule(o: &OptimSection, epochs: usize) -> Result<deepcomp_models::Sch
 
 /// The prunable weights of `model` as (name, tensor) pairs.
 fn prunable_tensors(model: &dyn Model) -> Vec<(String, Tensor)> {
-    model.prunable().into_iter().map(|p| (p.name, p.var.as_tensor().clone())).collect()
+    model
+        .prunable()
+        .into_iter()
+        .map(|p| (p.name, p.var.as_tensor().clone()))
+        .collect()
 }
 
 /// Masks of a model whose pruned weights are exact zeros.
@@ -201,15 +248,27 @@ fn masks_from_zeros(model: &dyn Model) -> Result<MaskSet> {
 }
 
 /// Masks for one pruning step reaching `target` sparsity per layer (times the layer's scale).
-fn masks_for_target(recipe: &Recipe, model: &dyn Model, target: f64, round: usize, prev: Option<&MaskSet>) -> Result<MaskSet> {
+fn masks_for_target(
+    recipe: &Recipe,
+    model: &dyn Model,
+    target: f64,
+    round: usize,
+    prev: Option<&MaskSet>,
+) -> Result<MaskSet> {
     let tensors = prunable_tensors(model);
     let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let p = &recipe.prune;
-    let q_of = |name: &str| 100.0 * (target * p.layer_scale.get(name).copied().unwrap_or(1.0)).min(0.999);
+    let q_of =
+        |name: &str| 100.0 * (target * p.layer_scale.get(name).copied().unwrap_or(1.0)).min(0.999);
     let criterion = match p.method.as_str() {
-        "std" => Criterion::Std { s: p.std_s.get(round).copied().unwrap_or(0.0) },
+        "std" => Criterion::Std {
+            s: p.std_s.get(round).copied().unwrap_or(0.0),
+        },
         "global" => Criterion::Global { q: 100.0 * target },
-        "random" => Criterion::Random { q: 100.0 * target, seed: recipe.seed },
+        "random" => Criterion::Random {
+            q: 100.0 * target,
+            seed: recipe.seed,
+        },
         _ => Criterion::PerLayerPercentile {
             q: tensors.iter().map(|(n, _)| (n.clone(), q_of(n))).collect(),
         },
@@ -218,7 +277,10 @@ fn masks_for_target(recipe: &Recipe, model: &dyn Model, target: f64, round: usiz
 }
 
 fn weight_values(model: &dyn Model, name: &str) -> Result<Vec<f32>> {
-    let p = model.params().get(name).ok_or_else(|| DriverError::msg(format!("model has no `{name}`")))?;
+    let p = model
+        .params()
+        .get(name)
+        .ok_or_else(|| DriverError::msg(format!("model has no `{name}`")))?;
     Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
@@ -262,7 +324,13 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
         data.train.n,
         data.test.n
     );
-    let ctx = Ctx { recipe, device: device.clone(), data, out: opts.out.clone(), progress: opts.progress };
+    let ctx = Ctx {
+        recipe,
+        device: device.clone(),
+        data,
+        out: opts.out.clone(),
+        progress: opts.progress,
+    };
     let progress_path = opts.out.join("progress.json");
     let mut report: Report = match fsutil::read_json(&progress_path)? {
         Some(r) if !opts.fresh => r,
@@ -278,7 +346,10 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     // --- train ---------------------------------------------------------------------------------
     let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
     if dense_ckpt.exists() {
-        eprintln!("deepcomp: resuming: dense model from {}", dense_ckpt.display());
+        eprintln!(
+            "deepcomp: resuming: dense model from {}",
+            dense_ckpt.display()
+        );
         deepcomp_models::load_safetensors(model.as_ref(), &dense_ckpt)?;
     } else {
         let t = Instant::now();
@@ -286,7 +357,16 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
             eprintln!("deepcomp: loading dense weights from {}", ck.display());
             deepcomp_models::load_safetensors(model.as_ref(), ck)?;
         } else {
-            ctx.train(model.as_ref(), &recipe.train.optim(), recipe.train.epochs, &mut deepcomp_models::NoHook, "train", 0, 0.0, &mut report.history)?;
+            ctx.train(
+                model.as_ref(),
+                &recipe.train.optim(),
+                recipe.train.epochs,
+                &mut deepcomp_models::NoHook,
+                "train",
+                0,
+                0.0,
+                &mut report.history,
+            )?;
         }
         let (top1, _) = ctx.evaluate(model.as_ref())?;
         report.accuracy.dense = top1;
@@ -305,7 +385,10 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     // --- prune + masked finetune ---------------------------------------------------------------------
     let pruned_ckpt = ckpt_dir(&ctx.out).join("pruned.safetensors");
     let masks = if pruned_ckpt.exists() {
-        eprintln!("deepcomp: resuming: pruned model from {}", pruned_ckpt.display());
+        eprintln!(
+            "deepcomp: resuming: pruned model from {}",
+            pruned_ckpt.display()
+        );
         deepcomp_models::load_safetensors(model.as_ref(), &pruned_ckpt)?;
         masks_from_zeros(model.as_ref())?
     } else {
@@ -324,7 +407,10 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
         .map(|p| Ok((p.name.clone(), weight_values(model.as_ref(), &p.name)?)))
         .collect::<Result<_>>()?;
     let shared = if quant_ckpt.exists() {
-        eprintln!("deepcomp: resuming: quantized model from {}", quant_ckpt.display());
+        eprintln!(
+            "deepcomp: resuming: quantized model from {}",
+            quant_ckpt.display()
+        );
         deepcomp_models::load_safetensors(model.as_ref(), &quant_ckpt)?;
         shared_from_model(recipe, model.as_ref(), &masks)?
     } else {
@@ -349,7 +435,10 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     let (dec1, dec5) = ctx.evaluate(fresh_model.as_ref())?;
     report.accuracy.decoded = dec1;
     report.decoded_top5 = dec5;
-    eprintln!("deepcomp: wrote {} ({dcz_bytes} bytes); decoded bit-exact; decoded top-1 {dec1:.4}", dcz_path.display());
+    eprintln!(
+        "deepcomp: wrote {} ({dcz_bytes} bytes); decoded bit-exact; decoded top-1 {dec1:.4}",
+        dcz_path.display()
+    );
 
     // --- report ---------------------------------------------------------------------------------------------
     fill_sizes(&mut report, model.as_ref(), &decoded, dcz_bytes)?;
@@ -361,7 +450,12 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     Ok(report)
 }
 
-fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, progress_path: &Path) -> Result<MaskSet> {
+fn prune_and_finetune(
+    ctx: &Ctx<'_>,
+    model: &dyn Model,
+    report: &mut Report,
+    progress_path: &Path,
+) -> Result<MaskSet> {
     let recipe = ctx.recipe;
     let p = &recipe.prune;
     let mut masks: Option<MaskSet> = None;
@@ -373,7 +467,11 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
             let fin = p.final_target.unwrap_or(0.0);
             let sched = if p.schedule == "linear" {
                 let per_epoch = fin / epochs as f64;
-                deepcomp_sparsity::Schedule::Linear { per_epoch, max: fin, extra_epochs: 0 }
+                deepcomp_sparsity::Schedule::Linear {
+                    per_epoch,
+                    max: fin,
+                    extra_epochs: 0,
+                }
             } else {
                 deepcomp_sparsity::Schedule::Agp {
                     initial: 0.0,
@@ -390,7 +488,11 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
             for e in 0..total {
                 if let Some(step) = sched.prune_at(e) {
                     let t = Instant::now();
-                    let prev = if step.from_scratch { None } else { masks.as_ref() };
+                    let prev = if step.from_scratch {
+                        None
+                    } else {
+                        masks.as_ref()
+                    };
                     let m = masks_for_target(recipe, model, step.target, 0, prev)?;
                     MaskHook::new(&m, &ctx.device)?.apply_to_weights(model)?;
                     report.seconds.prune += t.elapsed().as_secs_f64();
@@ -403,10 +505,28 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                 let target = sched.target_at(e);
                 let t = Instant::now();
                 if sched.allows_regrowth_at(e) {
-                    ctx.train(model, &o, 1, &mut deepcomp_models::NoHook, "finetune", e, target, &mut report.history)?;
+                    ctx.train(
+                        model,
+                        &o,
+                        1,
+                        &mut deepcomp_models::NoHook,
+                        "finetune",
+                        e,
+                        target,
+                        &mut report.history,
+                    )?;
                 } else if let Some(m) = &masks {
                     let mut hook = MaskHook::new(m, &ctx.device)?;
-                    ctx.train(model, &o, 1, &mut hook, "finetune", e, target, &mut report.history)?;
+                    ctx.train(
+                        model,
+                        &o,
+                        1,
+                        &mut hook,
+                        "finetune",
+                        e,
+                        target,
+                        &mut report.history,
+                    )?;
                 }
                 report.seconds.finetune += t.elapsed().as_secs_f64();
             }
@@ -420,7 +540,10 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
             for (i, r) in rounds.iter().enumerate() {
                 let round_ckpt = ckpt_dir(&ctx.out).join(format!("prune-round{i}.safetensors"));
                 if round_ckpt.exists() {
-                    eprintln!("deepcomp: resuming: pruning round {i} from {}", round_ckpt.display());
+                    eprintln!(
+                        "deepcomp: resuming: pruning round {i} from {}",
+                        round_ckpt.display()
+                    );
                     deepcomp_models::load_safetensors(model, &round_ckpt)?;
                     masks = Some(masks_from_zeros(model)?);
                     continue;
@@ -442,7 +565,16 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
                     s.total()
                 );
                 let t = Instant::now();
-                ctx.train(model, &p.optim(), r.epochs, &mut hook, "finetune", i, s.total_sparsity(), &mut report.history)?;
+                ctx.train(
+                    model,
+                    &p.optim(),
+                    r.epochs,
+                    &mut hook,
+                    "finetune",
+                    i,
+                    s.total_sparsity(),
+                    &mut report.history,
+                )?;
                 report.seconds.finetune += t.elapsed().as_secs_f64();
                 deepcomp_models::save_safetensors(model, &round_ckpt)?;
                 fsutil::write_json(progress_path, report)?;
@@ -455,7 +587,12 @@ fn prune_and_finetune(ctx: &Ctx<'_>, model: &dyn Model, report: &mut Report, pro
     masks.map_or_else(|| masks_from_zeros(model), Ok)
 }
 
-fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Report) -> Result<Vec<SharedLayer>> {
+fn quantize(
+    ctx: &Ctx<'_>,
+    model: &dyn Model,
+    masks: &MaskSet,
+    report: &mut Report,
+) -> Result<Vec<SharedLayer>> {
     let recipe = ctx.recipe;
     let mut layers = Vec::new();
     for p in model.prunable() {
@@ -466,20 +603,42 @@ fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Repo
             None => values.iter().map(|v| *v != 0.0).collect(),
         };
         let shared = deepcomp_quant::share_weights(&values, Some(&keep), bits, init_of(recipe))?;
-        layers.push(SharedLayer { name: p.name.clone(), shape: p.shape.clone(), shared });
+        layers.push(SharedLayer {
+            name: p.name.clone(),
+            shape: p.shape.clone(),
+            shared,
+        });
     }
     let mut hook = CentroidHook::new(layers, recipe.quant.lr as f32, ctx.device.clone());
     hook.write_weights(model)?;
     let (acc, top5) = ctx.evaluate(model)?;
     eprintln!("deepcomp: weight sharing done; top-1 before centroid training {acc:.4}");
     report.history.retain(|e| e.stage != "shared");
-    report.history.push(EpochRow { stage: "shared".into(), test_top1: acc, test_top5: top5, ..Default::default() });
+    report.history.push(EpochRow {
+        stage: "shared".into(),
+        test_top1: acc,
+        test_top5: top5,
+        ..Default::default()
+    });
     if recipe.quant.epochs > 0 {
         // The optimizer only moves the non-shared parameters (biases, BatchNorm); the hook owns the centroids.
         let mut o = recipe.prune.optim();
-        o.lr = if recipe.quant.other_lr > 0.0 { recipe.quant.other_lr } else { f64::MIN_POSITIVE };
+        o.lr = if recipe.quant.other_lr > 0.0 {
+            recipe.quant.other_lr
+        } else {
+            f64::MIN_POSITIVE
+        };
         o.lr_schedule = "cosine".into();
-        ctx.train(model, &o, recipe.quant.epochs, &mut hook, "centroids", 0, 0.0, &mut report.history)?;
+        ctx.train(
+            model,
+            &o,
+            recipe.quant.epochs,
+            &mut hook,
+            "centroids",
+            0,
+            0.0,
+            &mut report.history,
+        )?;
     }
     let (acc, _) = ctx.evaluate(model)?;
     report.accuracy.quantized = acc;
@@ -488,7 +647,11 @@ fn quantize(ctx: &Ctx<'_>, model: &dyn Model, masks: &MaskSet, report: &mut Repo
 
 /// Rebuilds codebooks and codes from a quantized model (resume path): a layer's codebook is the sorted
 /// set of its kept values.
-fn shared_from_model(recipe: &Recipe, model: &dyn Model, masks: &MaskSet) -> Result<Vec<SharedLayer>> {
+fn shared_from_model(
+    recipe: &Recipe,
+    model: &dyn Model,
+    masks: &MaskSet,
+) -> Result<Vec<SharedLayer>> {
     let mut out = Vec::new();
     for p in model.prunable() {
         let values = weight_values(model, &p.name)?;
@@ -497,14 +660,23 @@ fn shared_from_model(recipe: &Recipe, model: &dyn Model, masks: &MaskSet) -> Res
             Some(m) => m.keep().to_vec(),
             None => values.iter().map(|v| *v != 0.0).collect(),
         };
-        out.push(SharedLayer { name: p.name.clone(), shape: p.shape.clone(), shared: shared_from_values(&values, &keep, bits)? });
+        out.push(SharedLayer {
+            name: p.name.clone(),
+            shape: p.shape.clone(),
+            shared: shared_from_values(&values, &keep, bits)?,
+        });
     }
     Ok(out)
 }
 
 /// Codebook = sorted distinct kept values; fails if there are more than 2^bits.
 pub fn shared_from_values(values: &[f32], keep: &[bool], bits: u8) -> Result<SharedWeights> {
-    let mut book: Vec<f32> = values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| *v).collect();
+    let mut book: Vec<f32> = values
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(v, _)| *v)
+        .collect();
     book.sort_by(f32::total_cmp);
     book.dedup_by(|a, b| a.to_bits() == b.to_bits());
     if book.len() > 1usize << bits {
@@ -518,11 +690,19 @@ pub fn shared_from_values(values: &[f32], keep: &[bool], bits: u8) -> Result<Sha
     for (i, (v, k)) in values.iter().zip(keep).enumerate() {
         if *k {
             positions.push(i as u64);
-            let c = book.binary_search_by(|b| b.total_cmp(v)).map_err(|_| DriverError::msg("value not in codebook"))?;
+            let c = book
+                .binary_search_by(|b| b.total_cmp(v))
+                .map_err(|_| DriverError::msg("value not in codebook"))?;
             codes.push(c as u32);
         }
     }
-    Ok(SharedWeights::from_parts(values.len(), book, positions, codes, bits)?)
+    Ok(SharedWeights::from_parts(
+        values.len(),
+        book,
+        positions,
+        codes,
+        bits,
+    )?)
 }
 
 fn kind_of(k: LayerKind) -> container::LayerKind {
@@ -534,11 +714,18 @@ fn kind_of(k: LayerKind) -> container::LayerKind {
 
 /// Builds the `.dcz` content: shared layers + every other tensor raw. The index width of each layer is
 /// the one (in 2..=12) giving the smallest layer section, unless the recipe fixes it.
-pub fn build_dcz(recipe: &LoadedRecipe, model: &dyn Model, shared: &[SharedLayer]) -> Result<DczFile> {
+pub fn build_dcz(
+    recipe: &LoadedRecipe,
+    model: &dyn Model,
+    shared: &[SharedLayer],
+) -> Result<DczFile> {
     let mut layers = Vec::new();
     for (p, s) in model.prunable().iter().zip(shared) {
         if p.name != s.name {
-            return Err(DriverError::msg(format!("layer order mismatch: {} vs {}", p.name, s.name)));
+            return Err(DriverError::msg(format!(
+                "layer order mismatch: {} vs {}",
+                p.name, s.name
+            )));
         }
         let mut layer = SparseLayer {
             name: s.name.clone(),
@@ -568,7 +755,12 @@ pub fn build_dcz(recipe: &LoadedRecipe, model: &dyn Model, shared: &[SharedLayer
             data: t.flatten_all()?.to_vec1::<f32>()?,
         });
     }
-    Ok(DczFile { model: recipe.recipe.model.clone(), recipe_hash: recipe.hash(), layers, dense })
+    Ok(DczFile {
+        model: recipe.recipe.model.clone(),
+        recipe_hash: recipe.hash(),
+        layers,
+        dense,
+    })
 }
 
 /// The index width in 2..=12 that gives the smallest encoded layer.
@@ -577,7 +769,12 @@ pub(crate) fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
     for b in 2..=12u8 {
         let mut l = layer.clone();
         l.index_bits = b;
-        let f = DczFile { model: String::new(), recipe_hash: [0; 32], layers: vec![l], dense: vec![] };
+        let f = DczFile {
+            model: String::new(),
+            recipe_hash: [0; 32],
+            layers: vec![l],
+            dense: vec![],
+        };
         let size = f.to_bytes()?.len() as u64;
         if size < best.0 {
             best = (size, b);
@@ -591,8 +788,17 @@ pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
     for l in &file.layers {
         let want = weight_values(model, &l.name)?;
         let got = l.to_dense();
-        if want.len() != got.len() || want.iter().zip(&got).any(|(a, b)| a.to_bits() != b.to_bits()) {
-            let first = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits()).unwrap_or(0);
+        if want.len() != got.len()
+            || want
+                .iter()
+                .zip(&got)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            let first = want
+                .iter()
+                .zip(&got)
+                .position(|(a, b)| a.to_bits() != b.to_bits())
+                .unwrap_or(0);
             return Err(DriverError::Verify(format!(
                 "layer `{}` decodes differently at element {first}",
                 l.name
@@ -601,8 +807,16 @@ pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
     }
     for d in &file.dense {
         let want = weight_values(model, &d.name)?;
-        if want.len() != d.data.len() || want.iter().zip(&d.data).any(|(a, b)| a.to_bits() != b.to_bits()) {
-            return Err(DriverError::Verify(format!("tensor `{}` decodes differently", d.name)));
+        if want.len() != d.data.len()
+            || want
+                .iter()
+                .zip(&d.data)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Err(DriverError::Verify(format!(
+                "tensor `{}` decodes differently",
+                d.name
+            )));
         }
     }
     Ok(())
@@ -611,9 +825,14 @@ pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
 /// Writes a decoded file's tensors into `model`.
 pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Result<()> {
     let set = |name: &str, shape: &[usize], data: Vec<f32>| -> Result<()> {
-        let p = model.params().get(name).ok_or_else(|| DriverError::msg(format!("model `{}` has no tensor `{name}`", model.arch())))?;
+        let p = model.params().get(name).ok_or_else(|| {
+            DriverError::msg(format!("model `{}` has no tensor `{name}`", model.arch()))
+        })?;
         if p.var.dims() != shape {
-            return Err(DriverError::msg(format!("tensor `{name}`: file shape {shape:?}, model shape {:?}", p.var.dims())));
+            return Err(DriverError::msg(format!(
+                "tensor `{name}`: file shape {shape:?}, model shape {:?}",
+                p.var.dims()
+            )));
         }
         p.var.set(&Tensor::from_vec(data, shape, device)?)?;
         Ok(())
@@ -627,10 +846,19 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
     Ok(())
 }
 
-fn fill_sizes(report: &mut Report, model: &dyn Model, file: &DczFile, dcz_bytes: u64) -> Result<()> {
+fn fill_sizes(
+    report: &mut Report,
+    model: &dyn Model,
+    file: &DczFile,
+    dcz_bytes: u64,
+) -> Result<()> {
     let stats = container::layer_stats(file)?;
     let macs = deepcomp_models::report::layer_report(model)?;
-    let dense_f32: u64 = model.params().iter().map(|p| 4 * p.var.elem_count() as u64).sum();
+    let dense_f32: u64 = model
+        .params()
+        .iter()
+        .map(|p| 4 * p.var.elem_count() as u64)
+        .sum();
     let other_f32: u64 = file.dense.iter().map(|d| 4 * d.data.len() as u64).sum();
     report.bytes.dense_f32 = dense_f32;
     report.bytes.dcz = dcz_bytes;
@@ -653,7 +881,11 @@ fn fill_sizes(report: &mut Report, model: &dyn Model, file: &DczFile, dcz_bytes:
             huffman_avg_bits: s.huffman_avg_bits,
             index_avg_bits: s.index_avg_bits,
             bytes: s.bytes,
-            macs: macs.layers.iter().find(|m| format!("{}.weight", m.name) == l.name).map_or(0, |m| m.macs),
+            macs: macs
+                .layers
+                .iter()
+                .find(|m| format!("{}.weight", m.name) == l.name)
+                .map_or(0, |m| m.macs),
         })
         .collect();
     report.prunable_params = report.layers.iter().map(|l| l.params).sum();
@@ -661,27 +893,55 @@ fn fill_sizes(report: &mut Report, model: &dyn Model, file: &DczFile, dcz_bytes:
     Ok(())
 }
 
+/// Each layer pruned alone at 10 %..90 % (percentile), the rest dense; top-1 on the test set.
 fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> {
-    let levels: Vec<f64> = (1..=9).map(|i| i as f64 / 10.0).collect();
-    let mut rows = Vec::new();
-    for p in model.prunable() {
-        let original = p.var.as_tensor().copy()?;
-        let mut points = Vec::new();
-        for &level in &levels {
-            let named = [(p.name.as_str(), &original)];
-            let m = compute_masks(&named, &Criterion::Percentile { q: 100.0 * level }, None, None)?;
-            p.var.set(&m.apply(&p.name, &original)?)?;
-            let (acc, _) = ctx.evaluate(model)?;
-            points.push((level, acc));
+    let levels: Vec<f64> = (1..=9).map(|i| 10.0 * i as f64).collect();
+    let originals: Vec<(String, Tensor)> = model
+        .prunable()
+        .into_iter()
+        .map(|p| Ok((p.name, p.var.as_tensor().copy()?)))
+        .collect::<Result<_>>()?;
+    let named: Vec<(&str, &Tensor)> = originals.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    // Evaluates the dense model with exactly the layers in `masks` masked, then restores them.
+    let mut eval = |masks: &MaskSet| -> Result<f64> {
+        for (name, t) in &originals {
+            let var = &model
+                .params()
+                .get(name)
+                .ok_or_else(|| DriverError::msg(format!("no `{name}`")))?
+                .var;
+            var.set(&masks.apply_if_masked(name, t)?)?;
         }
-        p.var.set(&original)?;
-        eprintln!("deepcomp: sensitivity {}: {:?}", p.name, points.iter().map(|(_, a)| format!("{a:.3}")).collect::<Vec<_>>());
-        rows.push(SensitivityRow { layer: p.name.clone(), points });
+        ctx.evaluate(model).map(|(top1, _)| top1)
+    };
+    let table = deepcomp_sparsity::sensitivity(&named, &levels, &mut eval)?;
+    for (name, t) in &originals {
+        if let Some(p) = model.params().get(name) {
+            p.var.set(t)?;
+        }
     }
-    Ok(rows)
+    eprintln!("deepcomp: sensitivity scan\n{table}");
+    Ok(table
+        .rows
+        .iter()
+        .map(|r| SensitivityRow {
+            layer: r.layer.clone(),
+            points: r
+                .sparsity
+                .iter()
+                .zip(&r.accuracy)
+                .map(|(s, a)| (*s, *a))
+                .collect(),
+        })
+        .collect())
 }
 
-fn write_outputs(out: &Path, report: &Report, before: &[(String, Vec<f32>)], model: &dyn Model) -> Result<()> {
+fn write_outputs(
+    out: &Path,
+    report: &Report,
+    before: &[(String, Vec<f32>)],
+    model: &dyn Model,
+) -> Result<()> {
     fsutil::write_json(&out.join("report.json"), report)?;
     fsutil::write_atomic(&out.join("report.md"), report.to_markdown().as_bytes())?;
     let plots = out.join("plots");
@@ -696,22 +956,39 @@ fn write_outputs(out: &Path, report: &Report, before: &[(String, Vec<f32>)], mod
             &[("pruned + finetuned", &b), ("shared (codebook values)", &a)],
             80,
         );
-        fsutil::write_atomic(&plots.join(format!("hist-{}.svg", name.replace('.', "_"))), svg.as_bytes())?;
+        fsutil::write_atomic(
+            &plots.join(format!("hist-{}.svg", name.replace('.', "_"))),
+            svg.as_bytes(),
+        )?;
     }
     let a = &report.accuracy;
     let svg = plot::bars(
         "top-1 accuracy per stage",
         "top-1",
-        &[("dense", a.dense), ("pruned", a.pruned), ("finetuned", a.finetuned), ("quantized", a.quantized), ("decoded", a.decoded)],
+        &[
+            ("dense", a.dense),
+            ("pruned", a.pruned),
+            ("finetuned", a.finetuned),
+            ("quantized", a.quantized),
+            ("decoded", a.decoded),
+        ],
     );
     fsutil::write_atomic(&plots.join("accuracy.svg"), svg.as_bytes())?;
     if !report.sensitivity.is_empty() {
         let series: Vec<plot::Series> = report
             .sensitivity
             .iter()
-            .map(|r| plot::Series { label: r.layer.clone(), points: r.points.iter().map(|(l, a)| (100.0 * l, *a)).collect() })
+            .map(|r| plot::Series {
+                label: r.layer.clone(),
+                points: r.points.iter().map(|(l, a)| (100.0 * l, *a)).collect(),
+            })
             .collect();
-        let svg = plot::lines("sensitivity: each layer pruned alone", "pruned %", "top-1", &series);
+        let svg = plot::lines(
+            "sensitivity: each layer pruned alone",
+            "pruned %",
+            "top-1",
+            &series,
+        );
         fsutil::write_atomic(&plots.join("sensitivity.svg"), svg.as_bytes())?;
     }
     Ok(())
@@ -728,6 +1005,12 @@ pub fn eval_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Resu
         deepcomp_models::load_safetensors(model.as_ref(), path)?;
     }
     let data = load_data(recipe, data_path, false)?;
-    let ctx = Ctx { recipe, device, data, out: PathBuf::new(), progress: false };
+    let ctx = Ctx {
+        recipe,
+        device,
+        data,
+        out: PathBuf::new(),
+        progress: false,
+    };
     ctx.evaluate(model.as_ref())
 }

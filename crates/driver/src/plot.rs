@@ -11,7 +11,9 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 48.0;
-const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const COLORS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
 
 /// A named series of (x, y) points for a line chart.
 #[derive(Debug, Clone)]
@@ -23,7 +25,10 @@ pub struct Series {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn header(title: &str, xlabel: &str, ylabel: &str) -> String {
@@ -48,7 +53,7 @@ fn header(title: &str, xlabel: &str, ylabel: &str) -> String {
 
 /// "Nice" tick values covering [lo, hi].
 fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;
@@ -164,7 +169,12 @@ pub fn histogram(title: &str, xlabel: &str, sets: &[(&str, &[f32])], bins: usize
         })
         .collect();
     let ymax = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    let f = Frame { x0: lo, x1: hi, y0: 0.0, y1: ymax * 1.05 };
+    let f = Frame {
+        x0: lo,
+        x1: hi,
+        y0: 0.0,
+        y1: ymax * 1.05,
+    };
     f.axes(&mut s);
     for (k, c) in counts.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
@@ -193,7 +203,12 @@ pub fn bars(title: &str, ylabel: &str, items: &[(&str, f64)]) -> String {
     let mut s = header(title, "", ylabel);
     let vals = items.iter().map(|(_, v)| *v).filter(|v| v.is_finite());
     let (lo, hi) = range(vals.chain(std::iter::once(0.0))).unwrap_or((0.0, 1.0));
-    let f = Frame { x0: 0.0, x1: items.len().max(1) as f64, y0: lo.min(0.0), y1: hi * 1.1 };
+    let f = Frame {
+        x0: 0.0,
+        x1: items.len().max(1) as f64,
+        y0: lo.min(0.0),
+        y1: hi * 1.1,
+    };
     for t in ticks(f.y0, f.y1, 6) {
         let y = f.py(t);
         let _ = writeln!(
@@ -253,7 +268,12 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Stri
         return s;
     };
     let pad = (y1 - y0) * 0.05;
-    let f = Frame { x0, x1, y0: y0 - pad, y1: y1 + pad };
+    let f = Frame {
+        x0,
+        x1,
+        y0: y0 - pad,
+        y1: y1 + pad,
+    };
     f.axes(&mut s);
     for (k, se) in series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
@@ -302,7 +322,12 @@ mod tests {
     fn histogram_is_wellformed_svg_with_all_bins_counted() {
         let a: Vec<f32> = (0..1000).map(|i| (i as f32 / 100.0).sin()).collect();
         let b: Vec<f32> = a.iter().map(|x| (x * 4.0).round() / 4.0).collect();
-        let svg = histogram("fc1 <weights>", "value", &[("before", &a), ("after", &b)], 40);
+        let svg = histogram(
+            "fc1 <weights>",
+            "value",
+            &[("before", &a), ("after", &b)],
+            40,
+        );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("fc1 &lt;weights&gt;"), "title escaped");
         assert!(svg.contains("before") && svg.contains("after"));
@@ -314,13 +339,25 @@ mod tests {
         assert!(histogram("t", "x", &[("none", &[])], 10).contains("no data"));
         assert!(histogram("t", "x", &[("c", &[1.0, 1.0])], 10).contains("<rect"));
         assert!(lines("t", "x", "y", &[]).contains("no data"));
-        let svg = lines("t", "x", "y", &[Series { label: "a".into(), points: vec![(0.5, 0.9)] }]);
+        let svg = lines(
+            "t",
+            "x",
+            "y",
+            &[Series {
+                label: "a".into(),
+                points: vec![(0.5, 0.9)],
+            }],
+        );
         assert!(svg.contains("<circle"));
     }
 
     #[test]
     fn bars_write_their_values() {
-        let svg = bars("accuracy", "top-1", &[("dense", 0.9012), ("decoded", 0.8999)]);
+        let svg = bars(
+            "accuracy",
+            "top-1",
+            &[("dense", 0.9012), ("decoded", 0.8999)],
+        );
         assert!(svg.contains("0.9012") && svg.contains("0.8999") && svg.contains("decoded"));
     }
 

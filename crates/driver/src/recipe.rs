@@ -14,12 +14,24 @@ use sha2::{Digest, Sha256};
 
 /// Built-in recipes: (name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("lenet300-fashion", include_str!("../recipes/lenet300-fashion.toml")),
-    ("lenet5-fashion", include_str!("../recipes/lenet5-fashion.toml")),
+    (
+        "lenet300-fashion",
+        include_str!("../recipes/lenet300-fashion.toml"),
+    ),
+    (
+        "lenet5-fashion",
+        include_str!("../recipes/lenet5-fashion.toml"),
+    ),
     ("mlp-mnist", include_str!("../recipes/mlp-mnist.toml")),
     ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
-    ("vgg16-half-cifar10", include_str!("../recipes/vgg16-half-cifar10.toml")),
-    ("resnet20-cifar10", include_str!("../recipes/resnet20-cifar10.toml")),
+    (
+        "vgg16-half-cifar10",
+        include_str!("../recipes/vgg16-half-cifar10.toml"),
+    ),
+    (
+        "resnet20-cifar10",
+        include_str!("../recipes/resnet20-cifar10.toml"),
+    ),
     ("ci", include_str!("../recipes/ci.toml")),
 ];
 
@@ -106,6 +118,9 @@ pub struct ArchSection {
     pub hidden: Option<Vec<usize>>,
     /// Kernel sizes of the CIFAR LeNet's two convolutions.
     pub kernels: Option<Vec<usize>>,
+    /// Weight initialization: `torch_default` (PyTorch's Kaiming-uniform), `caffe_xavier`,
+    /// `kaiming_normal`, `glorot_normal`; default: the scheme of the architecture's original code.
+    pub init: Option<deepcomp_models::InitScheme>,
 }
 
 /// Data options.
@@ -395,7 +410,14 @@ pub fn parse(text: &str, origin: &str) -> Result<LoadedRecipe, RecipeError> {
     })
 }
 
-const MODELS: &[&str] = &["lenet300", "lenet5", "mlp", "cifar_lenet", "vgg16_half", "resnet20"];
+const MODELS: &[&str] = &[
+    "lenet300",
+    "lenet5",
+    "mlp",
+    "cifar_lenet",
+    "vgg16_half",
+    "resnet20",
+];
 const DATASETS: &[&str] = &["fashion-mnist", "mnist", "cifar10", "cifar100"];
 
 impl Recipe {
@@ -406,14 +428,31 @@ impl Recipe {
             field: field.to_string(),
             reason,
         };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(err("name", format!("`{}` must be non-empty ASCII letters, digits, - _ .", self.name)));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(err(
+                "name",
+                format!(
+                    "`{}` must be non-empty ASCII letters, digits, - _ .",
+                    self.name
+                ),
+            ));
         }
         if !MODELS.contains(&self.model.as_str()) {
-            return Err(err("model", format!("`{}` is not one of {}", self.model, MODELS.join(", "))));
+            return Err(err(
+                "model",
+                format!("`{}` is not one of {}", self.model, MODELS.join(", ")),
+            ));
         }
         if !DATASETS.contains(&self.dataset.as_str()) {
-            return Err(err("dataset", format!("`{}` is not one of {}", self.dataset, DATASETS.join(", "))));
+            return Err(err(
+                "dataset",
+                format!("`{}` is not one of {}", self.dataset, DATASETS.join(", ")),
+            ));
         }
         if self.data.batch_size == 0 {
             return Err(err("data.batch_size", "must be at least 1".into()));
@@ -427,14 +466,24 @@ impl Recipe {
             }
         }
         if self.train.epochs == 0 && self.train.checkpoint.is_none() {
-            return Err(err("train.epochs", "0 epochs and no train.checkpoint: nothing to compress".into()));
+            return Err(err(
+                "train.epochs",
+                "0 epochs and no train.checkpoint: nothing to compress".into(),
+            ));
         }
         validate_optim(&self.train.optim(), "train", &err)?;
         validate_optim(&self.prune.optim(), "prune", &err)?;
 
         const METHODS: &[&str] = &["percentile", "std", "global", "random"];
         if !METHODS.contains(&self.prune.method.as_str()) {
-            return Err(err("prune.method", format!("`{}` is not one of {}", self.prune.method, METHODS.join(", "))));
+            return Err(err(
+                "prune.method",
+                format!(
+                    "`{}` is not one of {}",
+                    self.prune.method,
+                    METHODS.join(", ")
+                ),
+            ));
         }
         match self.prune.schedule.as_str() {
             "rounds" | "oneshot" => {
@@ -444,7 +493,10 @@ impl Recipe {
                 let mut prev = 0.0;
                 for (i, r) in self.prune.rounds.iter().enumerate() {
                     if !(0.0..1.0).contains(&r.target) {
-                        return Err(err(&format!("prune.rounds[{i}].target"), format!("{} is outside [0, 1)", r.target)));
+                        return Err(err(
+                            &format!("prune.rounds[{i}].target"),
+                            format!("{} is outside [0, 1)", r.target),
+                        ));
                     }
                     if r.target < prev {
                         return Err(err(
@@ -457,51 +509,91 @@ impl Recipe {
                 if self.prune.method == "std" && self.prune.std_s.len() != self.prune.rounds.len() {
                     return Err(err(
                         "prune.std_s",
-                        format!("method `std` needs one s per round ({} rounds, {} values)", self.prune.rounds.len(), self.prune.std_s.len()),
+                        format!(
+                            "method `std` needs one s per round ({} rounds, {} values)",
+                            self.prune.rounds.len(),
+                            self.prune.std_s.len()
+                        ),
                     ));
                 }
                 for (i, s) in self.prune.std_s.iter().enumerate() {
                     if !(*s >= 0.0 && s.is_finite()) {
-                        return Err(err(&format!("prune.std_s[{i}]"), format!("{s} must be a finite value ≥ 0")));
+                        return Err(err(
+                            &format!("prune.std_s[{i}]"),
+                            format!("{s} must be a finite value ≥ 0"),
+                        ));
                     }
                 }
             }
             "linear" | "agp" => {
                 match self.prune.final_target {
                     Some(t) if (0.0..1.0).contains(&t) => {}
-                    Some(t) => return Err(err("prune.final_target", format!("{t} is outside [0, 1)"))),
-                    None => return Err(err("prune.final_target", format!("schedule `{}` needs it", self.prune.schedule))),
+                    Some(t) => {
+                        return Err(err("prune.final_target", format!("{t} is outside [0, 1)")))
+                    }
+                    None => {
+                        return Err(err(
+                            "prune.final_target",
+                            format!("schedule `{}` needs it", self.prune.schedule),
+                        ))
+                    }
                 }
                 if self.prune.epochs.unwrap_or(0) == 0 {
-                    return Err(err("prune.epochs", format!("schedule `{}` needs at least 1 epoch", self.prune.schedule)));
+                    return Err(err(
+                        "prune.epochs",
+                        format!("schedule `{}` needs at least 1 epoch", self.prune.schedule),
+                    ));
                 }
             }
-            other => return Err(err("prune.schedule", format!("`{other}` is not one of rounds, oneshot, linear, agp"))),
+            other => {
+                return Err(err(
+                    "prune.schedule",
+                    format!("`{other}` is not one of rounds, oneshot, linear, agp"),
+                ))
+            }
         }
         for (layer, s) in &self.prune.layer_scale {
             if !(s.is_finite() && *s >= 0.0) {
-                return Err(err(&format!("prune.layer_scale.{layer}"), format!("{s} must be a finite value ≥ 0")));
+                return Err(err(
+                    &format!("prune.layer_scale.{layer}"),
+                    format!("{s} must be a finite value ≥ 0"),
+                ));
             }
         }
-        for (field, b) in [("quant.conv_bits", self.quant.conv_bits), ("quant.fc_bits", self.quant.fc_bits)] {
+        for (field, b) in [
+            ("quant.conv_bits", self.quant.conv_bits),
+            ("quant.fc_bits", self.quant.fc_bits),
+        ] {
             if !(1..=16).contains(&b) {
                 return Err(err(field, format!("{b} is outside 1..=16")));
             }
         }
         for (layer, b) in &self.quant.bits {
             if !(1..=16).contains(b) {
-                return Err(err(&format!("quant.bits.{layer}"), format!("{b} is outside 1..=16")));
+                return Err(err(
+                    &format!("quant.bits.{layer}"),
+                    format!("{b} is outside 1..=16"),
+                ));
             }
         }
         const INITS: &[&str] = &["linear", "density", "random", "kmeans++"];
         if !INITS.contains(&self.quant.init.as_str()) {
-            return Err(err("quant.init", format!("`{}` is not one of {}", self.quant.init, INITS.join(", "))));
+            return Err(err(
+                "quant.init",
+                format!("`{}` is not one of {}", self.quant.init, INITS.join(", ")),
+            ));
         }
         if !(self.quant.lr.is_finite() && self.quant.lr >= 0.0) {
-            return Err(err("quant.lr", format!("{} must be a finite value ≥ 0", self.quant.lr)));
+            return Err(err(
+                "quant.lr",
+                format!("{} must be a finite value ≥ 0", self.quant.lr),
+            ));
         }
         if !(self.quant.other_lr.is_finite() && self.quant.other_lr >= 0.0) {
-            return Err(err("quant.other_lr", format!("{} must be a finite value ≥ 0", self.quant.other_lr)));
+            return Err(err(
+                "quant.other_lr",
+                format!("{} must be a finite value ≥ 0", self.quant.other_lr),
+            ));
         }
         if let Some(b) = self.encode.index_bits {
             if !(2..=16).contains(&b) {
@@ -513,11 +605,11 @@ impl Recipe {
 
     /// Bits for a layer: the override, else the conv / fc default.
     pub fn bits_for(&self, layer: &str, is_conv: bool) -> u8 {
-        self.quant
-            .bits
-            .get(layer)
-            .copied()
-            .unwrap_or(if is_conv { self.quant.conv_bits } else { self.quant.fc_bits })
+        self.quant.bits.get(layer).copied().unwrap_or(if is_conv {
+            self.quant.conv_bits
+        } else {
+            self.quant.fc_bits
+        })
     }
 }
 
@@ -528,32 +620,53 @@ fn validate_optim(
 ) -> Result<(), RecipeError> {
     let f = |name: &str| format!("{section}.{name}");
     if o.optimizer != "sgd" && o.optimizer != "adamw" {
-        return Err(err(&f("optimizer"), format!("`{}` is not one of sgd, adamw", o.optimizer)));
+        return Err(err(
+            &f("optimizer"),
+            format!("`{}` is not one of sgd, adamw", o.optimizer),
+        ));
     }
     if !(o.lr.is_finite() && o.lr > 0.0) {
-        return Err(err(&f("lr"), format!("{} must be a finite value > 0", o.lr)));
+        return Err(err(
+            &f("lr"),
+            format!("{} must be a finite value > 0", o.lr),
+        ));
     }
     if !(0.0..1.0).contains(&o.momentum) {
-        return Err(err(&f("momentum"), format!("{} is outside [0, 1)", o.momentum)));
+        return Err(err(
+            &f("momentum"),
+            format!("{} is outside [0, 1)", o.momentum),
+        ));
     }
     if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-        return Err(err(&f("weight_decay"), format!("{} must be a finite value ≥ 0", o.weight_decay)));
+        return Err(err(
+            &f("weight_decay"),
+            format!("{} must be a finite value ≥ 0", o.weight_decay),
+        ));
     }
     match o.lr_schedule.as_str() {
         "constant" | "cosine" => {}
         "step" => {
             if o.step_size.unwrap_or(0) == 0 {
-                return Err(err(&f("step_size"), "schedule `step` needs step_size ≥ 1".into()));
+                return Err(err(
+                    &f("step_size"),
+                    "schedule `step` needs step_size ≥ 1".into(),
+                ));
             }
         }
         "multistep" => {
             let m = o.milestones.as_deref().unwrap_or(&[]);
             if m.is_empty() || m.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(err(&f("milestones"), "schedule `multistep` needs increasing milestones".into()));
+                return Err(err(
+                    &f("milestones"),
+                    "schedule `multistep` needs increasing milestones".into(),
+                ));
             }
         }
         other => {
-            return Err(err(&f("lr_schedule"), format!("`{other}` is not one of constant, step, multistep, cosine")));
+            return Err(err(
+                &f("lr_schedule"),
+                format!("`{other}` is not one of constant, step, multistep, cosine"),
+            ));
         }
     }
     if let Some(g) = o.gamma {
@@ -572,7 +685,10 @@ mod tests {
     fn every_builtin_recipe_parses_and_validates() {
         for (name, _) in BUILTIN {
             let r = load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(&r.recipe.name, name, "recipe file name and `name` field agree");
+            assert_eq!(
+                &r.recipe.name, name,
+                "recipe file name and `name` field agree"
+            );
         }
     }
 
@@ -594,7 +710,10 @@ mod tests {
             (with("model = \"alexnet\"", "model = \"lenet300\""), "model"),
             (with("lr = -0.1", "lr = 0.05"), "train.lr"),
             (with("fc_bits = 17", "fc_bits = 5"), "quant.fc_bits"),
-            (with("method = \"magic\"", "method = \"percentile\""), "prune.method"),
+            (
+                with("method = \"magic\"", "method = \"percentile\""),
+                "prune.method",
+            ),
         ];
         for (text, field) in cases {
             let e = parse(&text, "test").unwrap_err().to_string();
@@ -625,7 +744,10 @@ lr = 0.01
 [quant]
 "#;
         let e = parse(text, "test").unwrap_err().to_string();
-        assert!(e.contains("prune.rounds[1].target") && e.contains("may not decrease"), "{e}");
+        assert!(
+            e.contains("prune.rounds[1].target") && e.contains("may not decrease"),
+            "{e}"
+        );
     }
 
     #[test]

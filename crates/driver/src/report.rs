@@ -211,7 +211,11 @@ impl Report {
         let _ = writeln!(s, "| dense fp32 | {} | 1.0× |", b.dense_f32);
         let _ = writeln!(s, "| pruned (P) | {} | {:.1}× |", b.p, r.p);
         let _ = writeln!(s, "| + quantized (P+Q) | {} | {:.1}× |", b.pq, r.pq);
-        let _ = writeln!(s, "| + Huffman: the `.dcz` file (P+Q+H) | {} | {:.1}× |", b.dcz, r.file);
+        let _ = writeln!(
+            s,
+            "| + Huffman: the `.dcz` file (P+Q+H) | {} | {:.1}× |",
+            b.dcz, r.file
+        );
         let _ = writeln!(
             s,
             "\nSeeds' formula `1/(nonzero/total × bits/32 × huffman_avg/bits)`: {:.1}× (ignores indices, codebooks, biases).",
@@ -250,7 +254,10 @@ impl Report {
         }
         let t = &self.seconds;
         let _ = writeln!(s, "\n## Time (seconds)\n");
-        let _ = writeln!(s, "| train | prune | finetune | quantize | encode | total |");
+        let _ = writeln!(
+            s,
+            "| train | prune | finetune | quantize | encode | total |"
+        );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             s,
@@ -265,7 +272,15 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {:.3} | {:.5} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} |",
-                    e.stage, e.epoch, e.sparsity, e.lr, e.loss, e.train_top1, e.test_top1, e.test_top5, e.ex_per_s
+                    e.stage,
+                    e.epoch,
+                    e.sparsity,
+                    e.lr,
+                    e.loss,
+                    e.train_top1,
+                    e.test_top1,
+                    e.test_top5,
+                    e.ex_per_s
                 );
             }
             s.push('\n');
@@ -294,7 +309,10 @@ impl Report {
 /// `32 × total / Σ_l nonzero_l × huffman_avg_l`.
 pub fn formula_ratio(layers: &[LayerRow]) -> f64 {
     let total: u64 = layers.iter().map(|l| l.params).sum();
-    let coded: f64 = layers.iter().map(|l| l.nonzero as f64 * l.huffman_avg_bits).sum();
+    let coded: f64 = layers
+        .iter()
+        .map(|l| l.nonzero as f64 * l.huffman_avg_bits)
+        .sum();
     if coded <= 0.0 {
         0.0
     } else {
@@ -307,7 +325,15 @@ mod tests {
     use super::*;
 
     fn layer(params: u64, nonzero: u64, bits: u8, huff: f64) -> LayerRow {
-        LayerRow { name: "fc".into(), kind: "fc".into(), params, nonzero, bits, huffman_avg_bits: huff, ..Default::default() }
+        LayerRow {
+            name: "fc".into(),
+            kind: "fc".into(),
+            params,
+            nonzero,
+            bits,
+            huffman_avg_bits: huff,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -330,7 +356,12 @@ mod tests {
     #[test]
     fn ratios_come_from_bytes_and_json_has_the_contract_fields() {
         let mut r = Report {
-            bytes: Bytes { dense_f32: 1000, dcz: 20, p: 200, pq: 50 },
+            bytes: Bytes {
+                dense_f32: 1000,
+                dcz: 20,
+                p: 200,
+                pq: 50,
+            },
             layers: vec![layer(250, 10, 5, 3.0)],
             ..Default::default()
         };
@@ -341,15 +372,40 @@ mod tests {
         assert_eq!(r.ratio.pq, 20.0);
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         for path in [
-            "/accuracy/dense", "/accuracy/pruned", "/accuracy/finetuned", "/accuracy/quantized", "/accuracy/decoded",
-            "/bytes/dense_f32", "/bytes/dcz", "/ratio/formula", "/ratio/file", "/ratio/p", "/ratio/pq", "/ratio/pqh",
-            "/layers/0/name", "/layers/0/kind", "/layers/0/shape", "/layers/0/params", "/layers/0/nonzero",
-            "/layers/0/bits", "/layers/0/huffman_avg_bits", "/layers/0/index_avg_bits", "/layers/0/bytes",
-            "/seconds/train", "/seconds/prune", "/seconds/finetune", "/seconds/quantize", "/seconds/encode", "/seconds/total",
+            "/accuracy/dense",
+            "/accuracy/pruned",
+            "/accuracy/finetuned",
+            "/accuracy/quantized",
+            "/accuracy/decoded",
+            "/bytes/dense_f32",
+            "/bytes/dcz",
+            "/ratio/formula",
+            "/ratio/file",
+            "/ratio/p",
+            "/ratio/pq",
+            "/ratio/pqh",
+            "/layers/0/name",
+            "/layers/0/kind",
+            "/layers/0/shape",
+            "/layers/0/params",
+            "/layers/0/nonzero",
+            "/layers/0/bits",
+            "/layers/0/huffman_avg_bits",
+            "/layers/0/index_avg_bits",
+            "/layers/0/bytes",
+            "/seconds/train",
+            "/seconds/prune",
+            "/seconds/finetune",
+            "/seconds/quantize",
+            "/seconds/encode",
+            "/seconds/total",
         ] {
             assert!(v.pointer(path).is_some(), "report.json lacks {path}");
         }
         let md = r.to_markdown();
-        assert!(md.contains("| + Huffman: the `.dcz` file (P+Q+H) | 20 | 50.0× |"), "{md}");
+        assert!(
+            md.contains("| + Huffman: the `.dcz` file (P+Q+H) | 20 | 50.0× |"),
+            "{md}"
+        );
     }
 }
