@@ -373,13 +373,13 @@ impl BatchNorm {
 /// Max pooling with a square window of side `kernel` and stride `kernel` (PyTorch `nn.MaxPool2d(k)`,
 /// floor mode: trailing rows / columns that do not fill a window are dropped).
 ///
-/// Implemented as a reshape to (N, C, H/k, k, W/k, k) followed by two max reductions, because candle
-/// 0.11's own `max_pool2d` has a wrong backward pass: it scales the gradient of each window's maximum by
-/// 1/k² (and misaligns windows when the input side is not a multiple of k). The reduction's backward
-/// routes the gradient to the window maximum like PyTorch; only exact ties differ (PyTorch picks one
-/// element, this gives the full gradient to each tied element).
+/// Our own op, because candle 0.11's `max_pool2d` has a wrong backward pass (it scales the gradient of
+/// each window's maximum by 1/k² and misaligns windows when the input side is not a multiple of k), and
+/// a max *reduction* gives the full gradient to every element tied for the maximum, which on real images
+/// (flat backgrounds: whole windows of equal values) multiplies the gradient by up to k². Like PyTorch,
+/// the gradient goes to exactly one element per window: the first maximum in row-major order.
 pub fn max_pool2d(xs: &Tensor, kernel: usize) -> Result<Tensor> {
-    let (n, c, h, w) = xs.dims4()?;
+    let (_, _, h, w) = xs.dims4()?;
     if kernel == 0 || h < kernel || w < kernel {
         return Err(ModelError::Shape {
             name: format!("max pool {kernel}x{kernel} input"),
@@ -387,13 +387,196 @@ pub fn max_pool2d(xs: &Tensor, kernel: usize) -> Result<Tensor> {
             found: vec![h, w],
         });
     }
-    let (ho, wo) = (h / kernel, w / kernel);
-    let xs = if ho * kernel != h || wo * kernel != w {
-        xs.narrow(2, 0, ho * kernel)?.narrow(3, 0, wo * kernel)?
-    } else {
-        xs.clone()
-    };
-    Ok(xs.reshape((n, c, ho, kernel, wo, kernel))?.max(5)?.max(3)?)
+    Ok(xs.contiguous()?.apply_op1(MaxPool { kernel })?)
+}
+
+/// Forward of [`max_pool2d`] as a candle custom op (CPU, f32 / f64).
+#[derive(Debug, Clone, Copy)]
+struct MaxPool {
+    kernel: usize,
+}
+
+/// Backward of [`max_pool2d`]: (input, output gradient) → input gradient.
+#[derive(Debug, Clone, Copy)]
+struct MaxPoolBackward {
+    kernel: usize,
+}
+
+/// Index (within the plane) of the first maximum of window (oy, ox); NaN wins, as in PyTorch.
+#[inline]
+fn window_argmax<T: Copy + PartialOrd>(
+    plane: &[T],
+    w: usize,
+    k: usize,
+    oy: usize,
+    ox: usize,
+    is_nan: fn(T) -> bool,
+) -> usize {
+    let mut best = oy * k * w + ox * k;
+    let mut m = plane[best];
+    if is_nan(m) {
+        return best;
+    }
+    for ky in 0..k {
+        let row = (oy * k + ky) * w + ox * k;
+        for kx in 0..k {
+            let v = plane[row + kx];
+            if v > m || is_nan(v) {
+                m = v;
+                best = row + kx;
+                if is_nan(v) {
+                    return best;
+                }
+            }
+        }
+    }
+    best
+}
+
+fn pool_fwd<T: Copy + PartialOrd + Default>(
+    src: &[T],
+    dims: (usize, usize, usize, usize),
+    k: usize,
+    is_nan: fn(T) -> bool,
+) -> Vec<T> {
+    let (n, c, h, w) = dims;
+    let (ho, wo) = (h / k, w / k);
+    let mut out = vec![T::default(); n * c * ho * wo];
+    for (plane, o) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)) {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                o[oy * wo + ox] = plane[window_argmax(plane, w, k, oy, ox, is_nan)];
+            }
+        }
+    }
+    out
+}
+
+fn pool_bwd<T: Copy + PartialOrd + Default + std::ops::AddAssign>(
+    src: &[T],
+    grad: &[T],
+    dims: (usize, usize, usize, usize),
+    k: usize,
+    is_nan: fn(T) -> bool,
+) -> Vec<T> {
+    let (n, c, h, w) = dims;
+    let (ho, wo) = (h / k, w / k);
+    let mut out = vec![T::default(); n * c * h * w];
+    for ((plane, g), o) in src
+        .chunks_exact(h * w)
+        .zip(grad.chunks_exact(ho * wo))
+        .zip(out.chunks_exact_mut(h * w))
+    {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                o[window_argmax(plane, w, k, oy, ox, is_nan)] += g[oy * wo + ox];
+            }
+        }
+    }
+    out
+}
+
+fn contiguous<'a, T>(
+    v: &'a [T],
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("max pool: {what} must be contiguous")))?;
+    v.get(a..b)
+        .ok_or_else(|| candle_core::Error::Msg(format!("max pool: {what} layout out of bounds")))
+}
+
+impl candle_core::CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "deepcomp-max-pool2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let dims = layout.shape().dims4()?;
+        let k = self.kernel;
+        let shape = candle_core::Shape::from((dims.0, dims.1, dims.2 / k, dims.3 / k));
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(pool_fwd(
+                contiguous(v, layout, "input")?,
+                dims,
+                k,
+                f32::is_nan,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(pool_fwd(
+                contiguous(v, layout, "input")?,
+                dims,
+                k,
+                f64::is_nan,
+            )),
+            _ => candle_core::bail!("max pool: only f32 and f64 are supported"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = arg.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &MaxPoolBackward {
+                kernel: self.kernel,
+            },
+        )?;
+        Ok(Some(g))
+    }
+}
+
+impl candle_core::CustomOp2 for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        "deepcomp-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let dims = l1.shape().dims4()?;
+        let k = self.kernel;
+        if l2.shape().dims() != [dims.0, dims.1, dims.2 / k, dims.3 / k] {
+            candle_core::bail!(
+                "max pool backward: gradient shape {:?} does not match input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(pool_bwd(
+                contiguous(x, l1, "input")?,
+                contiguous(g, l2, "gradient")?,
+                dims,
+                k,
+                f32::is_nan,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(pool_bwd(
+                contiguous(x, l1, "input")?,
+                contiguous(g, l2, "gradient")?,
+                dims,
+                k,
+                f64::is_nan,
+            )),
+            _ => candle_core::bail!("max pool backward: unsupported or mismatched dtypes"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
 }
 
 /// Global average pooling: (N, C, H, W) → (N, C).

@@ -131,3 +131,46 @@ fn linear_and_conv_register_pytorch_names_and_shapes() {
         Err(ModelError::Config { .. })
     ));
 }
+
+// PyTorch routes a window's gradient to one element even when several tie for the maximum:
+//   x = torch.zeros(1, 1, 4, 4, requires_grad=True)   # a flat background: every window ties
+//   F.max_pool2d(x, 2).sum().backward(); x.grad
+//   tensor([[[[1., 0., 1., 0.], [0., 0., 0., 0.], [1., 0., 1., 0.], [0., 0., 0., 0.]]]])
+#[test]
+fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
+    use candle_core::{Device, Tensor, Var};
+    let x = Var::from_tensor(
+        &Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let y = deepcomp_models::layers::max_pool2d(x.as_tensor(), 2).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gx: Vec<f32> = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(
+        gx,
+        vec![1., 0., 1., 0., 0., 0., 0., 0., 1., 0., 1., 0., 0., 0., 0., 0.]
+    );
+    // A window with one larger element and a NaN-free rest: the gradient goes to the maximum.
+    let v = Tensor::new(&[[[[1f32, 3., 2., 2.], [3., 0., 2., 5.]]]], &Device::Cpu).unwrap();
+    let x = Var::from_tensor(&v).unwrap();
+    let y = deepcomp_models::layers::max_pool2d(x.as_tensor(), 2).unwrap();
+    assert_eq!(
+        y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![3., 5.]
+    );
+    let g = (y * 2.0).unwrap().sum_all().unwrap().backward().unwrap();
+    let gx: Vec<f32> = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(gx, vec![0., 2., 0., 0., 0., 0., 0., 2.]);
+}
