@@ -598,10 +598,7 @@ fn quantize(
     for p in model.prunable() {
         let values = weight_values(model, &p.name)?;
         let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
-        let keep: Vec<bool> = match masks.get(&p.name) {
-            Some(m) => m.keep().to_vec(),
-            None => values.iter().map(|v| *v != 0.0).collect(),
-        };
+        let keep = kept_positions(masks, &p.name, &values);
         let shared = deepcomp_quant::share_weights(&values, Some(&keep), bits, init_of(recipe))?;
         layers.push(SharedLayer {
             name: p.name.clone(),
@@ -645,6 +642,14 @@ fn quantize(
     Ok(hook.layers)
 }
 
+/// Which weights of `name` are kept: its mask, or its nonzeros when it has none.
+fn kept_positions(masks: &MaskSet, name: &str, values: &[f32]) -> Vec<bool> {
+    match masks.get(name) {
+        Some(m) => m.keep().to_vec(),
+        None => values.iter().map(|v| *v != 0.0).collect(),
+    }
+}
+
 /// Rebuilds codebooks and codes from a quantized model (resume path): a layer's codebook is the sorted
 /// set of its kept values.
 fn shared_from_model(
@@ -656,10 +661,7 @@ fn shared_from_model(
     for p in model.prunable() {
         let values = weight_values(model, &p.name)?;
         let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
-        let keep: Vec<bool> = match masks.get(&p.name) {
-            Some(m) => m.keep().to_vec(),
-            None => values.iter().map(|v| *v != 0.0).collect(),
-        };
+        let keep = kept_positions(masks, &p.name, &values);
         out.push(SharedLayer {
             name: p.name.clone(),
             shape: p.shape.clone(),

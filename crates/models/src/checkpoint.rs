@@ -16,8 +16,11 @@
 //! the target, so a run killed mid-write leaves the previous checkpoint intact.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
+
+// Checkpoints are written like every other file of this crate: temp file, sync, rename.
+use crate::io::write_atomic;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -445,26 +448,4 @@ fn encode_safetensors(
     out.extend(header.as_bytes());
     out.extend(data);
     Ok(out)
-}
-
-/// Writes `bytes` to `<path>.tmp`, syncs, then renames it to `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| ckpt_err(path, "the path has no file name"))?;
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-    })();
-    if result.is_err() {
-        // Best effort: do not leave a half-written temporary behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
