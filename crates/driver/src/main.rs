@@ -100,6 +100,11 @@ enum Cmd {
     Recipes,
 }
 
+/// Reads a `.dcz` file; the error names the file.
+fn read_dcz(path: &std::path::Path) -> Result<container::DczFile> {
+    container::DczFile::read(path).with_context(|| format!("{}: cannot decode", path.display()))
+}
+
 fn parse_init(s: &str) -> Result<deepcomp_quant::Init> {
     Ok(match s {
         "linear" => deepcomp_quant::Init::Linear,
@@ -172,7 +177,7 @@ fn main() -> Result<()> {
             let dense_bytes: u64 = tensors.iter().map(|t| 4 * t.data.len() as u64).sum();
             let file = compress::compress_tensors(&tensors, &opts)?;
             let bytes = file.write_atomic(&output)?;
-            let back = container::DczFile::read(&output)?;
+            let back = read_dcz(&output)?;
             if back != file {
                 bail!(
                     "{}: read back differs from what was written",
@@ -188,12 +193,12 @@ fn main() -> Result<()> {
             print!("{}", container::stats_table(&back)?);
         }
         Cmd::Decompress { input, output } => {
-            let file = container::DczFile::read(&input)?;
+            let file = read_dcz(&input)?;
             compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
             println!("{} → {}", input.display(), output.display());
         }
         Cmd::Inspect { input, json } => {
-            let file = container::DczFile::read(&input)?;
+            let file = read_dcz(&input)?;
             if json {
                 let stats = container::layer_stats(&file)?;
                 println!("{}", serde_json::to_string_pretty(&stats)?);
