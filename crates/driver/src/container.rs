@@ -12,7 +12,6 @@
 //! against the bytes that remain before anything is allocated from it.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use deepcomp_entropy::relindex::{count_fillers, decode_positions, encode_positions};
@@ -623,36 +622,9 @@ impl DczFile {
     /// fsynced). Returns the number of bytes written.
     pub fn write_atomic(&self, path: &Path) -> Result<u64, ContainerError> {
         let bytes = self.to_bytes()?;
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| ContainerError::Io { path: p, source }
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&bytes).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-            drop(f);
-            fs::rename(&tmp, path).map_err(io(path))?;
-            // Persist the rename itself (best effort where directories
-            // cannot be opened, e.g. on some platforms).
-            if let Ok(d) = fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(bytes.len() as u64)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        crate::fsutil::write_atomic_raw(path, &bytes)
+            .map_err(|(path, source)| ContainerError::Io { path, source })?;
+        Ok(bytes.len() as u64)
     }
 
     /// Reads and parses a file.

@@ -1,7 +1,7 @@
 //! File helpers: every write goes to a temp file in the same folder and is renamed into place.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,13 +13,18 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| DriverError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, then a best-effort
+/// sync of the folder so the rename itself persists). On failure the temp file is removed and the path
+/// that failed is returned with the error.
+pub fn write_atomic_raw(
+    path: &Path,
+    bytes: &[u8],
+) -> std::result::Result<(), (PathBuf, std::io::Error)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -29,13 +34,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(DriverError::io(path, e));
+        return Err((path.to_path_buf(), e));
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` atomically; see [`write_atomic_raw`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_raw(path, bytes).map_err(|(p, e)| DriverError::io(&p, e))
 }
 
 /// Writes `value` as pretty JSON, atomically.
