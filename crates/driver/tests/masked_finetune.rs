@@ -54,35 +54,31 @@ fn state_violations(t: &Tensor, keep: &[bool]) -> usize {
         .count()
 }
 
-#[test]
-fn sgd_momentum_nesterov_weight_decay_keeps_pruned_weights_and_momentum_at_zero() {
+fn fc1(model: &dyn Model) -> Vec<f32> {
+    let p = model.params().get("fc1.weight").unwrap();
+    p.var.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Trains `steps` single-batch steps with the mask hook; after each, checks that every pruned weight is
+/// +0.0 and that every optimizer state tensor `states(opt, name)` returns is zero where pruned. Returns
+/// how many kept fc1 weights moved.
+fn train_masked<O: deepcomp_models::Optimizer>(
+    mut opt: O,
+    steps: usize,
+    seed: u64,
+    states: impl Fn(&O, &str) -> Vec<(&'static str, Tensor)>,
+) -> (usize, usize) {
     let device = Device::Cpu;
     let (model, masks) = pruned_model(&device);
     let mut hook = MaskHook::new(&masks, &device).unwrap();
     hook.apply_to_weights(model.as_ref()).unwrap();
-    let mut opt = Sgd::new(SgdConfig {
-        lr: 0.05,
-        momentum: 0.9,
-        nesterov: true,
-        weight_decay: 5e-4,
-        ..Default::default()
-    })
-    .unwrap();
-    let before: Vec<f32> = model
-        .params()
-        .get("fc1.weight")
-        .unwrap()
-        .var
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    for (step, (x, y)) in batches(6, 1, &device).into_iter().enumerate() {
+    let before = fc1(model.as_ref());
+    for (step, (x, y)) in batches(steps, seed, &device).into_iter().enumerate() {
+        let one = std::iter::once(Ok((x, y)));
         deepcomp_models::train_epoch(
             model.as_ref(),
             &mut opt,
-            std::iter::once(Ok((x, y))),
+            one,
             &mut hook,
             0,
             &ProgressConfig::default(),
@@ -95,26 +91,18 @@ fn sgd_momentum_nesterov_weight_decay_keeps_pruned_weights_and_momentum_at_zero(
                 0,
                 "step {step}: pruned weights of {name} moved"
             );
-            let m = opt
-                .momentum_buffer(name)
-                .expect("momentum buffer exists after a step");
-            assert_eq!(
-                state_violations(m, mask.keep()),
-                0,
-                "step {step}: momentum of pruned {name} is not 0"
-            );
+            let st = states(&opt, name);
+            assert!(!st.is_empty(), "optimizer state exists after a step");
+            for (slot, t) in st {
+                assert_eq!(
+                    state_violations(&t, mask.keep()),
+                    0,
+                    "step {step}: {slot} of pruned {name} is not 0"
+                );
+            }
         }
     }
-    let after: Vec<f32> = model
-        .params()
-        .get("fc1.weight")
-        .unwrap()
-        .var
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let after = fc1(model.as_ref());
     let kept = masks.get("fc1.weight").unwrap().keep();
     let moved = before
         .iter()
@@ -122,52 +110,45 @@ fn sgd_momentum_nesterov_weight_decay_keeps_pruned_weights_and_momentum_at_zero(
         .zip(kept)
         .filter(|((b, a), k)| **k && b != a)
         .count();
+    (moved, kept.iter().filter(|k| **k).count())
+}
+
+#[test]
+fn sgd_momentum_nesterov_weight_decay_keeps_pruned_weights_and_momentum_at_zero() {
+    let opt = Sgd::new(SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+        ..Default::default()
+    })
+    .unwrap();
+    let (moved, kept) = train_masked(opt, 6, 1, |o, name| {
+        o.momentum_buffer(name)
+            .map(|m| vec![("momentum", m.clone())])
+            .unwrap_or_default()
+    });
     assert!(
-        moved > kept.iter().filter(|k| **k).count() / 2,
-        "kept weights train ({moved} moved)"
+        moved > kept / 2,
+        "kept weights train ({moved} of {kept} moved)"
     );
 }
 
 #[test]
 fn adamw_keeps_pruned_weights_and_moments_at_zero() {
-    let device = Device::Cpu;
-    let (model, masks) = pruned_model(&device);
-    let mut hook = MaskHook::new(&masks, &device).unwrap();
-    hook.apply_to_weights(model.as_ref()).unwrap();
-    let mut opt = AdamW::new(AdamWConfig {
+    let opt = AdamW::new(AdamWConfig {
         lr: 1e-3,
         weight_decay: 0.01,
         ..Default::default()
     })
     .unwrap();
-    for (step, (x, y)) in batches(5, 2, &device).into_iter().enumerate() {
-        deepcomp_models::train_epoch(
-            model.as_ref(),
-            &mut opt,
-            std::iter::once(Ok((x, y))),
-            &mut hook,
-            0,
-            &ProgressConfig::default(),
-        )
-        .unwrap();
-        for (name, mask) in masks.iter() {
-            let w = model.params().get(name).unwrap().var.as_tensor().clone();
-            assert_eq!(
-                violations(&w, mask.keep()),
-                0,
-                "step {step}: pruned weights of {name} moved"
-            );
-            let (m, v, _) = opt.moments(name).expect("moments exist after a step");
-            assert_eq!(
-                state_violations(m, mask.keep()),
-                0,
-                "step {step}: first moment of pruned {name} is not 0"
-            );
-            assert_eq!(
-                state_violations(v, mask.keep()),
-                0,
-                "step {step}: second moment of pruned {name} is not 0"
-            );
-        }
-    }
+    let (moved, kept) = train_masked(opt, 5, 2, |o, name| {
+        o.moments(name)
+            .map(|(m, v, _)| vec![("first moment", m.clone()), ("second moment", v.clone())])
+            .unwrap_or_default()
+    });
+    assert!(
+        moved > kept / 2,
+        "kept weights train ({moved} of {kept} moved)"
+    );
 }
