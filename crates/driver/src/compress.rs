@@ -11,7 +11,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::container::{DczFile, DenseTensor, LayerKind, SparseLayer};
+use crate::container::{DczFile, DenseTensor, LayerKind};
 use crate::error::{DriverError, Result};
 use crate::fsutil;
 
@@ -199,20 +199,13 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
             opts.fc_bits
         };
         let shared = deepcomp_quant::share_weights(&t.data, Some(&keep), bits, opts.init)?;
-        let mut layer = SparseLayer {
-            name: t.name.clone(),
+        layers.push(crate::pipeline::sparse_layer(
+            &t.name,
             kind,
-            shape: t.shape.clone(),
-            bits,
-            index_bits: opts.index_bits.unwrap_or(5),
-            codebook: shared.codebook().to_vec(),
-            positions: shared.positions().to_vec(),
-            codes: shared.codes().to_vec(),
-        };
-        if opts.index_bits.is_none() {
-            layer.index_bits = crate::pipeline::best_index_bits(&layer)?;
-        }
-        layers.push(layer);
+            &t.shape,
+            &shared,
+            opts.index_bits,
+        )?);
     }
     let mut hasher = Sha256::new();
     hasher.update(format!("{opts:?}").as_bytes());

@@ -729,20 +729,13 @@ pub fn build_dcz(
                 p.name, s.name
             )));
         }
-        let mut layer = SparseLayer {
-            name: s.name.clone(),
-            kind: kind_of(p.kind),
-            shape: s.shape.clone(),
-            bits: s.shared.bits(),
-            index_bits: recipe.recipe.encode.index_bits.unwrap_or(5),
-            codebook: s.shared.codebook().to_vec(),
-            positions: s.shared.positions().to_vec(),
-            codes: s.shared.codes().to_vec(),
-        };
-        if recipe.recipe.encode.index_bits.is_none() {
-            layer.index_bits = best_index_bits(&layer)?;
-        }
-        layers.push(layer);
+        layers.push(sparse_layer(
+            &s.name,
+            kind_of(p.kind),
+            &s.shape,
+            &s.shared,
+            recipe.recipe.encode.index_bits,
+        )?);
     }
     let prunable: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
     let mut dense = Vec::new();
@@ -765,8 +758,33 @@ pub fn build_dcz(
     })
 }
 
+/// A container layer from shared weights; `index_bits` `None` picks the smallest width
+/// ([`best_index_bits`]).
+pub(crate) fn sparse_layer(
+    name: &str,
+    kind: container::LayerKind,
+    shape: &[usize],
+    shared: &SharedWeights,
+    index_bits: Option<u8>,
+) -> Result<SparseLayer> {
+    let mut layer = SparseLayer {
+        name: name.to_string(),
+        kind,
+        shape: shape.to_vec(),
+        bits: shared.bits(),
+        index_bits: index_bits.unwrap_or(5),
+        codebook: shared.codebook().to_vec(),
+        positions: shared.positions().to_vec(),
+        codes: shared.codes().to_vec(),
+    };
+    if index_bits.is_none() {
+        layer.index_bits = best_index_bits(&layer)?;
+    }
+    Ok(layer)
+}
+
 /// The index width in 2..=12 that gives the smallest encoded layer.
-pub(crate) fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
+fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
     let mut best = (u64::MAX, layer.index_bits);
     for b in 2..=12u8 {
         let mut l = layer.clone();
