@@ -1,97 +1,73 @@
-//! Training-step throughput of LeNet-300-100 (784-300-100-10), batch 128, on the CPU.
-//!
-//! Run with `cargo run -p deepcomp-models --release --example train_speed`. Prints examples per second for
-//! full training epochs (forward, cross-entropy, backward, SGD-momentum step, accuracy bookkeeping) with the
-//! fused in-place optimizer update and with candle tensor ops + `Var::set`, plus a breakdown of one step.
-//!
-//! candle 0.11 runs large element-wise ops on a spinning thread pool sized from `CANDLE_NUM_THREADS`
-//! (default: all cores); on a small or busy machine `CANDLE_NUM_THREADS=1` is much faster (see README).
+//! Training throughput of one architecture on generated data: `cargo run --release -p deepcomp-models
+//! --example train_speed -- lenet5 [steps] [batch]`. Prints examples per second (best of three runs).
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use candle_core::{Device, Tensor};
 use deepcomp_models::{
-    build, train_epoch, ArchConfig, NoHook, Optimizer, ProgressConfig, Sgd, SgdConfig,
+    build, train_epoch, ArchConfig, NoHook, OptimizerConfig, ProgressConfig, SgdConfig,
 };
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-const BATCH: usize = 128;
-const BATCHES: usize = 100;
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dev = Device::Cpu;
-    // Fixed synthetic data: inputs uniform in [0, 1), labels cycling 0..9.
-    let batches: Vec<(Tensor, Tensor)> = (0..BATCHES)
-        .map(|i| -> candle_core::Result<_> {
-            let x = Tensor::rand(0f32, 1f32, (BATCH, 1, 28, 28), &dev)?;
-            let y: Vec<u32> = (0..BATCH).map(|j| ((i * BATCH + j) % 10) as u32).collect();
-            Ok((x, Tensor::from_vec(y, BATCH, &dev)?))
-        })
-        .collect::<candle_core::Result<_>>()?;
-    println!(
-        "LeNet-300-100, batch {BATCH}, {BATCHES} batches/epoch, rayon threads: {}",
-        rayon::current_num_threads()
-    );
-
-    for fused in [true, false] {
-        let model = build("lenet300", &ArchConfig::default(), 0, &dev)?;
-        let mut opt = Sgd::new(SgdConfig {
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            fused,
-            ..SgdConfig::default()
-        })?;
-        let progress = ProgressConfig::default();
-        // Warm-up epoch, then the best of three.
-        let mut best = 0f64;
-        for epoch in 0..4 {
-            let it = batches.iter().cloned().map(Ok);
-            let s = train_epoch(model.as_ref(), &mut opt, it, &mut NoHook, epoch, &progress)?;
-            if epoch > 0 {
-                best = best.max(s.ex_per_s);
-            }
-        }
-        println!("train_epoch, fused update = {fused:5}: {best:8.0} ex/s");
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let arch = args.next().unwrap_or_else(|| "lenet300".into());
+    let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(50);
+    let batch: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(128);
+    let device = Device::Cpu;
+    let model = build(&arch, &ArchConfig::default(), 1, &device)?;
+    let [c, h, w] = model.input_shape();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let x: Vec<f32> = (0..batch * c * h * w)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10u32)).collect();
+        batches.push((
+            Tensor::from_vec(x, (batch, c, h, w), &device)?,
+            Tensor::from_vec(y, batch, &device)?,
+        ));
     }
-
-    // Breakdown of one step (mean over the batches, after a warm-up).
-    let model = build("lenet300", &ArchConfig::default(), 0, &dev)?;
-    let mut opt = Sgd::new(SgdConfig {
+    let mut opt = OptimizerConfig::Sgd(SgdConfig {
         lr: 0.01,
         momentum: 0.9,
-        weight_decay: 1e-4,
-        ..SgdConfig::default()
-    })?;
-    let (mut t_fwd, mut t_bwd, mut t_step, mut t_host) = (0f64, 0f64, 0f64, 0f64);
-    for (round, (x, y)) in batches.iter().chain(batches.iter().take(10)).enumerate() {
-        let t0 = Instant::now();
-        let logits = model.forward_t(x, true)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        opt.step(model.params(), &grads)?;
-        let t3 = Instant::now();
-        let _host = logits
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let _loss = loss.to_scalar::<f32>()?;
-        let t4 = Instant::now();
-        if round >= 10 {
-            t_fwd += (t1 - t0).as_secs_f64();
-            t_bwd += (t2 - t1).as_secs_f64();
-            t_step += (t3 - t2).as_secs_f64();
-            t_host += (t4 - t3).as_secs_f64();
-        }
+        ..Default::default()
+    })
+    .build()?;
+    let progress = ProgressConfig::default();
+    let one = |n: usize| {
+        batches
+            .iter()
+            .cycle()
+            .take(n)
+            .map(|(x, y)| Ok((x.clone(), y.clone())))
+    };
+    train_epoch(
+        model.as_ref(),
+        opt.as_mut(),
+        one(2),
+        &mut NoHook,
+        0,
+        &progress,
+    )?;
+    let mut best = 0f64;
+    for rep in 0..3 {
+        let t = Instant::now();
+        train_epoch(
+            model.as_ref(),
+            opt.as_mut(),
+            one(steps),
+            &mut NoHook,
+            rep + 1,
+            &progress,
+        )?;
+        best = best.max((steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
-    let ms = |t: f64| 1e3 * t / BATCHES as f64;
-    println!(
-        "per step: forward+loss {:.3} ms, backward {:.3} ms, optimizer {:.3} ms, host copies {:.3} ms",
-        ms(t_fwd),
-        ms(t_bwd),
-        ms(t_step),
-        ms(t_host)
-    );
+    println!("{arch}: {best:.0} ex/s (batch {batch}, {steps} steps)");
     Ok(())
 }

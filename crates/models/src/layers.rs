@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{ModelError, Result};
+pub use crate::kernels::Activation;
 use crate::model::{LayerKind, ParamRole, ParamStore};
 
 /// Creates a zero-filled f32 variable and registers it in `store` under `name`.
@@ -98,12 +99,17 @@ impl Linear {
 
     /// Applies the layer to `xs` of shape (N, in_features).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // The transposed weight is a strided view; the CPU matmul consumes it without a copy.
-        let ys = xs.matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => ys.broadcast_add(b.as_tensor())?,
-            None => ys,
-        })
+        self.forward_act(xs, Activation::Identity)
+    }
+
+    /// Applies the layer and then `act` (one fused op on the CPU, see [`crate::kernels::linear()`]).
+    pub fn forward_act(&self, xs: &Tensor, act: Activation) -> Result<Tensor> {
+        crate::kernels::linear(
+            xs,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+            act,
+        )
     }
 }
 
@@ -203,11 +209,13 @@ impl Conv2d {
 
     /// Applies the convolution to `xs` of shape (N, C, H, W).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        Ok(match &self.bias {
-            Some(b) => ys.broadcast_add(&b.reshape((1, self.out_channels, 1, 1))?)?,
-            None => ys,
-        })
+        crate::kernels::conv2d(
+            xs,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+            self.stride,
+            self.padding,
+        )
     }
 }
 
@@ -227,6 +235,8 @@ pub fn conv_out_size(size: usize, kernel: usize, stride: usize, padding: usize) 
 ///
 /// Train mode normalizes with the batch mean and the biased batch variance, and updates
 /// `running_mean ← 0.9·running_mean + 0.1·mean` and `running_var ← 0.9·running_var + 0.1·var_unbiased`.
+/// On the CPU the train mode runs the fused op [`crate::kernels::bn::batch_norm_train`] (statistics in
+/// f64, one backward node for dx, dγ and dβ); on other devices it composes candle ops.
 /// Eval mode normalizes with the running statistics. PyTorch's integer `num_batches_tracked` buffer is
 /// not kept (it only matters for `momentum=None`); checkpoint loading skips it.
 #[derive(Debug, Clone)]
@@ -337,22 +347,41 @@ impl BatchNorm {
                     ),
                 });
             }
-            let inv_n = 1.0 / count as f64;
-            let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
-            let centered = xs.broadcast_sub(&mean)?;
-            let var = (centered.sqr()?.sum_keepdim(reduce.as_slice())? * inv_n)?;
-            // scale = gamma / sqrt(var + eps), applied to the centered input, then shift by beta.
-            let scale = self
-                .weight
-                .reshape(bshape.as_slice())?
-                .broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
-            let ys = centered
-                .broadcast_mul(&scale)?
-                .broadcast_add(&self.bias.reshape(bshape.as_slice())?)?;
+            let (ys, mean, var) =
+                if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
+                    // Our fused op: one node, statistics in f64, dx/dγ/dβ in one backward pass.
+                    let (ys, stats) = crate::kernels::bn::batch_norm_train(
+                        xs,
+                        self.weight.as_tensor(),
+                        self.bias.as_tensor(),
+                        self.eps,
+                    )?;
+                    let stat = |v: &[f64]| -> Result<Tensor> {
+                        Ok(Tensor::new(v, xs.device())?.to_dtype(self.running_mean.dtype())?)
+                    };
+                    (ys, stat(&stats.mean)?, stat(&stats.var)?)
+                } else {
+                    let inv_n = 1.0 / count as f64;
+                    let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
+                    let centered = xs.broadcast_sub(&mean)?;
+                    let var = (centered.sqr()?.sum_keepdim(reduce.as_slice())? * inv_n)?;
+                    // scale = gamma / sqrt(var + eps), applied to the centered input, then shift by beta.
+                    let scale = self
+                        .weight
+                        .reshape(bshape.as_slice())?
+                        .broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
+                    let ys = centered
+                        .broadcast_mul(&scale)?
+                        .broadcast_add(&self.bias.reshape(bshape.as_slice())?)?;
+                    (
+                        ys,
+                        mean.detach().flatten_all()?,
+                        var.detach().flatten_all()?,
+                    )
+                };
             // Running statistics: detached, unbiased variance as in PyTorch.
             let m = self.momentum;
-            let mean = mean.detach().flatten_all()?;
-            let var_unbiased = (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?;
+            let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
             let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
             let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
             self.running_mean.set(&new_mean)?;
@@ -373,210 +402,15 @@ impl BatchNorm {
 /// Max pooling with a square window of side `kernel` and stride `kernel` (PyTorch `nn.MaxPool2d(k)`,
 /// floor mode: trailing rows / columns that do not fill a window are dropped).
 ///
-/// Our own op, because candle 0.11's `max_pool2d` has a wrong backward pass (it scales the gradient of
-/// each window's maximum by 1/k² and misaligns windows when the input side is not a multiple of k), and
-/// a max *reduction* gives the full gradient to every element tied for the maximum, which on real images
-/// (flat backgrounds: whole windows of equal values) multiplies the gradient by up to k². Like PyTorch,
-/// the gradient goes to exactly one element per window: the first maximum in row-major order.
+/// A thin wrapper over [`crate::kernels::pool::max_pool2d`]`(xs, kernel, kernel, 0)`: like PyTorch,
+/// the gradient goes to exactly one element per window, the first maximum in row-major order (candle
+/// 0.11's own `max_pool2d` scales it by 1/k² instead).
+///
+/// # Errors
+/// See [`crate::kernels::pool::max_pool2d`]: [`ModelError::Config`] for `kernel == 0`,
+/// [`ModelError::Shape`] for an input that is not 4-D or smaller than one window.
 pub fn max_pool2d(xs: &Tensor, kernel: usize) -> Result<Tensor> {
-    let (_, _, h, w) = xs.dims4()?;
-    if kernel == 0 || h < kernel || w < kernel {
-        return Err(ModelError::Shape {
-            name: format!("max pool {kernel}x{kernel} input"),
-            expected: vec![kernel, kernel],
-            found: vec![h, w],
-        });
-    }
-    Ok(xs.contiguous()?.apply_op1(MaxPool { kernel })?)
-}
-
-/// Forward of [`max_pool2d`] as a candle custom op (CPU, f32 / f64).
-#[derive(Debug, Clone, Copy)]
-struct MaxPool {
-    kernel: usize,
-}
-
-/// Backward of [`max_pool2d`]: (input, output gradient) → input gradient.
-#[derive(Debug, Clone, Copy)]
-struct MaxPoolBackward {
-    kernel: usize,
-}
-
-/// Index (within the plane) of the first maximum of window (oy, ox); NaN wins, as in PyTorch.
-#[inline]
-fn window_argmax<T: Copy + PartialOrd>(
-    plane: &[T],
-    w: usize,
-    k: usize,
-    oy: usize,
-    ox: usize,
-    is_nan: fn(T) -> bool,
-) -> usize {
-    let mut best = oy * k * w + ox * k;
-    let mut m = plane[best];
-    if is_nan(m) {
-        return best;
-    }
-    for ky in 0..k {
-        let row = (oy * k + ky) * w + ox * k;
-        for kx in 0..k {
-            let v = plane[row + kx];
-            if v > m || is_nan(v) {
-                m = v;
-                best = row + kx;
-                if is_nan(v) {
-                    return best;
-                }
-            }
-        }
-    }
-    best
-}
-
-fn pool_fwd<T: Copy + PartialOrd + Default>(
-    src: &[T],
-    dims: (usize, usize, usize, usize),
-    k: usize,
-    is_nan: fn(T) -> bool,
-) -> Vec<T> {
-    let (n, c, h, w) = dims;
-    let (ho, wo) = (h / k, w / k);
-    let mut out = vec![T::default(); n * c * ho * wo];
-    for (plane, o) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)) {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                o[oy * wo + ox] = plane[window_argmax(plane, w, k, oy, ox, is_nan)];
-            }
-        }
-    }
-    out
-}
-
-fn pool_bwd<T: Copy + PartialOrd + Default + std::ops::AddAssign>(
-    src: &[T],
-    grad: &[T],
-    dims: (usize, usize, usize, usize),
-    k: usize,
-    is_nan: fn(T) -> bool,
-) -> Vec<T> {
-    let (n, c, h, w) = dims;
-    let (ho, wo) = (h / k, w / k);
-    let mut out = vec![T::default(); n * c * h * w];
-    for ((plane, g), o) in src
-        .chunks_exact(h * w)
-        .zip(grad.chunks_exact(ho * wo))
-        .zip(out.chunks_exact_mut(h * w))
-    {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                o[window_argmax(plane, w, k, oy, ox, is_nan)] += g[oy * wo + ox];
-            }
-        }
-    }
-    out
-}
-
-fn contiguous<'a, T>(
-    v: &'a [T],
-    l: &candle_core::Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("max pool: {what} must be contiguous")))?;
-    v.get(a..b)
-        .ok_or_else(|| candle_core::Error::Msg(format!("max pool: {what} layout out of bounds")))
-}
-
-impl candle_core::CustomOp1 for MaxPool {
-    fn name(&self) -> &'static str {
-        "deepcomp-max-pool2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let dims = layout.shape().dims4()?;
-        let k = self.kernel;
-        let shape = candle_core::Shape::from((dims.0, dims.1, dims.2 / k, dims.3 / k));
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(pool_fwd(
-                contiguous(v, layout, "input")?,
-                dims,
-                k,
-                f32::is_nan,
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(pool_fwd(
-                contiguous(v, layout, "input")?,
-                dims,
-                k,
-                f64::is_nan,
-            )),
-            _ => candle_core::bail!("max pool: only f32 and f64 are supported"),
-        };
-        Ok((out, shape))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let g = arg.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &MaxPoolBackward {
-                kernel: self.kernel,
-            },
-        )?;
-        Ok(Some(g))
-    }
-}
-
-impl candle_core::CustomOp2 for MaxPoolBackward {
-    fn name(&self) -> &'static str {
-        "deepcomp-max-pool2d-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let dims = l1.shape().dims4()?;
-        let k = self.kernel;
-        if l2.shape().dims() != [dims.0, dims.1, dims.2 / k, dims.3 / k] {
-            candle_core::bail!(
-                "max pool backward: gradient shape {:?} does not match input {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(pool_bwd(
-                contiguous(x, l1, "input")?,
-                contiguous(g, l2, "gradient")?,
-                dims,
-                k,
-                f32::is_nan,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(pool_bwd(
-                contiguous(x, l1, "input")?,
-                contiguous(g, l2, "gradient")?,
-                dims,
-                k,
-                f64::is_nan,
-            )),
-            _ => candle_core::bail!("max pool backward: unsupported or mismatched dtypes"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
+    crate::kernels::pool::max_pool2d(xs, kernel, kernel, 0)
 }
 
 /// Global average pooling: (N, C, H, W) → (N, C).

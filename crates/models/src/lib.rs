@@ -29,6 +29,7 @@ pub mod error;
 pub mod hook;
 pub mod init;
 pub mod io;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;

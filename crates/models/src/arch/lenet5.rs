@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use super::{check_input, out_side, ArchConfig};
 use crate::error::Result;
 use crate::init::{init_params, InitScheme};
-use crate::layers::{flatten, max_pool2d, Conv2d, Linear};
+use crate::layers::{flatten, max_pool2d, Activation, Conv2d, Linear};
 use crate::model::{Model, ParamStore};
 use crate::report::{LayerInfo, LayerOp};
 
@@ -112,7 +112,7 @@ impl Model for LeNet5 {
         check_input(xs, self.input)?;
         let x = max_pool2d(&self.conv1.forward(xs)?, 2)?;
         let x = max_pool2d(&self.conv2.forward(&x)?, 2)?;
-        let x = self.fc1.forward(&flatten(&x)?)?.relu()?;
+        let x = self.fc1.forward_act(&flatten(&x)?, Activation::Relu)?;
         self.fc2.forward(&x)
     }
 

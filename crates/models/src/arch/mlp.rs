@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use super::{check_input, positive, ArchConfig};
 use crate::error::Result;
 use crate::init::{init_params, InitScheme};
-use crate::layers::{flatten, Linear};
+use crate::layers::{flatten, Activation, Linear};
 use crate::model::{Model, ParamStore};
 use crate::report::{LayerInfo, LayerOp};
 
@@ -105,10 +105,12 @@ impl Model for Mlp {
         };
         let last = self.fcs.len() - 1;
         for (i, fc) in self.fcs.iter().enumerate() {
-            x = fc.forward(&x)?;
-            if i < last {
-                x = x.relu()?;
-            }
+            let act = if i < last {
+                Activation::Relu
+            } else {
+                Activation::Identity
+            };
+            x = fc.forward_act(&x, act)?;
         }
         Ok(x)
     }

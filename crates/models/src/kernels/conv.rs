@@ -1,0 +1,523 @@
+//! 2-D convolution (square kernel, stride, zero padding, dilation 1, groups 1) as one custom op.
+//!
+//! The batch is split into one contiguous run of images per thread. For each image the input is
+//! unfolded into a column matrix `col` (C·k·k rows × Ho·Wo columns, im2col) and
+//!
+//! - forward:  `y_n = W · col_n + b` (W viewed as O × C·k·k; the bias is preloaded into `y_n`);
+//! - backward: `dW += dy_n · col_nᵀ` into a per-thread partial sum (the partials are added at the end),
+//!   `db += Σ dy_n`, and, when the input needs a gradient, `dx_n = col2im(Wᵀ · dy_n)`.
+//!
+//! The column matrix is rebuilt in backward instead of being kept from forward: unfolding costs a
+//! fraction of the gemm that follows it and keeping it would hold C·k·k·Ho·Wo values per image between
+//! the passes. A 1×1 convolution with stride 1 and no padding uses the image itself as `col`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{buffer, contiguous, gemm, tensor, threads, with_cpu, Elem, MatRef};
+use crate::error::{ModelError, Result};
+
+const NAME: &str = "deepcomp-conv2d";
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    fn new(x: &[usize], wt: &[usize], stride: usize, pad: usize) -> candle_core::Result<Self> {
+        let (&[n, c, h, w], &[o, wc, k, k2]) = (x, wt) else {
+            candle_core::bail!(
+                "{NAME}: expected a 4-D input and a 4-D weight, got {x:?} and {wt:?}"
+            );
+        };
+        if wc != c || k != k2 || k == 0 || stride == 0 {
+            candle_core::bail!(
+                "{NAME}: weight {wt:?} does not fit input {x:?} (stride {stride}, padding {pad})"
+            );
+        }
+        let out = |size: usize| {
+            (size + 2 * pad)
+                .checked_sub(k)
+                .map(|d| d / stride + 1)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "{NAME}: kernel {k} does not fit input side {size} with padding {pad}"
+                    ))
+                })
+        };
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            k,
+            stride,
+            pad,
+            ho: out(h)?,
+            wo: out(w)?,
+        })
+    }
+
+    /// Rows of the column matrix: C·k·k.
+    fn kdim(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Output positions per channel: Ho·Wo.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Input values per image.
+    fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Output values per image.
+    fn out_len(&self) -> usize {
+        self.o * self.p()
+    }
+
+    /// Whether the image itself is its column matrix (1×1, stride 1, no padding).
+    fn identity_cols(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// For kernel offset `kx` and output column `ox`, the input column is `ox·s + kx − p`; returns the
+    /// range of `ox` for which it lies inside `0..w` (so the rest are padding).
+    fn valid_range(&self, kx: usize, out: usize, size: usize) -> (usize, usize) {
+        let s = self.stride;
+        // ox·s + kx >= p  ⇔  ox >= ceil((p − kx) / s)
+        let lo = if kx >= self.pad {
+            0
+        } else {
+            (self.pad - kx).div_ceil(s)
+        };
+        // ox·s + kx − p <= size − 1  ⇔  ox <= (size − 1 + p − kx) / s
+        let hi = if size + self.pad > kx {
+            ((size - 1 + self.pad - kx) / s + 1).min(out)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+
+    /// Unfolds one image (C × H × W) into `col` (C·k·k × Ho·Wo).
+    fn im2col<T: Elem>(&self, img: &[T], col: &mut [T]) {
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        let (ho, wo) = (self.ho, self.wo);
+        let mut rows = col.chunks_exact_mut(ho * wo);
+        for plane in img.chunks_exact(self.h * self.w) {
+            for ky in 0..k {
+                let (ylo, yhi) = self.valid_range(ky, ho, self.h);
+                for kx in 0..k {
+                    let Some(row) = rows.next() else { return };
+                    let (xlo, xhi) = self.valid_range(kx, wo, self.w);
+                    row[..ylo * wo].fill(T::ZERO);
+                    row[yhi * wo..].fill(T::ZERO);
+                    for oy in ylo..yhi {
+                        let iy = oy * s + ky - p;
+                        let dst = &mut row[oy * wo..(oy + 1) * wo];
+                        dst[..xlo].fill(T::ZERO);
+                        dst[xhi..].fill(T::ZERO);
+                        let src = &plane[iy * self.w..(iy + 1) * self.w];
+                        if s == 1 {
+                            let ix0 = xlo + kx - p;
+                            dst[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+                        } else {
+                            for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
+                                *d = src[ox * s + kx - p];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds `col` (C·k·k × Ho·Wo) back onto one image, adding overlapping contributions.
+    fn col2im<T: Elem>(&self, col: &[T], img: &mut [T]) {
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        let (ho, wo) = (self.ho, self.wo);
+        img.fill(T::ZERO);
+        let mut rows = col.chunks_exact(ho * wo);
+        for plane in img.chunks_exact_mut(self.h * self.w) {
+            for ky in 0..k {
+                let (ylo, yhi) = self.valid_range(ky, ho, self.h);
+                for kx in 0..k {
+                    let Some(row) = rows.next() else { return };
+                    let (xlo, xhi) = self.valid_range(kx, wo, self.w);
+                    for oy in ylo..yhi {
+                        let iy = oy * s + ky - p;
+                        let src = &row[oy * wo..(oy + 1) * wo];
+                        let dst = &mut plane[iy * self.w..(iy + 1) * self.w];
+                        if s == 1 {
+                            let ix0 = xlo + kx - p;
+                            for (d, &v) in
+                                dst[ix0..ix0 + (xhi - xlo)].iter_mut().zip(&src[xlo..xhi])
+                            {
+                                *d += v;
+                            }
+                        } else {
+                            for (ox, &v) in src.iter().enumerate().take(xhi).skip(xlo) {
+                                dst[ox * s + kx - p] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Images per thread-chunk.
+    fn chunk(&self) -> usize {
+        self.n.div_ceil(threads()).max(1)
+    }
+}
+
+/// `conv2d(xs, weight) + bias` for `xs` (N, C, H, W), `weight` (O, C, k, k), `bias` (O), with `stride` and
+/// zero `padding` on every side (PyTorch `nn.Conv2d`, dilation 1, groups 1).
+///
+/// On the CPU with f32/f64 tensors this is one custom op (see the module docs); elsewhere candle's
+/// `conv2d` plus a broadcast bias.
+pub fn conv2d(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (_, c, h, w) = xs.dims4()?;
+    let (o, wc, k, k2) = weight.dims4()?;
+    if wc != c || k != k2 {
+        return Err(ModelError::Shape {
+            name: "conv2d weight".into(),
+            expected: vec![o, c, k, k],
+            found: weight.dims().to_vec(),
+        });
+    }
+    if stride == 0 || h + 2 * padding < k || w + 2 * padding < k {
+        return Err(ModelError::Shape {
+            name: format!("conv2d input (kernel {k}, stride {stride}, padding {padding})"),
+            expected: vec![k, k],
+            found: vec![h + 2 * padding, w + 2 * padding],
+        });
+    }
+    if let Some(b) = bias {
+        if b.dims() != [o] {
+            return Err(ModelError::Shape {
+                name: "conv2d bias".into(),
+                expected: vec![o],
+                found: b.dims().to_vec(),
+            });
+        }
+    }
+    let fused = xs.device().is_cpu()
+        && matches!(
+            xs.dtype(),
+            candle_core::DType::F32 | candle_core::DType::F64
+        )
+        && weight.dtype() == xs.dtype()
+        && bias.is_none_or(|b| b.dtype() == xs.dtype());
+    if !fused {
+        let ys = xs.conv2d(weight, padding, stride, 1, 1)?;
+        return Ok(match bias {
+            Some(b) => ys.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
+            None => ys,
+        });
+    }
+    let op = ConvOp {
+        stride,
+        pad: padding,
+        input_grad: xs.track_op(),
+    };
+    let xs = xs.contiguous()?;
+    let weight = weight.contiguous()?;
+    Ok(match bias {
+        Some(b) => xs.apply_op3(&weight, &b.contiguous()?, op)?,
+        None => xs.apply_op2(&weight, op)?,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvOp {
+    stride: usize,
+    pad: usize,
+    input_grad: bool,
+}
+
+impl ConvOp {
+    fn forward<T: Elem>(
+        &self,
+        g: Geom,
+        x: &[T],
+        wt: &[T],
+        b: Option<&[T]>,
+    ) -> candle_core::Result<Vec<T>> {
+        let (kd, p) = (g.kdim(), g.p());
+        let mut y = buffer::<T>(g.n * g.out_len());
+        let wmat = MatRef::rows(wt, g.o, kd);
+        let chunk = g.chunk();
+        let in_len = g.in_len();
+        y.par_chunks_mut(chunk * g.out_len())
+            .zip(x.par_chunks(chunk * in_len))
+            .try_for_each(|(ys, xs)| {
+                let mut col = if g.identity_cols() {
+                    Vec::new()
+                } else {
+                    buffer::<T>(kd * p)
+                };
+                for (yn, xn) in ys
+                    .chunks_exact_mut(g.out_len())
+                    .zip(xs.chunks_exact(in_len))
+                {
+                    let cols: &[T] = if g.identity_cols() {
+                        xn
+                    } else {
+                        g.im2col(xn, &mut col);
+                        &col
+                    };
+                    if let Some(b) = b {
+                        for (row, &bo) in yn.chunks_exact_mut(p).zip(b) {
+                            row.fill(bo);
+                        }
+                    }
+                    gemm(yn, p, wmat, MatRef::rows(cols, kd, p), b.is_some(), false)?;
+                }
+                Ok::<(), candle_core::Error>(())
+            })?;
+        Ok(y)
+    }
+
+    /// (dx, dW, db) from the input, the weight and the output gradient.
+    #[allow(clippy::type_complexity)]
+    fn backward<T: Elem>(
+        &self,
+        g: Geom,
+        x: &[T],
+        wt: &[T],
+        dy: &[T],
+        want_bias: bool,
+    ) -> candle_core::Result<(Option<Vec<T>>, Vec<T>, Option<Vec<T>>)> {
+        let (kd, p) = (g.kdim(), g.p());
+        let wmat = MatRef::rows(wt, g.o, kd);
+        let chunk = g.chunk();
+        let (in_len, out_len) = (g.in_len(), g.out_len());
+        let mut dx = if self.input_grad {
+            buffer::<T>(g.n * in_len)
+        } else {
+            Vec::new()
+        };
+        let dx_chunks: Vec<Option<&mut [T]>> = if self.input_grad {
+            dx.chunks_mut(chunk * in_len).map(Some).collect()
+        } else {
+            (0..g.n.div_ceil(chunk)).map(|_| None).collect()
+        };
+        let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
+            .into_par_iter()
+            .zip(x.par_chunks(chunk * in_len))
+            .zip(dy.par_chunks(chunk * out_len))
+            .map(|((mut dxs, xs), dys)| {
+                let mut dw = buffer::<T>(g.o * kd);
+                let mut db = vec![T::ZERO; g.o];
+                let mut col = buffer::<T>(kd * p);
+                for (i, (xn, dyn_)) in xs
+                    .chunks_exact(in_len)
+                    .zip(dys.chunks_exact(out_len))
+                    .enumerate()
+                {
+                    let cols: &[T] = if g.identity_cols() {
+                        xn
+                    } else {
+                        g.im2col(xn, &mut col);
+                        &col
+                    };
+                    let dymat = MatRef::rows(dyn_, g.o, p);
+                    gemm(
+                        &mut dw,
+                        kd,
+                        dymat,
+                        MatRef::rows(cols, kd, p).t(),
+                        i > 0,
+                        false,
+                    )?;
+                    if want_bias {
+                        for (s, row) in db.iter_mut().zip(dyn_.chunks_exact(p)) {
+                            for &v in row {
+                                *s += v;
+                            }
+                        }
+                    }
+                    if let Some(dxs) = dxs.as_deref_mut() {
+                        let dxn = &mut dxs[i * in_len..(i + 1) * in_len];
+                        if g.identity_cols() {
+                            gemm(dxn, p, wmat.t(), dymat, false, false)?;
+                        } else {
+                            gemm(&mut col, p, wmat.t(), dymat, false, false)?;
+                            g.col2im(&col, dxn);
+                        }
+                    }
+                }
+                Ok((dw, db))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut parts = partials.into_iter();
+        let (mut dw, mut db) = parts
+            .next()
+            .unwrap_or_else(|| (vec![T::ZERO; g.o * kd], vec![T::ZERO; g.o]));
+        for (pw, pb) in parts {
+            for (a, b) in dw.iter_mut().zip(pw) {
+                *a += b;
+            }
+            for (a, b) in db.iter_mut().zip(pb) {
+                *a += b;
+            }
+        }
+        Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
+    }
+
+    fn fwd_storage(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
+        fn run<T: Elem>(
+            op: &ConvOp,
+            g: Geom,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            bias: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<Vec<T>> {
+            let x = contiguous::<T>(NAME, "input", s1, l1)?;
+            let w = contiguous::<T>(NAME, "weight", s2, l2)?;
+            let b = bias
+                .map(|(s, l)| contiguous::<T>(NAME, "bias", s, l))
+                .transpose()?;
+            op.forward(g, x, w, b)
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(run(self, g, s1, l1, s2, l2, bias)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run(self, g, s1, l1, s2, l2, bias)?),
+            s => candle_core::bail!("{NAME}: unsupported dtype {:?}", s.dtype()),
+        };
+        Ok((out, Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn bwd_tensors(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        want_bias: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        if dy.dims() != [g.n, g.o, g.ho, g.wo] {
+            candle_core::bail!(
+                "{NAME}: output gradient {:?} does not match the output shape",
+                dy.dims()
+            );
+        }
+        fn run<T: Elem>(
+            op: &ConvOp,
+            g: Geom,
+            x: &Tensor,
+            w: &Tensor,
+            dy: &Tensor,
+            want_bias: bool,
+        ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let (dx, dw, db) = with_cpu::<T, _>(NAME, "input", x, |x| {
+                with_cpu::<T, _>(NAME, "weight", w, |w| {
+                    with_cpu::<T, _>(NAME, "output gradient", dy, |dy| {
+                        op.backward(g, x, w, dy, want_bias)
+                    })
+                })
+            })?;
+            Ok((
+                dx.map(|v| tensor(v, &[g.n, g.c, g.h, g.w])).transpose()?,
+                Some(tensor(dw, &[g.o, g.c, g.k, g.k])?),
+                db.map(|v| tensor(v, &[g.o])).transpose()?,
+            ))
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, g, x, w, dy, want_bias),
+            candle_core::DType::F64 => run::<f64>(self, g, x, w, dy, want_bias),
+            d => candle_core::bail!("{NAME}: unsupported dtype {d:?}"),
+        }
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd_storage(s1, l1, s2, l2, Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.bwd_tensors(x, w, dy, true)
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd_storage(s1, l1, s2, l2, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.bwd_tensors(x, w, dy, false)?;
+        Ok((dx, dw))
+    }
+}
