@@ -9,12 +9,16 @@
 //! - `cargo xtask ci`: a short regression run; writes `target/deepcomp/ci.json` and fails when the
 //!   compression ratio or the accuracy fall below `.ci/baseline.json` by more than its tolerance.
 //! - `cargo xtask bench`: training / Huffman / k-means throughput into `target/deepcomp/bench.json`.
+//! - `cargo xtask gpu-build`: the CUDA build (feature `cuda`) with nvcc and the CUDA libraries taken
+//!   from pinned PyPI wheels, staged with the PyTorch comparison in `target/gpu/` (see [`gpu`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+mod gpu;
 
 const USAGE: &str = "\
 cargo xtask <command>
@@ -25,6 +29,8 @@ commands:
   test           run the whole test suite (cargo test --workspace)
   ci             short regression run; fails when ratio/accuracy drop below .ci/baseline.json
   bench          measure throughput; writes target/deepcomp/bench.json
+  gpu-build      build `deepcomp` with --features cuda (CUDA 13.0 from PyPI wheels, sm_90) and stage
+                 target/gpu/ (binary, torch_epoch.py, run.sh) for the GPU machine
 ";
 
 fn main() -> Result<()> {
@@ -36,6 +42,7 @@ fn main() -> Result<()> {
         "test" => test(&rest),
         "ci" => ci(&rest),
         "bench" => bench(&rest),
+        "gpu-build" => gpu::build(&root(), &rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -52,14 +59,14 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
     c.current_dir(root());
     c
 }
 
-fn run(mut c: Command) -> Result<()> {
+pub(crate) fn run(mut c: Command) -> Result<()> {
     eprintln!("xtask: running {c:?}");
     let status = c
         .status()

@@ -45,6 +45,14 @@ pub enum DriverError {
         /// The parser's message.
         message: String,
     },
+    /// A `--device` that does not parse or cannot be opened.
+    #[error("--device `{spec}`: {reason}")]
+    Device {
+        /// The device as given.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The decoded file differs from the model it was written from.
     #[error("verification failed: {0}")]
     Verify(String),

@@ -13,6 +13,8 @@
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
 //! - [`bench`]: throughput figures for `cargo xtask bench`.
+//! - [`epoch`]: `--device` parsing (`cpu`, `cuda`, `cuda:N`) and the per-epoch timing of
+//!   `deepcomp train-epoch`, compared with PyTorch on a GPU (built with the `cuda` feature).
 //!
 //! The compression ratio this crate reports as `ratio.file` is always measured on the bytes of a file
 //! that was written, read back and checked bit-exact against the quantized model.
@@ -20,6 +22,7 @@
 pub mod bench;
 pub mod compress;
 pub mod container;
+pub mod epoch;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use deepcomp_driver::{bench, compress, container, pipeline, recipe};
+use deepcomp_driver::{bench, compress, container, epoch, pipeline, recipe};
 
 /// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
 #[derive(Debug, Parser)]
@@ -33,6 +33,46 @@ enum Cmd {
         /// Hide progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Device for training and evaluation: cpu, cuda or cuda:N (cuda needs a `cargo xtask gpu-build` binary).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Time training epochs of one architecture on one device (SGD + momentum, seeded data); the
+    /// second epoch is the warm one. Compare with `xtask/gpu/torch_epoch.py`.
+    TrainEpoch {
+        /// Architecture: vgg16_half, resnet20, cifar_lenet, lenet5, lenet300, mlp.
+        #[arg(long, default_value = "resnet20")]
+        arch: String,
+        /// Device: cpu, cuda or cuda:N (cuda needs a `cargo xtask gpu-build` binary).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Training examples per epoch.
+        #[arg(long, default_value_t = 50_000)]
+        examples: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Epochs to run (the second is reported as warm).
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Learning rate.
+        #[arg(long, default_value_t = 0.01)]
+        lr: f64,
+        /// SGD momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        /// L2 weight decay.
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        /// Seed of weights, generated data and shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Train on CIFAR-10 from this folder or archive instead of generated data.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the JSON figures [default: target/deepcomp/train-epoch-<arch>-<device>.json].
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Compress any safetensors file without data: prune by magnitude, share weights, Huffman-code.
     Compress {
@@ -135,7 +175,9 @@ fn main() -> Result<()> {
             fresh,
             data,
             no_progress,
+            device,
         } => {
+            let device = epoch::parse_device(&device)?;
             let recipe = recipe::load(&recipe)?;
             set_thread_default(&recipe.recipe.model);
             let out =
@@ -147,9 +189,54 @@ fn main() -> Result<()> {
                 progress: !no_progress,
                 data_path: data,
             };
-            let report = pipeline::run(&opts)?;
+            let report = pipeline::run_on(&opts, &device)?;
             println!("{}", report.to_markdown());
             println!("outputs in {}", out.display());
+        }
+        Cmd::TrainEpoch {
+            arch,
+            device,
+            examples,
+            batch,
+            epochs,
+            lr,
+            momentum,
+            weight_decay,
+            seed,
+            data,
+            json,
+        } => {
+            let dev = epoch::parse_device(&device)?;
+            set_thread_default(&arch);
+            let opts = epoch::EpochOptions {
+                arch,
+                examples,
+                batch,
+                epochs,
+                lr,
+                momentum,
+                weight_decay,
+                seed,
+                data,
+            };
+            let report = epoch::train_epochs(&opts, &dev)?;
+            let json = json.unwrap_or_else(|| {
+                PathBuf::from("target/deepcomp").join(format!(
+                    "train-epoch-{}-{}.json",
+                    report.arch,
+                    report.device.replace(':', "")
+                ))
+            });
+            deepcomp_driver::fsutil::write_json(&json, &report)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!(
+                "train-epoch: {} on {}: warm epoch {:.3} s ({:.0} ex/s); wrote {}",
+                report.arch,
+                report.device,
+                report.warm_seconds,
+                report.warm_ex_per_s,
+                json.display()
+            );
         }
         Cmd::Compress {
             input,

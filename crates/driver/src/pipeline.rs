@@ -293,8 +293,14 @@ fn init_of(recipe: &Recipe) -> Init {
     }
 }
 
-/// Runs (or resumes) the whole pipeline and writes every output file. Returns the report.
+/// Runs (or resumes) the whole pipeline on the CPU and writes every output file. Returns the report.
 pub fn run(opts: &PipelineOptions) -> Result<Report> {
+    run_on(opts, &Device::Cpu)
+}
+
+/// [`run`] with the model, the batches and the training on `device` (see
+/// [`crate::epoch::parse_device`]); k-means, encoding and the report work on host copies.
+pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     let t_total = Instant::now();
     let recipe = &opts.recipe.recipe;
     if opts.fresh && opts.out.exists() {
@@ -312,7 +318,7 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
         }
     }
     fsutil::create_dir_all(&ckpt_dir(&opts.out))?;
-    let device = Device::Cpu;
+    let device = device.clone();
     let data = load_data(recipe, opts.data_path.as_deref(), opts.progress)?;
     eprintln!(
         "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} test)",
