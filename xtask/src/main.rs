@@ -8,7 +8,8 @@
 //! - `cargo xtask test`: the whole test suite (`cargo test --workspace`).
 //! - `cargo xtask ci`: a short regression run; writes `target/deepcomp/ci.json` and fails when the
 //!   compression ratio or the accuracy fall below `.ci/baseline.json` by more than its tolerance.
-//! - `cargo xtask bench`: training / Huffman / k-means throughput into `target/deepcomp/bench.json`.
+//! - `cargo xtask bench`: training / Huffman / k-means throughput into `target/deepcomp/bench.json`,
+//!   with PyTorch's training throughput on the same threads and the ratios when PyTorch is installed.
 //! - `cargo xtask gpu-build`: the CUDA build (feature `cuda`) with nvcc and the CUDA libraries taken
 //!   from pinned PyPI wheels, staged with the PyTorch comparison in `target/gpu/` (see [`gpu`]).
 
@@ -202,7 +203,61 @@ fn bench(rest: &[String]) -> Result<()> {
     args.extend(rest.iter().cloned());
     deepcomp(&args)?;
     // `deepcomp bench` printed the figures; check the file it wrote is there and parses.
-    read_json(&out)?;
+    let mut figures = read_json(&out)?;
+    torch_reference(&root, &out, &mut figures)?;
     eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// When PyTorch is installed, times the same two training steps with it on the same number of threads
+/// (`xtask/bench/torch_cpu_train.py`) and adds `pytorch_*_ex_s` and `ratio_*` (deepcomp ÷ PyTorch) to
+/// the bench figures. Without PyTorch it says so and leaves the figures alone.
+fn torch_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        eprintln!("xtask: `{python}` has no torch module; skipping the PyTorch comparison");
+        return Ok(());
+    }
+    let threads = get_f64(figures, "threads", out)? as usize;
+    let script = root.join("xtask/bench/torch_cpu_train.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(threads.to_string())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let torch: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("parsing the output of {}", script.display()))?;
+    let Some(map) = figures.as_object_mut() else {
+        bail!("{}: not a JSON object", out.display());
+    };
+    for arch in ["lenet300", "lenet5"] {
+        let theirs = get_f64(&torch, &format!("{arch}_ex_s"), &script)?;
+        let ours = map
+            .get(&format!("train_{arch}_ex_s"))
+            .and_then(Value::as_f64)
+            .with_context(|| format!("{}: missing train_{arch}_ex_s", out.display()))?;
+        map.insert(format!("pytorch_{arch}_ex_s"), theirs.into());
+        map.insert(format!("ratio_{arch}"), (ours / theirs).into());
+        eprintln!(
+            "xtask: {arch:<9} deepcomp {ours:>8.0} ex/s   PyTorch {theirs:>8.0} ex/s   ratio {:.2}",
+            ours / theirs
+        );
+    }
+    if let Some(v) = torch.get("torch") {
+        map.insert("pytorch_version".into(), v.clone());
+    }
+    let text = serde_json::to_string_pretty(figures)?;
+    std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Throughput figures for `cargo xtask bench` (written to `target/deepcomp/bench.json`).
 //!
 //! Each figure is the best of a few repetitions on generated data with fixed seeds, on the threads the
-//! process has (candle uses all cores; set `RAYON_NUM_THREADS` to pin). The criterion benches under
+//! process has (deepcomp's kernels use rayon's pool: every core unless `RAYON_NUM_THREADS` says
+//! otherwise; the `deepcomp` binary gives candle's own pool one thread). The criterion benches under
 //! `crates/entropy/benches` and `crates/quant/benches` measure the same kernels with statistics; this
 //! module gives one JSON a regression script can read.
 
@@ -29,7 +30,7 @@ pub struct BenchFigures {
     pub kmeans_235k_s: f64,
     /// 1-D k-means, k = 32, linear init, 2,359,296 Gaussian weights: seconds.
     pub kmeans_2359k_s: f64,
-    /// Threads available to the process.
+    /// Threads the training kernels split work across (rayon's pool).
     pub threads: usize,
 }
 
@@ -41,7 +42,8 @@ fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
     Ok(best)
 }
 
-/// Training throughput of `arch` with batch 128 over `steps` steps (after one warm-up step).
+/// Training throughput of `arch` with batch 128: the best of three runs of `steps` steps (after one
+/// warm-up step).
 pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
     let device = Device::Cpu;
     let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
@@ -82,16 +84,21 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
         0,
         &progress,
     )?;
-    let t = Instant::now();
-    deepcomp_models::train_epoch(
-        model.as_ref(),
-        opt.as_mut(),
-        one(steps),
-        &mut hook,
-        1,
-        &progress,
-    )?;
-    Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+    let mut epoch = 0;
+    let seconds = best_of(3, || {
+        epoch += 1;
+        let t = Instant::now();
+        deepcomp_models::train_epoch(
+            model.as_ref(),
+            opt.as_mut(),
+            one(steps),
+            &mut hook,
+            epoch,
+            &progress,
+        )?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    Ok((steps * batch) as f64 / seconds)
 }
 
 /// A skewed 32-symbol stream (geometric-like, as cluster codes of a pruned layer).
@@ -169,7 +176,7 @@ pub fn kmeans_seconds(n: usize, reps: usize) -> Result<f64> {
 /// Runs every measurement.
 pub fn run(quick: bool) -> Result<BenchFigures> {
     let reps = if quick { 1 } else { 3 };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = deepcomp_models::kernels::threads();
     let train_lenet300_ex_s = train_throughput("lenet300", if quick { 20 } else { 100 })?;
     eprintln!("bench: train lenet300 {train_lenet300_ex_s:.0} ex/s");
     let train_lenet5_ex_s = train_throughput("lenet5", if quick { 4 } else { 20 })?;

@@ -155,18 +155,29 @@ fn parse_init(s: &str) -> Result<deepcomp_quant::Init> {
     })
 }
 
-/// candle 0.11 runs element-wise ops above 64k elements on a thread pool whose waiting costs more than
-/// it gains for the small matrices of MLPs on a 2-core machine (measured with `deepcomp bench`:
-/// LeNet-300-100 trains at 26.5k ex/s on one thread vs 16.6k on two; LeNet-5 gains from two). Unless the
-/// user chose, MLPs run candle on one thread. Called before any tensor exists.
-fn set_thread_default(model: &str) {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && matches!(model, "lenet300" | "mlp") {
+/// The heavy CPU work (gemm-based linear and conv layers, pooling, BatchNorm) runs in deepcomp's own
+/// kernels on rayon's pool (`RAYON_NUM_THREADS`, default: every core). What candle still runs itself
+/// (the loss, gradient sums) is small, and candle 0.11 runs it on a second, busy-waiting thread pool
+/// that competes with rayon's for the same cores. Unless the user chose, candle gets one thread:
+/// measured on 2 cores, LeNet-300-100 trains at 90k ex/s this way vs 75k with candle's default, and
+/// LeNet-5 at 7.0k vs 6.4k (`cargo run --release -p deepcomp-models --example train_speed`). Called
+/// before any tensor exists.
+fn set_thread_default() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Edition 2021: `set_var` is safe; it runs before any other thread is started.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
+/// Every op of candle and of our kernels returns a fresh buffer; glibc's allocator hands the large ones
+/// back to the kernel on free, so each training step page-faults its way through fresh zeroed pages.
+/// mimalloc keeps them: LeNet-300-100 trains at 90k ex/s with it vs 47k–52k with glibc, LeNet-5 at 7.0k
+/// vs 4.3k–4.5k (same example, 2 cores).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
+    set_thread_default();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Pipeline {
@@ -179,7 +190,6 @@ fn main() -> Result<()> {
         } => {
             let device = epoch::parse_device(&device)?;
             let recipe = recipe::load(&recipe)?;
-            set_thread_default(&recipe.recipe.model);
             let out =
                 out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
             let opts = pipeline::PipelineOptions {
@@ -207,7 +217,6 @@ fn main() -> Result<()> {
             json,
         } => {
             let dev = epoch::parse_device(&device)?;
-            set_thread_default(&arch);
             let opts = epoch::EpochOptions {
                 arch,
                 examples,

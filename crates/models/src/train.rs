@@ -184,6 +184,16 @@ impl Tally {
     }
 }
 
+/// Runs `f` on a thread of rayon's pool (the caller waits).
+///
+/// The kernels split every large op between rayon's threads. Called from a thread outside the pool,
+/// each split wakes the pool and puts the caller to sleep until the pool is done: three context
+/// switches per op, ~15 % of a LeNet-300-100 step on 2 cores. From inside the pool the calling
+/// thread takes a share of the work itself and only the other threads are woken.
+fn in_pool<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    rayon::scope(|_| f())
+}
+
 /// Checks a batch against the model and returns the labels on the host.
 fn check_batch(model: &dyn Model, images: &Tensor, labels: &Tensor) -> Result<Vec<u32>> {
     if labels.dtype() != DType::U32 {
@@ -308,8 +318,11 @@ pub fn train_epoch(
     for batch in batches {
         let (images, labels) = batch?;
         let host_labels = check_batch(model, &images, &labels)?;
-        let (loss, host_logits) = forward_loss(model, &images, &labels, true)?;
-        let mut grads = loss.backward()?;
+        let (loss, host_logits, mut grads) = in_pool(|| {
+            let (loss, host_logits) = forward_loss(model, &images, &labels, true)?;
+            let grads = loss.backward()?;
+            Ok((loss, host_logits, grads))
+        })?;
         hook.after_backward(model, &mut grads)?;
         opt.step(model.params(), &grads)?;
         drop(grads);
@@ -370,7 +383,7 @@ pub fn evaluate(
     for batch in batches {
         let (images, labels) = batch?;
         let host_labels = check_batch(model, &images, &labels)?;
-        let (loss, host_logits) = forward_loss(model, &images, &labels, false)?;
+        let (loss, host_logits) = in_pool(|| forward_loss(model, &images, &labels, false))?;
         tally.add(&host_logits, &host_labels, classes, scalar(&loss)?);
     }
     if tally.examples == 0 {
