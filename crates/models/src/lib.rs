@@ -20,8 +20,10 @@
 //! driver keeps pruned weights at zero and trains shared centroids.
 //!
 //! [`layer_report`] gives the per-layer MACs and memory footprint (fp32 and at k bits) that seed 004
-//! computes by hand. Where candle 0.11 is wrong or missing something (max-pool backward, BatchNorm with
-//! PyTorch's running-statistics semantics), [`layers`] has our own version.
+//! computes by hand. Where candle 0.11 is slow, wrong or missing something, [`kernels`] has our own CPU
+//! ops (fused linear + ReLU, im2col conv2d, max-pool with PyTorch's gradient rule, training-mode
+//! BatchNorm) as candle custom ops, each with a candle-op path for other devices; [`layers`] uses them,
+//! so the architectures never name them.
 
 pub mod arch;
 pub mod checkpoint;
