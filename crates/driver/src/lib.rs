@@ -12,7 +12,7 @@
 //! - [`container`]: the `.dcz` file format (specified byte by byte in `docs/FORMAT.md`).
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
-//! - [`bench`]: throughput figures for `cargo xtask bench`.
+//! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
 //! - [`epoch`]: `--device` parsing (`cpu`, `cuda`, `cuda:N`) and the per-epoch timing of
 //!   `deepcomp train-epoch`, compared with PyTorch on a GPU (built with the `cuda` feature).
 //!
