@@ -53,7 +53,13 @@ impl MaskHook {
     pub fn apply_to_weights(&self, model: &dyn Model) -> Result<(), ModelError> {
         for name in self.masks.keys() {
             let var = var_of(model, name)?;
-            var.set(&self.exact.apply(name, var.as_tensor()).map_err(hook_err)?)?;
+            if !self
+                .exact
+                .zero_in_place(name, var.as_tensor())
+                .map_err(hook_err)?
+            {
+                var.set(&self.exact.apply(name, var.as_tensor()).map_err(hook_err)?)?;
+            }
         }
         Ok(())
     }
@@ -65,11 +71,14 @@ impl TrainHook for MaskHook {
         model: &dyn Model,
         grads: &mut GradStore,
     ) -> Result<(), ModelError> {
-        for (name, mask) in &self.masks {
+        for name in self.masks.keys() {
             let var = var_of(model, name)?;
             if let Some(g) = grads.get(var.as_tensor()) {
-                let masked = g.mul(mask)?;
-                grads.insert(var.as_tensor(), masked);
+                // The gradient belongs to this step's GradStore alone: zero it in place where possible.
+                if !self.exact.zero_in_place(name, g).map_err(hook_err)? {
+                    let masked = self.exact.apply(name, g).map_err(hook_err)?;
+                    grads.insert(var.as_tensor(), masked);
+                }
             }
         }
         Ok(())

@@ -371,8 +371,94 @@ impl DeviceMasks {
         }
     }
 
+    /// Sets the pruned positions of `name` in `t` to `+0.0` in place, without allocating, when `t` is a
+    /// contiguous f32/f64 tensor on the CPU; returns `Ok(false)` (and leaves `t` alone) otherwise, so the
+    /// caller can fall back to [`DeviceMasks::apply`]. Errors on unknown names and shape mismatches.
+    ///
+    /// Writing into `t` changes every tensor that shares its storage: use it on tensors the caller
+    /// owns (a parameter after the optimizer step, a gradient in a `GradStore`).
+    pub fn zero_in_place(&self, name: &str, t: &Tensor) -> Result<bool> {
+        let (shape, cond) = self
+            .masks
+            .get(name)
+            .ok_or_else(|| SparsityError::UnknownLayer {
+                name: name.to_string(),
+                context: "DeviceMasks::zero_in_place: no mask for this name",
+            })?;
+        if t.dims() != shape.as_slice() {
+            return Err(SparsityError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.clone(),
+                got: t.dims().to_vec(),
+            });
+        }
+        if !t.device().is_cpu()
+            || !cond.device().is_cpu()
+            || !t.is_contiguous()
+            || !matches!(t.dtype(), DType::F32 | DType::F64)
+        {
+            return Ok(false);
+        }
+        t.inplace_op2(cond, &ZeroPruned)?;
+        Ok(true)
+    }
+
     /// Whether `name` has a mask.
     pub fn contains(&self, name: &str) -> bool {
         self.masks.contains_key(name)
+    }
+}
+
+/// In-place op: `dst[i] = +0.0` where the u8 mask is 0 (CPU, contiguous f32/f64 `dst`).
+struct ZeroPruned;
+
+impl candle_core::InplaceOp2 for ZeroPruned {
+    fn name(&self) -> &'static str {
+        "deepcomp-zero-pruned"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dl: &candle_core::Layout,
+        mask: &candle_core::CpuStorage,
+        ml: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::CpuStorage;
+        let range = |l: &candle_core::Layout, what: &str| {
+            l.contiguous_offsets().ok_or_else(|| {
+                candle_core::Error::Msg(format!("zero_in_place: {what} must be contiguous"))
+            })
+        };
+        let (m0, m1) = range(ml, "mask")?;
+        let (d0, d1) = range(dl, "tensor")?;
+        let CpuStorage::U8(m) = mask else {
+            candle_core::bail!("zero_in_place: the mask must be u8");
+        };
+        let m = m
+            .get(m0..m1)
+            .ok_or_else(|| candle_core::Error::Msg("zero_in_place: mask out of bounds".into()))?;
+        fn zero<T: Copy + Default>(v: &mut [T], m: &[u8]) -> candle_core::Result<()> {
+            if v.len() != m.len() {
+                candle_core::bail!(
+                    "zero_in_place: {} values but {} mask entries",
+                    v.len(),
+                    m.len()
+                );
+            }
+            for (x, &keep) in v.iter_mut().zip(m) {
+                // `Default` is +0.0 for floats.
+                if keep == 0 {
+                    *x = T::default();
+                }
+            }
+            Ok(())
+        }
+        let oob = || candle_core::Error::Msg("zero_in_place: tensor out of bounds".into());
+        match dst {
+            CpuStorage::F32(v) => zero(v.get_mut(d0..d1).ok_or_else(oob)?, m),
+            CpuStorage::F64(v) => zero(v.get_mut(d0..d1).ok_or_else(oob)?, m),
+            _ => candle_core::bail!("zero_in_place: only f32 and f64 tensors"),
+        }
     }
 }

@@ -257,3 +257,55 @@ fn sensitivity_table_with_a_deterministic_eval() {
     assert!(sensitivity(&weights, &[150.0], |_m: &MaskSet| Ok::<f64, String>(1.0)).is_err());
     assert!(sensitivity(&weights, &[], |_m: &MaskSet| Ok::<f64, String>(1.0)).is_err());
 }
+
+/// `zero_in_place` writes +0.0 (never −0.0) at pruned positions, leaves kept values bit for bit, agrees
+/// with `apply`, and declines (returns false, touches nothing) where it cannot work in place.
+#[test]
+fn zero_in_place_matches_apply_and_declines_what_it_cannot_do() {
+    let m = Mask::new(vec![2, 3], vec![true, false, true, false, false, true]).unwrap();
+    let mut set = MaskSet::new();
+    set.insert("w", m);
+    let on_dev = set.to_device(&Device::Cpu).unwrap();
+    let vals = [-1.5f32, -2.0, 3.0, -0.0, 4.0, -5.0];
+    for dtype in [DType::F32, DType::F64] {
+        let x = t(&vals, &[2, 3]).to_dtype(dtype).unwrap();
+        let expected = on_dev.apply("w", &x).unwrap();
+        let y = x.copy().unwrap();
+        assert!(on_dev.zero_in_place("w", &y).unwrap());
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&y), bits(&expected));
+        assert_eq!(
+            bits(&y),
+            [-1.5f64, 0.0, 3.0, 0.0, 0.0, -5.0]
+                .map(f64::to_bits)
+                .to_vec()
+        );
+    }
+    // A transposed (non-contiguous) view: declined and untouched.
+    let base = t(&vals, &[3, 2]);
+    let view = base.t().unwrap();
+    assert!(!on_dev.zero_in_place("w", &view).unwrap());
+    assert_eq!(base.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vals);
+    // Integer tensors are declined too; wrong shapes and unknown names are errors.
+    let ints = Tensor::zeros((2, 3), DType::U32, &Device::Cpu).unwrap();
+    assert!(!on_dev.zero_in_place("w", &ints).unwrap());
+    let wrong = t(&[1.0; 6], &[3, 2]);
+    assert!(matches!(
+        on_dev.zero_in_place("w", &wrong),
+        Err(SparsityError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        on_dev.zero_in_place("nope", &wrong),
+        Err(SparsityError::UnknownLayer { .. })
+    ));
+}
