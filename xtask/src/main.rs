@@ -8,8 +8,9 @@
 //! - `cargo xtask test`: the whole test suite (`cargo test --workspace`).
 //! - `cargo xtask ci`: a short regression run; writes `target/deepcomp/ci.json` and fails when the
 //!   compression ratio or the accuracy fall below `.ci/baseline.json` by more than its tolerance.
-//! - `cargo xtask bench`: training / Huffman / k-means throughput into `target/deepcomp/bench.json`,
-//!   with PyTorch's training throughput on the same threads and the ratios when PyTorch is installed.
+//! - `cargo xtask bench [--quick] [--criterion]`: training / Huffman / k-means throughput into
+//!   `target/deepcomp/bench.json`, with PyTorch's training throughput on the same threads and the ratios
+//!   when PyTorch is installed; `--criterion` first runs the criterion benches (entropy, quant).
 //! - `cargo xtask gpu-build`: the CUDA build (feature `cuda`) with nvcc and the CUDA libraries taken
 //!   from pinned PyPI wheels, staged with the PyTorch comparison in `target/gpu/` (see [`gpu`]).
 
@@ -29,7 +30,10 @@ commands:
                  run the compression pipeline end to end (default recipe: lenet300-fashion)
   test           run the whole test suite (cargo test --workspace)
   ci             short regression run; fails when ratio/accuracy drop below .ci/baseline.json
-  bench          measure throughput; writes target/deepcomp/bench.json
+  bench [--quick] [--criterion]
+                 measure throughput; writes target/deepcomp/bench.json (with PyTorch's figures and
+                 the ratios when PyTorch is installed); --criterion also runs the criterion benches
+                 of deepcomp-entropy and deepcomp-quant (reports in target/criterion)
   gpu-build      build `deepcomp` with --features cuda (CUDA 13.0 from PyPI wheels, sm_90) and stage
                  target/gpu/ (binary, torch_epoch.py, run.sh) for the GPU machine
 ";
@@ -199,8 +203,14 @@ fn ci(rest: &[String]) -> Result<()> {
 fn bench(rest: &[String]) -> Result<()> {
     let root = root();
     let out = root.join("target/deepcomp/bench.json");
+    let criterion = rest.iter().any(|a| a == "--criterion");
     let mut args: Vec<String> = vec!["bench".into(), "--json".into(), out.display().to_string()];
-    args.extend(rest.iter().cloned());
+    args.extend(rest.iter().filter(|a| *a != "--criterion").cloned());
+    if criterion {
+        let mut c = cargo();
+        c.args(["bench", "-p", "deepcomp-entropy", "-p", "deepcomp-quant"]);
+        run(c)?;
+    }
     deepcomp(&args)?;
     // `deepcomp bench` printed the figures; check the file it wrote is there and parses.
     let mut figures = read_json(&out)?;
