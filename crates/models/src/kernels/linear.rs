@@ -201,42 +201,46 @@ fn dims(l1: &Layout, l2: &Layout) -> candle_core::Result<(usize, usize, usize)> 
     Ok((n, fin, fout))
 }
 
-macro_rules! dispatch_fwd {
-    ($self:ident, $s1:ident, $l1:ident, $s2:ident, $l2:ident, $bias:expr) => {{
-        let (n, fin, fout) = dims($l1, $l2)?;
-        let out = match $s1 {
-            CpuStorage::F32(_) => {
-                let b: Option<&[f32]> = match $bias {
-                    Some((s, l)) => Some(contiguous(NAME, "bias", s, l)?),
-                    None => None,
-                };
-                CpuStorage::F32($self.forward(
-                    contiguous(NAME, "input", $s1, $l1)?,
-                    contiguous(NAME, "weight", $s2, $l2)?,
-                    b,
-                    n,
-                    fin,
-                    fout,
-                )?)
-            }
-            CpuStorage::F64(_) => {
-                let b: Option<&[f64]> = match $bias {
-                    Some((s, l)) => Some(contiguous(NAME, "bias", s, l)?),
-                    None => None,
-                };
-                CpuStorage::F64($self.forward(
-                    contiguous(NAME, "input", $s1, $l1)?,
-                    contiguous(NAME, "weight", $s2, $l2)?,
-                    b,
-                    n,
-                    fin,
-                    fout,
-                )?)
-            }
+impl LinearOp {
+    /// Forward on CPU storages, for both the biased (`CustomOp3`) and the unbiased (`CustomOp2`) op.
+    fn fwd_storage(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, fin, fout) = dims(l1, l2)?;
+        fn run<T: Elem>(
+            op: &LinearOp,
+            (n, fin, fout): (usize, usize, usize),
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            bias: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<Vec<T>> {
+            let b = bias
+                .map(|(s, l)| contiguous::<T>(NAME, "bias", s, l))
+                .transpose()?;
+            op.forward(
+                contiguous::<T>(NAME, "input", s1, l1)?,
+                contiguous::<T>(NAME, "weight", s2, l2)?,
+                b,
+                n,
+                fin,
+                fout,
+            )
+        }
+        let d = (n, fin, fout);
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(run(self, d, s1, l1, s2, l2, bias)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run(self, d, s1, l1, s2, l2, bias)?),
             s => candle_core::bail!("{NAME}: unsupported dtype {:?}", s.dtype()),
         };
         Ok((out, Shape::from((n, fout))))
-    }};
+    }
 }
 
 /// Backward shared by the biased and unbiased ops: (dx, dW, db) as tensors.
@@ -296,7 +300,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch_fwd!(self, s1, l1, s2, l2, Some((s3, l3)))
+        self.fwd_storage(s1, l1, s2, l2, Some((s3, l3)))
     }
 
     fn bwd(
@@ -323,8 +327,7 @@ impl CustomOp2 for LinearOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let none: Option<(&CpuStorage, &Layout)> = None;
-        dispatch_fwd!(self, s1, l1, s2, l2, none)
+        self.fwd_storage(s1, l1, s2, l2, None)
     }
 
     fn bwd(
