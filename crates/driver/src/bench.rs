@@ -1,8 +1,8 @@
 //! Throughput figures for `cargo xtask bench` (written to `target/deepcomp/bench.json`).
 //!
-//! Each figure is the best of a few repetitions on generated data with fixed seeds, on the threads the
-//! process has (deepcomp's kernels use rayon's pool: every core unless `RAYON_NUM_THREADS` says
-//! otherwise; the `deepcomp` binary gives candle's own pool one thread). The criterion benches under
+//! Each figure is the best of a few repetitions on generated data with fixed seeds, on a rayon pool of
+//! the given number of threads (deepcomp's kernels split work across the pool they run in; the
+//! `deepcomp` binary gives candle's own pool one thread). The criterion benches under
 //! `crates/entropy/benches` and `crates/quant/benches` measure the same kernels with statistics; this
 //! module gives one JSON a regression script can read.
 
@@ -173,8 +173,18 @@ pub fn kmeans_seconds(n: usize, reps: usize) -> Result<f64> {
     })
 }
 
-/// Runs every measurement.
-pub fn run(quick: bool) -> Result<BenchFigures> {
+/// Runs every measurement on a rayon pool of `threads` threads (the figures are for 2).
+pub fn run(quick: bool, threads: usize) -> Result<BenchFigures> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| {
+            crate::error::DriverError::Other(format!("bench: cannot start {threads} threads: {e}"))
+        })?;
+    pool.install(|| measure(quick))
+}
+
+fn measure(quick: bool) -> Result<BenchFigures> {
     let reps = if quick { 1 } else { 3 };
     let threads = deepcomp_models::kernels::threads();
     let train_lenet300_ex_s = train_throughput("lenet300", if quick { 20 } else { 100 })?;

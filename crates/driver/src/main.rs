@@ -135,6 +135,9 @@ enum Cmd {
         /// Fewer repetitions (for a quick look).
         #[arg(long)]
         quick: bool,
+        /// Threads for the training kernels (the figures compared with PyTorch use 2).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// List the built-in recipes.
     Recipes,
@@ -323,8 +326,12 @@ fn main() -> Result<()> {
             let (top1, top5) = pipeline::eval_file(&recipe.recipe, &model, data.as_deref())?;
             println!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
         }
-        Cmd::Bench { json, quick } => {
-            let figures = bench::run(quick)?;
+        Cmd::Bench {
+            json,
+            quick,
+            threads,
+        } => {
+            let figures = bench::run(quick, threads)?;
             deepcomp_driver::fsutil::write_json(&json, &figures)?;
             println!("{}", serde_json::to_string_pretty(&figures)?);
         }

@@ -100,11 +100,10 @@ pub(crate) fn buffer<T: Elem>(n: usize) -> Vec<T> {
     vec![T::ZERO; n]
 }
 
-/// Threads the kernels split work across: candle's setting (`RAYON_NUM_THREADS`, else the number of
-/// cores), read once: candle's own lookup reads `/proc/cpuinfo` on every call.
+/// Threads the kernels split work across: those of the rayon pool the caller runs in (the global pool
+/// has `RAYON_NUM_THREADS` threads, else one per logical core; a caller may `install` a smaller pool).
 pub fn threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
+    rayon::current_num_threads().max(1)
 }
 
 /// A read-only matrix view: element (i, j) at `data[i·rs + j·cs]`.
