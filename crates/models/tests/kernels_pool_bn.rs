@@ -337,6 +337,32 @@ fn pool_matches_a_naive_reference_on_random_inputs() {
     }
 }
 
+/// Windows of −0.0, +0.0 and −1.0: the 2×2 fast path finds the winner by bit equality with the window's
+/// maximum, so signed zeros (equal as floats, different in bits) must still give the first maximum.
+#[test]
+fn pool_signed_zero_ties_follow_the_first_maximum_rule() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for (dims, ksp) in [([4, 3, 12, 10], (2, 2, 0)), ([2, 3, 9, 9], (3, 2, 1))] {
+        let len: usize = dims.iter().product();
+        let x: Vec<f64> = (0..len)
+            .map(|_| [-0.0, 0.0, -1.0][rng.random_range(0..3usize)])
+            .collect();
+        let gy: std::cell::RefCell<Vec<f64>> = Default::default();
+        let g = |n: usize| {
+            let v: Vec<f64> = (0..n).map(|j| (j % 5) as f64 + 1.0).collect();
+            *gy.borrow_mut() = v.clone();
+            v
+        };
+        for dtype in [DType::F32, DType::F64] {
+            let (_, y, dx) = pool_with_grad(&x, dims, ksp, &g, dtype);
+            let (want_y, want_dx) = naive_pool(&x, dims, ksp, &gy.borrow());
+            let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want_y), "{dims:?} {ksp:?} {dtype:?} output");
+            assert_eq!(dx, want_dx, "{dims:?} {ksp:?} {dtype:?} gradient");
+        }
+    }
+}
+
 #[test]
 fn pool_gradient_matches_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
