@@ -10,6 +10,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use deepcomp_models::kernels::bn::batch_norm_train;
 use deepcomp_models::kernels::pool::{max_pool2d, max_pool2d_reduce};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Shortest wall time of `f` in milliseconds (the machine is shared: the minimum is the least noisy).
 fn time(mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     for _ in 0..3 {
