@@ -433,6 +433,48 @@ macro_rules! dispatch {
     };
 }
 
+/// `state = state · mask` in place. dst = state, src = mask (same dtype).
+struct MaskMul;
+
+impl InplaceOp2 for MaskMul {
+    fn name(&self) -> &'static str {
+        "mask-state"
+    }
+    fn cpu_fwd(
+        &self,
+        t: &mut CpuStorage,
+        tl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: Real>(
+            t: &mut CpuStorage,
+            tl: &Layout,
+            m: &CpuStorage,
+            ml: &Layout,
+        ) -> candle_core::Result<()> {
+            zip2::<T>(t, tl, m, ml, |x, m| x * m)
+        }
+        dispatch!(t, run, t, tl, m, ml)
+    }
+}
+
+/// `state · mask`, in place when the state is a contiguous f32/f64 CPU tensor (the optimizer owns its
+/// state, so nothing else sees the write), else as a new tensor.
+fn mask_state_tensor(name: &str, state: &mut Tensor, mask: &Tensor) -> Result<()> {
+    let m = mask_like(name, state, mask)?;
+    if state.device().is_cpu()
+        && matches!(state.dtype(), DType::F32 | DType::F64)
+        && state.is_contiguous()
+        && m.is_contiguous()
+    {
+        state.inplace_op2(&m, &MaskMul)?;
+    } else {
+        *state = (&*state * m)?;
+    }
+    Ok(())
+}
+
 /// `w = w − lr·(g + wd·w)` (plain SGD, no momentum). dst = w, src = g.
 struct SgdPlain {
     lr: f64,
@@ -787,8 +829,7 @@ impl Optimizer for Sgd {
 
     fn mask_state(&mut self, name: &str, mask: &Tensor) -> Result<()> {
         if let Some(buf) = self.momentum_buffer.get_mut(name) {
-            let m = mask_like(name, buf, mask)?;
-            *buf = (&*buf * m)?;
+            mask_state_tensor(name, buf, mask)?;
         }
         Ok(())
     }
@@ -953,8 +994,7 @@ impl Optimizer for AdamW {
     fn mask_state(&mut self, name: &str, mask: &Tensor) -> Result<()> {
         for map in [&mut self.exp_avg, &mut self.exp_avg_sq] {
             if let Some(t) = map.get_mut(name) {
-                let m = mask_like(name, t, mask)?;
-                *t = (&*t * m)?;
+                mask_state_tensor(name, t, mask)?;
             }
         }
         Ok(())
