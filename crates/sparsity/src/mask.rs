@@ -342,15 +342,14 @@ pub struct DeviceMasks {
 }
 
 impl DeviceMasks {
-    /// `t` with the pruned positions of `name` set to `+0.0`; errors on unknown names,
-    /// shape mismatches or a tensor on another device.
-    pub fn apply(&self, name: &str, t: &Tensor) -> Result<Tensor> {
+    /// The condition tensor of `name`, after checking that `t` has the mask's shape.
+    fn cond_for(&self, name: &str, t: &Tensor, context: &'static str) -> Result<&Tensor> {
         let (shape, cond) = self
             .masks
             .get(name)
             .ok_or_else(|| SparsityError::UnknownLayer {
                 name: name.to_string(),
-                context: "DeviceMasks::apply: no mask for this name",
+                context,
             })?;
         if t.dims() != shape.as_slice() {
             return Err(SparsityError::ShapeMismatch {
@@ -359,7 +358,16 @@ impl DeviceMasks {
                 got: t.dims().to_vec(),
             });
         }
-        apply_cond(cond, t)
+        Ok(cond)
+    }
+
+    /// `t` with the pruned positions of `name` set to `+0.0`; errors on unknown names,
+    /// shape mismatches or a tensor on another device.
+    pub fn apply(&self, name: &str, t: &Tensor) -> Result<Tensor> {
+        apply_cond(
+            self.cond_for(name, t, "DeviceMasks::apply: no mask for this name")?,
+            t,
+        )
     }
 
     /// Like [`DeviceMasks::apply`], but returns `t` unchanged for unmasked names.
@@ -378,20 +386,7 @@ impl DeviceMasks {
     /// Writing into `t` changes every tensor that shares its storage: use it on tensors the caller
     /// owns (a parameter after the optimizer step, a gradient in a `GradStore`).
     pub fn zero_in_place(&self, name: &str, t: &Tensor) -> Result<bool> {
-        let (shape, cond) = self
-            .masks
-            .get(name)
-            .ok_or_else(|| SparsityError::UnknownLayer {
-                name: name.to_string(),
-                context: "DeviceMasks::zero_in_place: no mask for this name",
-            })?;
-        if t.dims() != shape.as_slice() {
-            return Err(SparsityError::ShapeMismatch {
-                name: name.to_string(),
-                expected: shape.clone(),
-                got: t.dims().to_vec(),
-            });
-        }
+        let cond = self.cond_for(name, t, "DeviceMasks::zero_in_place: no mask for this name")?;
         if !t.device().is_cpu()
             || !cond.device().is_cpu()
             || !t.is_contiguous()

@@ -48,14 +48,11 @@ impl Geom {
             );
         }
         let out = |size: usize| {
-            (size + 2 * pad)
-                .checked_sub(k)
-                .map(|d| d / stride + 1)
-                .ok_or_else(|| {
-                    candle_core::Error::Msg(format!(
-                        "{NAME}: kernel {k} does not fit input side {size} with padding {pad}"
-                    ))
-                })
+            crate::layers::conv_out_size(size, k, stride, pad).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "{NAME}: kernel {k} does not fit input side {size} with padding {pad}"
+                ))
+            })
         };
         Ok(Self {
             n,

@@ -81,7 +81,7 @@ impl Geom {
         if k == 0 || stride == 0 || pad > k / 2 || h == 0 || w == 0 {
             return None;
         }
-        let out = |size: usize| (size + 2 * pad).checked_sub(k).map(|d| d / stride + 1);
+        let out = |size: usize| crate::layers::conv_out_size(size, k, stride, pad);
         Some(Self {
             n,
             c,
