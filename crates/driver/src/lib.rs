@@ -12,6 +12,8 @@
 //! - [`container`]: the `.dcz` file format (specified byte by byte in `docs/FORMAT.md`).
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
+//! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
+//!   affects), the output-folder lock and the clean-up after a kill.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
 //! - [`epoch`]: `--device` parsing (`cpu`, `cuda`, `cuda:N`) and the per-epoch timing of
 //!   `deepcomp train-epoch`, compared with PyTorch on a GPU (built with the `cuda` feature).
@@ -30,5 +32,6 @@ pub mod pipeline;
 pub mod plot;
 pub mod recipe;
 pub mod report;
+pub mod resume;
 
 pub use error::{DriverError, Result};

@@ -179,7 +179,41 @@ fn set_thread_default() {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> Result<()> {
+/// Writes to stdout; a closed pipe (`deepcomp inspect m.dcz | head -1`) ends the program quietly with
+/// status 0, as `cat` would, instead of panicking.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("deepcomp: error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => { emit(&(format!($($t)*) + "\n")) };
+}
+
+/// Errors are printed once, with their causes, and no backtrace (status 1); clap's usage errors keep
+/// their own status 2.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deepcomp: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     set_thread_default();
     let cli = Cli::parse();
     match cli.cmd {
@@ -203,8 +237,8 @@ fn main() -> Result<()> {
                 data_path: data,
             };
             let report = pipeline::run_on(&opts, &device)?;
-            println!("{}", report.to_markdown());
-            println!("outputs in {}", out.display());
+            outln!("{}", report.to_markdown());
+            outln!("outputs in {}", out.display());
         }
         Cmd::TrainEpoch {
             arch,
@@ -240,7 +274,7 @@ fn main() -> Result<()> {
                 ))
             });
             deepcomp_driver::fsutil::write_json(&json, &report)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             eprintln!(
                 "train-epoch: {} on {}: warm epoch {:.3} s ({:.0} ex/s); wrote {}",
                 report.arch,
@@ -283,37 +317,37 @@ fn main() -> Result<()> {
                     output.display()
                 );
             }
-            println!(
+            outln!(
                 "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
                 input.display(),
                 output.display(),
                 dense_bytes as f64 / bytes.max(1) as f64
             );
-            print!("{}", container::stats_table(&back)?);
+            out!("{}", container::stats_table(&back)?);
         }
         Cmd::Decompress { input, output } => {
             let file = read_dcz(&input)?;
             compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
-            println!("{} → {}", input.display(), output.display());
+            outln!("{} → {}", input.display(), output.display());
         }
         Cmd::Inspect { input, json } => {
             let file = read_dcz(&input)?;
             if json {
                 let stats = container::layer_stats(&file)?;
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                outln!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 let size = std::fs::metadata(&input)
                     .with_context(|| input.display().to_string())?
                     .len();
-                println!(
+                outln!(
                     "{}: model `{}`, {size} bytes, recipe hash {}",
                     input.display(),
                     file.model,
                     hex::encode(file.recipe_hash)
                 );
-                print!("{}", container::stats_table(&file)?);
+                out!("{}", container::stats_table(&file)?);
                 for d in &file.dense {
-                    println!("raw  {:<28} {:?}", d.name, d.shape);
+                    outln!("raw  {:<28} {:?}", d.name, d.shape);
                 }
             }
         }
@@ -324,7 +358,7 @@ fn main() -> Result<()> {
         } => {
             let recipe = recipe::load(&recipe)?;
             let (top1, top5) = pipeline::eval_file(&recipe.recipe, &model, data.as_deref())?;
-            println!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
+            outln!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
         }
         Cmd::Bench {
             json,
@@ -333,12 +367,12 @@ fn main() -> Result<()> {
         } => {
             let figures = bench::run(quick, threads)?;
             deepcomp_driver::fsutil::write_json(&json, &figures)?;
-            println!("{}", serde_json::to_string_pretty(&figures)?);
+            outln!("{}", serde_json::to_string_pretty(&figures)?);
         }
         Cmd::Recipes => {
             for (name, text) in recipe::BUILTIN {
                 let r = recipe::parse(text, name)?;
-                println!("{name:<22} {}", r.recipe.description);
+                outln!("{name:<22} {}", r.recipe.description);
             }
         }
     }

@@ -22,7 +22,9 @@ use crate::error::{DriverError, Result};
 use crate::hooks::{CentroidHook, MaskHook, SharedLayer};
 use crate::recipe::{LoadedRecipe, OptimSection, Recipe};
 use crate::report::{EpochRow, LayerRow, Report, SensitivityRow};
+use crate::resume::{self, StageInputs};
 use crate::{fsutil, plot};
+use serde_json::Value;
 
 /// How to run a pipeline.
 #[derive(Debug, Clone)]
@@ -46,6 +48,7 @@ struct Ctx<'a> {
     data: Dataset,
     out: PathBuf,
     progress: bool,
+    inputs: StageInputs,
 }
 
 fn ckpt_dir(out: &Path) -> PathBuf {
@@ -134,6 +137,7 @@ impl Ctx<'_> {
         hook: &mut dyn TrainHook,
         stage: &str,
         round: usize,
+        epoch_offset: usize,
         sparsity: f64,
         history: &mut Vec<EpochRow>,
     ) -> Result<()> {
@@ -142,7 +146,11 @@ impl Ctx<'_> {
             "finetune" => 2 + round as u64,
             _ => 1000 + round as u64,
         };
-        history.retain(|e| !(e.stage == stage && e.round >= round));
+        // Rows this call is about to (re)write, and any later ones of the same stage.
+        history.retain(|e| {
+            !(e.stage == stage
+                && (e.round > round || (e.round == round && e.epoch >= epoch_offset)))
+        });
         let mut opt = make_optimizer(o)?;
         let sched = make_schedule(o, epochs)?;
         let progress = deepcomp_models::ProgressConfig {
@@ -158,7 +166,7 @@ impl Ctx<'_> {
                 &cfg,
                 &self.data.mean,
                 &self.data.std,
-                epoch as u64,
+                (epoch_offset + epoch) as u64,
                 &self.device,
             )?;
             let st =
@@ -174,7 +182,7 @@ impl Ctx<'_> {
             history.push(EpochRow {
                 stage: stage.to_string(),
                 round,
-                epoch,
+                epoch: epoch_offset + epoch,
                 sparsity,
                 lr,
                 loss: st.loss,
@@ -298,12 +306,132 @@ pub fn run(opts: &PipelineOptions) -> Result<Report> {
     run_on(opts, &Device::Cpu)
 }
 
+/// Saves a stage checkpoint with its inputs and the report so far (see [`crate::resume`]).
+fn save_stage(model: &dyn Model, path: &Path, inputs: &Value, report: &Report) -> Result<()> {
+    let meta = resume::metadata(inputs, report)?;
+    deepcomp_models::save_safetensors_with(model, path, &meta)?;
+    Ok(())
+}
+
+/// The checkpoints of a run, in stage order, with the inputs each depends on.
+fn stage_files(out: &Path, recipe: &Recipe, inputs: &StageInputs) -> Vec<(PathBuf, Value)> {
+    let dir = ckpt_dir(out);
+    let mut v = vec![(dir.join("dense.safetensors"), inputs.dense.clone())];
+    if matches!(recipe.prune.schedule.as_str(), "rounds" | "oneshot") {
+        for (i, inp) in inputs.rounds.iter().enumerate() {
+            v.push((dir.join(format!("prune-round{i}.safetensors")), inp.clone()));
+        }
+    }
+    v.push((dir.join("pruned.safetensors"), inputs.pruned.clone()));
+    v.push((dir.join("quantized.safetensors"), inputs.quantized.clone()));
+    v
+}
+
+/// Checks every checkpoint of an earlier run against the recipe: keeps the longest prefix of stages
+/// whose inputs are unchanged, deletes every later checkpoint (and any checkpoint file this recipe
+/// would not write), and returns the report of the last kept checkpoint.
+fn reconcile_checkpoints(
+    out: &Path,
+    recipe: &Recipe,
+    inputs: &StageInputs,
+) -> Result<Option<Report>> {
+    let files = stage_files(out, recipe, inputs);
+    let mut report = None;
+    let mut broken = false;
+    for (path, want) in &files {
+        if broken {
+            remove_if_exists(path)?;
+            continue;
+        }
+        match resume::check(path, want)? {
+            resume::Reuse::Yes(r) => report = Some(*r),
+            resume::Reuse::Absent => broken = true,
+            resume::Reuse::No(why) => {
+                eprintln!(
+                    "deepcomp: not reusing {}: {why}; redoing from this stage",
+                    path.display()
+                );
+                remove_if_exists(path)?;
+                broken = true;
+            }
+        }
+    }
+    // Round checkpoints of a longer earlier schedule, or of another schedule kind.
+    if let Ok(entries) = std::fs::read_dir(ckpt_dir(out)) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("prune-round")
+                && name.ends_with(".safetensors")
+                && !files.iter().any(|(f, _)| *f == p)
+            {
+                remove_if_exists(&p)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DriverError::io(path, e)),
+    }
+}
+
+/// Every layer name a recipe gives (`quant.bits`, `prune.layer_scale`) must be a prunable layer of the
+/// model; a name that matches none would otherwise be ignored without a word.
+pub fn check_layer_names(recipe: &Recipe, model: &dyn Model) -> Result<()> {
+    let names: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
+    let fields = recipe.quant.bits.keys().map(|k| ("quant.bits", k)).chain(
+        recipe
+            .prune
+            .layer_scale
+            .keys()
+            .map(|k| ("prune.layer_scale", k)),
+    );
+    for (field, key) in fields {
+        if !names.contains(key) {
+            return Err(crate::recipe::RecipeError::Field {
+                origin: recipe.name.clone(),
+                field: format!("{field}.\"{key}\""),
+                reason: format!(
+                    "matches no prunable layer of `{}` (its layers: {})",
+                    recipe.model,
+                    names.join(", ")
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// [`run`] with the model, the batches and the training on `device` (see
 /// [`crate::epoch::parse_device`]); k-means, encoding and the report work on host copies.
 pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     let t_total = Instant::now();
     let recipe = &opts.recipe.recipe;
-    if opts.fresh && opts.out.exists() {
+    let device = device.clone();
+    // Everything that can be checked is checked before any file or folder is created.
+    let model = build_model(recipe, &device)?;
+    check_layer_names(recipe, model.as_ref())?;
+    let data = load_data(recipe, opts.data_path.as_deref(), opts.progress)?;
+    let inputs = StageInputs::new(
+        &opts.recipe,
+        serde_json::json!({
+            "source": data.source.display().to_string(),
+            "train": data.train.n,
+            "test": data.test.n,
+        }),
+    )?;
+    let _lock = resume::OutputLock::acquire(&opts.out)?;
+    let removed = resume::remove_stale_temps(&[opts.out.clone(), ckpt_dir(&opts.out)])?;
+    if removed > 0 {
+        eprintln!("deepcomp: removed {removed} temp file(s) left by an interrupted run");
+    }
+    if opts.fresh {
         for sub in ["checkpoints", "plots"] {
             let p = opts.out.join(sub);
             if p.exists() {
@@ -311,15 +439,26 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
             }
         }
         for f in ["progress.json", "model.dcz", "report.json", "report.md"] {
-            let p = opts.out.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(|e| DriverError::io(&p, e))?;
-            }
+            remove_if_exists(&opts.out.join(f))?;
         }
     }
     fsutil::create_dir_all(&ckpt_dir(&opts.out))?;
-    let device = device.clone();
-    let data = load_data(recipe, opts.data_path.as_deref(), opts.progress)?;
+    // The report comes from the last checkpoint kept, never from progress.json (which a kill may
+    // leave one step behind).
+    let mut report = reconcile_checkpoints(&opts.out, recipe, &inputs)?.unwrap_or_default();
+    let progress_path = opts.out.join("progress.json");
+    if let Ok(Some(earlier)) = fsutil::read_json::<Report>(&progress_path) {
+        let kept = |f: &str| ckpt_dir(&opts.out).join(f).exists();
+        let stages = resume::KeptStages {
+            dense: kept("dense.safetensors"),
+            pruned: kept("pruned.safetensors"),
+            quantized: kept("quantized.safetensors"),
+        };
+        resume::restore_timings(&mut report, &earlier, stages);
+    }
+    for f in ["model.dcz", "report.json", "report.md"] {
+        remove_if_exists(&opts.out.join(f))?;
+    }
     eprintln!(
         "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} test)",
         recipe.name,
@@ -336,18 +475,13 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         data,
         out: opts.out.clone(),
         progress: opts.progress,
-    };
-    let progress_path = opts.out.join("progress.json");
-    let mut report: Report = match fsutil::read_json(&progress_path)? {
-        Some(r) if !opts.fresh => r,
-        _ => Report::default(),
+        inputs,
     };
     report.recipe = recipe.name.clone();
     report.model = recipe.model.clone();
     report.dataset = recipe.dataset.clone();
     report.seed = recipe.seed;
     report.data_source = ctx.data.source.display().to_string();
-    let model = build_model(recipe, &device)?;
 
     // --- train ---------------------------------------------------------------------------------
     let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
@@ -370,6 +504,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
                 &mut deepcomp_models::NoHook,
                 "train",
                 0,
+                0,
                 0.0,
                 &mut report.history,
             )?;
@@ -377,7 +512,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         let (top1, _) = ctx.evaluate(model.as_ref())?;
         report.accuracy.dense = top1;
         report.seconds.train = t.elapsed().as_secs_f64();
-        deepcomp_models::save_safetensors(model.as_ref(), &dense_ckpt)?;
+        save_stage(model.as_ref(), &dense_ckpt, &ctx.inputs.dense, &report)?;
         fsutil::write_json(&progress_path, &report)?;
     }
     eprintln!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
@@ -399,7 +534,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         masks_from_zeros(model.as_ref())?
     } else {
         let m = prune_and_finetune(&ctx, model.as_ref(), &mut report, &progress_path)?;
-        deepcomp_models::save_safetensors(model.as_ref(), &pruned_ckpt)?;
+        save_stage(model.as_ref(), &pruned_ckpt, &ctx.inputs.pruned, &report)?;
         fsutil::write_json(&progress_path, &report)?;
         m
     };
@@ -423,7 +558,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         let t = Instant::now();
         let s = quantize(&ctx, model.as_ref(), &masks, &mut report)?;
         report.seconds.quantize = t.elapsed().as_secs_f64();
-        deepcomp_models::save_safetensors(model.as_ref(), &quant_ckpt)?;
+        save_stage(model.as_ref(), &quant_ckpt, &ctx.inputs.quantized, &report)?;
         fsutil::write_json(&progress_path, &report)?;
         s
     };
@@ -471,21 +606,31 @@ fn prune_and_finetune(
             // train without the mask, so pruned weights may regrow (seed 003); after it, masks hold.
             let epochs = p.epochs.unwrap_or(1);
             let fin = p.final_target.unwrap_or(0.0);
+            let extra = p.extra_epochs.unwrap_or(0);
             let sched = if p.schedule == "linear" {
                 let per_epoch = fin / epochs as f64;
                 deepcomp_sparsity::Schedule::Linear {
                     per_epoch,
                     max: fin,
-                    extra_epochs: 0,
+                    extra_epochs: extra,
+                }
+            } else if epochs == 1 {
+                deepcomp_sparsity::Schedule::OneShot {
+                    target: fin,
+                    epochs: 1 + extra,
                 }
             } else {
+                // Zhu & Gupta's cubic ramp over `epochs` pruning steps, the first one already pruning
+                // (step t of n reaches fin·(1 − (1 − t/n)³), t = 1..=n): the ramp from `initial` =
+                // its value at t = 1 over the remaining n − 1 steps is exactly that.
+                let n = epochs as f64;
                 deepcomp_sparsity::Schedule::Agp {
-                    initial: 0.0,
+                    initial: fin * (1.0 - (1.0 - 1.0 / n).powi(3)),
                     final_: fin,
                     start_epoch: 0,
-                    steps: epochs.saturating_sub(1).max(1),
+                    steps: epochs - 1,
                     frequency: 1,
-                    extra_epochs: 0,
+                    extra_epochs: extra,
                 }
             };
             sched.validate()?;
@@ -517,6 +662,7 @@ fn prune_and_finetune(
                         1,
                         &mut deepcomp_models::NoHook,
                         "finetune",
+                        0,
                         e,
                         target,
                         &mut report.history,
@@ -529,6 +675,7 @@ fn prune_and_finetune(
                         1,
                         &mut hook,
                         "finetune",
+                        0,
                         e,
                         target,
                         &mut report.history,
@@ -555,7 +702,8 @@ fn prune_and_finetune(
                     continue;
                 }
                 let t = Instant::now();
-                let m = masks_for_target(recipe, model, r.target, i, masks.as_ref())?;
+                let m =
+                    masks_for_target(recipe, model, r.target.unwrap_or(0.0), i, masks.as_ref())?;
                 let mut hook = MaskHook::new(&m, &ctx.device)?;
                 hook.apply_to_weights(model)?;
                 report.seconds.prune += t.elapsed().as_secs_f64();
@@ -578,11 +726,12 @@ fn prune_and_finetune(
                     &mut hook,
                     "finetune",
                     i,
+                    0,
                     s.total_sparsity(),
                     &mut report.history,
                 )?;
                 report.seconds.finetune += t.elapsed().as_secs_f64();
-                deepcomp_models::save_safetensors(model, &round_ckpt)?;
+                save_stage(model, &round_ckpt, &ctx.inputs.rounds[i], report)?;
                 fsutil::write_json(progress_path, report)?;
                 masks = Some(m);
             }
@@ -638,6 +787,7 @@ fn quantize(
             recipe.quant.epochs,
             &mut hook,
             "centroids",
+            0,
             0,
             0.0,
             &mut report.history,
@@ -848,8 +998,36 @@ pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
     Ok(())
 }
 
-/// Writes a decoded file's tensors into `model`.
+/// Writes a decoded file's tensors into `model`. Every parameter and buffer of the model must come
+/// from the file (a model half-filled with its random initial weights would evaluate without a word),
+/// and every tensor of the file must belong to the model; the error lists the missing and unexpected
+/// names, as PyTorch's strict `load_state_dict` does. Nothing is assigned unless all names match.
 pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Result<()> {
+    let in_file: Vec<&str> = file
+        .layers
+        .iter()
+        .map(|l| l.name.as_str())
+        .chain(file.dense.iter().map(|d| d.name.as_str()))
+        .collect();
+    let params = model.params();
+    let missing: Vec<&str> = params
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|n| !in_file.contains(n))
+        .collect();
+    let unexpected: Vec<&str> = in_file
+        .iter()
+        .copied()
+        .filter(|n| params.get(n).is_none())
+        .collect();
+    if !missing.is_empty() || !unexpected.is_empty() {
+        return Err(DriverError::msg(format!(
+            "the file does not hold model `{}`: missing tensors [{}]; unexpected tensors [{}]",
+            model.arch(),
+            missing.join(", "),
+            unexpected.join(", ")
+        )));
+    }
     let set = |name: &str, shape: &[usize], data: Vec<f32>| -> Result<()> {
         let p = model.params().get(name).ok_or_else(|| {
             DriverError::msg(format!("model `{}` has no tensor `{name}`", model.arch()))
@@ -1037,6 +1215,7 @@ pub fn eval_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Resu
         data,
         out: PathBuf::new(),
         progress: false,
+        inputs: StageInputs::default(),
     };
     ctx.evaluate(model.as_ref())
 }

@@ -268,8 +268,10 @@ with_optim_fields! {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Round {
-    /// Target sparsity in [0, 1) (fraction of weights that are zero).
-    pub target: f64,
+    /// Target sparsity in [0, 1) (fraction of weights that are zero); required by the methods
+    /// `percentile`, `global` and `random`, refused by `std` (which prunes by `prune.std_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
     /// Finetune epochs after this round.
     pub epochs: usize,
 }
@@ -294,8 +296,10 @@ with_optim_fields! {
         pub std_s: Vec<f64>,
         /// Final target of `linear` / `agp` schedules.
         pub final_target: Option<f64>,
-        /// Epochs of `linear` / `agp` schedules.
+        /// Epochs of `linear` / `agp` schedules (one pruning step each).
         pub epochs: Option<usize>,
+        /// Masked finetuning epochs after the last step of a `linear` / `agp` schedule (default 0).
+        pub extra_epochs: Option<usize>,
         /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
         #[serde(default)]
         pub sensitivity: bool,
@@ -460,6 +464,18 @@ impl Recipe {
         if self.data.eval_batch_size == 0 {
             return Err(err("data.eval_batch_size", "must be at least 1".into()));
         }
+        for (field, v) in [
+            ("data.train_limit", self.data.train_limit),
+            ("data.test_limit", self.data.test_limit),
+        ] {
+            if v == Some(0) {
+                return Err(err(
+                    field,
+                    "0 examples leaves nothing to train or evaluate on; remove it to use all"
+                        .into(),
+                ));
+            }
+        }
         if let Some(p) = self.data.pad_to {
             if !(28..=64).contains(&p) {
                 return Err(err("data.pad_to", format!("{p} is outside 28..=64")));
@@ -485,48 +501,99 @@ impl Recipe {
                 ),
             ));
         }
-        match self.prune.schedule.as_str() {
+        let p = &self.prune;
+        match p.schedule.as_str() {
             "rounds" | "oneshot" => {
-                if self.prune.rounds.is_empty() {
+                if p.rounds.is_empty() {
                     return Err(err("prune.rounds", "at least one round is needed".into()));
                 }
-                let mut prev = 0.0;
-                for (i, r) in self.prune.rounds.iter().enumerate() {
-                    if !(0.0..1.0).contains(&r.target) {
-                        return Err(err(
-                            &format!("prune.rounds[{i}].target"),
-                            format!("{} is outside [0, 1)", r.target),
-                        ));
-                    }
-                    if r.target < prev {
-                        return Err(err(
-                            &format!("prune.rounds[{i}].target"),
-                            format!("{} is below the previous round's {prev}: a schedule may not decrease", r.target),
-                        ));
-                    }
-                    prev = r.target;
+                if p.schedule == "oneshot" && p.rounds.len() != 1 {
+                    return Err(err(
+                        "prune.rounds",
+                        format!(
+                            "schedule `oneshot` prunes once: give exactly one round ({} given)",
+                            p.rounds.len()
+                        ),
+                    ));
                 }
-                if self.prune.method == "std" && self.prune.std_s.len() != self.prune.rounds.len() {
+                for (field, set) in [
+                    ("prune.final_target", p.final_target.is_some()),
+                    ("prune.epochs", p.epochs.is_some()),
+                    ("prune.extra_epochs", p.extra_epochs.is_some()),
+                ] {
+                    if set {
+                        return Err(err(
+                            field,
+                            format!(
+                                "is used by schedules `linear` and `agp` only; schedule `{}` \
+                                 takes its targets and epochs from prune.rounds",
+                                p.schedule
+                            ),
+                        ));
+                    }
+                }
+                let mut prev = 0.0;
+                for (i, r) in p.rounds.iter().enumerate() {
+                    let field = format!("prune.rounds[{i}].target");
+                    let t = match (p.method.as_str(), r.target) {
+                        ("std", Some(_)) => {
+                            return Err(err(
+                                &field,
+                                "method `std` prunes |w| < s·std with s from prune.std_s; a \
+                                 target would be ignored: remove it (or use method `percentile`)"
+                                    .into(),
+                            ))
+                        }
+                        ("std", None) => continue,
+                        (m, None) => {
+                            return Err(err(&field, format!("method `{m}` needs a target")))
+                        }
+                        (_, Some(t)) => t,
+                    };
+                    if !(0.0..1.0).contains(&t) {
+                        return Err(err(&field, format!("{t} is outside [0, 1)")));
+                    }
+                    if t < prev {
+                        return Err(err(
+                            &field,
+                            format!("{t} is below the previous round's {prev}: a schedule may not decrease"),
+                        ));
+                    }
+                    prev = t;
+                }
+                if p.method == "std" && p.std_s.len() != p.rounds.len() {
                     return Err(err(
                         "prune.std_s",
                         format!(
                             "method `std` needs one s per round ({} rounds, {} values)",
-                            self.prune.rounds.len(),
-                            self.prune.std_s.len()
+                            p.rounds.len(),
+                            p.std_s.len()
                         ),
                     ));
                 }
-                for (i, s) in self.prune.std_s.iter().enumerate() {
-                    if !(*s >= 0.0 && s.is_finite()) {
-                        return Err(err(
-                            &format!("prune.std_s[{i}]"),
-                            format!("{s} must be a finite value ≥ 0"),
-                        ));
-                    }
-                }
             }
             "linear" | "agp" => {
-                match self.prune.final_target {
+                if p.method == "std" {
+                    return Err(err(
+                        "prune.method",
+                        format!(
+                            "`std` prunes by prune.std_s, not by a target, so it cannot follow \
+                             schedule `{}`; use schedule `rounds`",
+                            p.schedule
+                        ),
+                    ));
+                }
+                if !p.rounds.is_empty() {
+                    return Err(err(
+                        "prune.rounds",
+                        format!(
+                            "schedule `{}` takes prune.final_target and prune.epochs; rounds \
+                             would be ignored",
+                            p.schedule
+                        ),
+                    ));
+                }
+                match p.final_target {
                     Some(t) if (0.0..1.0).contains(&t) => {}
                     Some(t) => {
                         return Err(err("prune.final_target", format!("{t} is outside [0, 1)")))
@@ -534,14 +601,14 @@ impl Recipe {
                     None => {
                         return Err(err(
                             "prune.final_target",
-                            format!("schedule `{}` needs it", self.prune.schedule),
+                            format!("schedule `{}` needs it", p.schedule),
                         ))
                     }
                 }
-                if self.prune.epochs.unwrap_or(0) == 0 {
+                if p.epochs.unwrap_or(0) == 0 {
                     return Err(err(
                         "prune.epochs",
-                        format!("schedule `{}` needs at least 1 epoch", self.prune.schedule),
+                        format!("schedule `{}` needs at least 1 epoch", p.schedule),
                     ));
                 }
             }
@@ -551,6 +618,29 @@ impl Recipe {
                     format!("`{other}` is not one of rounds, oneshot, linear, agp"),
                 ))
             }
+        }
+        if p.method != "std" && !p.std_s.is_empty() {
+            return Err(err(
+                "prune.std_s",
+                format!("is used by method `std` only, not `{}`", p.method),
+            ));
+        }
+        for (i, s) in p.std_s.iter().enumerate() {
+            if !(*s >= 0.0 && s.is_finite()) {
+                return Err(err(
+                    &format!("prune.std_s[{i}]"),
+                    format!("{s} must be a finite value ≥ 0"),
+                ));
+            }
+        }
+        if p.method != "percentile" && !p.layer_scale.is_empty() {
+            return Err(err(
+                "prune.layer_scale",
+                format!(
+                    "scales per-layer targets of method `percentile`; method `{}` would ignore it",
+                    p.method
+                ),
+            ));
         }
         for (layer, s) in &self.prune.layer_scale {
             if !(s.is_finite() && *s >= 0.0) {
@@ -713,6 +803,42 @@ mod tests {
             (
                 with("method = \"magic\"", "method = \"percentile\""),
                 "prune.method",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+    }
+
+    /// Fields that a method or schedule would ignore are refused, naming the field.
+    #[test]
+    fn fields_that_would_be_ignored_are_refused() {
+        let cases = [
+            // std prunes by s·std: a target would do nothing (the old vgg16-half recipe set one).
+            (
+                with(
+                    "method = \"std\"\nstd_s = [0.5, 0.7, 1.0]\n",
+                    "method = \"percentile\"\n",
+                ),
+                "prune.rounds[0].target",
+            ),
+            (
+                with("method = \"global\"", "method = \"percentile\""),
+                "prune.layer_scale",
+            ),
+            (
+                with("schedule = \"oneshot\"", "schedule = \"rounds\""),
+                "prune.rounds",
+            ),
+            (
+                with("final_target = 0.9\nlr = 0.01", "lr = 0.01"),
+                "prune.final_target",
+            ),
+            (with("std_s = [1.0]\nlr = 0.01", "lr = 0.01"), "prune.std_s"),
+            (
+                with("train_limit = 0\n", "train_limit = 20000\n"),
+                "data.train_limit",
             ),
         ];
         for (text, field) in cases {

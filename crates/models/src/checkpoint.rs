@@ -403,7 +403,7 @@ fn json_str(s: &str) -> String {
 
 /// Serializes `named` tensors and `meta` in the safetensors format, deterministically: tensors ordered by
 /// descending element size then name (so every tensor is aligned to its element size), metadata by key.
-fn encode_safetensors(
+pub(crate) fn encode_safetensors(
     named: &[(String, &Tensor)],
     meta: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
 use crate::model::Model;
@@ -92,48 +92,17 @@ pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, Metadata)> {
     Ok((tensors, metadata))
 }
 
-/// Little-endian bytes of a tensor in row-major order.
-fn tensor_bytes(name: &str, t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
-    let flat = t.flatten_all()?;
-    Ok(match t.dtype() {
-        DType::F32 => (
-            Dtype::F32,
-            flat.to_vec1::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::F64 => (
-            Dtype::F64,
-            flat.to_vec1::<f64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::I64 => (
-            Dtype::I64,
-            flat.to_vec1::<i64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U32 => (
-            Dtype::U32,
-            flat.to_vec1::<u32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::U8 => (Dtype::U8, flat.to_vec1::<u8>()?),
-        other => {
-            return Err(ModelError::Config {
-                field: name.to_string(),
-                reason: format!(
+/// Checks that `t`'s dtype can be written (f32, f64, i64, u32, u8); the error names the tensor.
+fn check_writable(name: &str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F64 | DType::I64 | DType::U32 | DType::U8 => Ok(()),
+        other => Err(ModelError::Config {
+            field: name.to_string(),
+            reason: format!(
                 "cannot write dtype {other:?} to safetensors (supported: f32, f64, i64, u32, u8)"
             ),
-            })
-        }
-    })
+        }),
+    }
 }
 
 /// Writes `tensors` (unique names) and `metadata` to `path` atomically (temporary sibling file, fsync,
@@ -143,27 +112,24 @@ pub fn write_safetensors(
     tensors: &[(String, Tensor)],
     metadata: &Metadata,
 ) -> Result<()> {
-    let mut encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     let mut seen = std::collections::BTreeSet::new();
+    let mut named: Vec<(String, &Tensor)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         if !seen.insert(name.as_str()) {
             return Err(ckpt_err(path, format!("duplicate tensor name `{name}`")));
         }
-        let (dtype, bytes) = tensor_bytes(name, t)?;
-        encoded.push((name.clone(), dtype, t.dims().to_vec(), bytes));
+        if name == "__metadata__" {
+            return Err(ckpt_err(path, "a tensor may not be named `__metadata__`"));
+        }
+        check_writable(name, t)?;
+        named.push((name.clone(), t));
     }
-    let mut views = Vec::with_capacity(encoded.len());
-    for (name, dtype, shape, bytes) in &encoded {
-        let view = TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(|e| ckpt_err(path, format!("tensor `{name}`: {e}")))?;
-        views.push((name.as_str(), view));
-    }
-    let info: std::collections::HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let buffer = safetensors::serialize(views, Some(info))
-        .map_err(|e| ckpt_err(path, format!("serialization failed: {e}")))?;
+    // Our own deterministic encoder (tensors by element size then name, metadata by key): the
+    // safetensors crate takes the metadata as a HashMap, whose order changes from run to run.
+    let buffer = crate::checkpoint::encode_safetensors(&named, metadata).map_err(|e| match e {
+        ModelError::Config { field, reason } => ckpt_err(path, format!("{field}: {reason}")),
+        other => other,
+    })?;
     write_atomic(path, &buffer)
 }
 
@@ -202,7 +168,13 @@ pub fn model_tensors(model: &dyn Model) -> NamedTensors {
 /// Saves every parameter and buffer of `model` under its PyTorch name as f32, with metadata
 /// `format = pt` and [`ARCH_KEY`] = the architecture id. Atomic.
 pub fn save_safetensors(model: &dyn Model, path: &Path) -> Result<()> {
-    let mut metadata = BTreeMap::new();
+    save_safetensors_with(model, path, &Metadata::new())
+}
+
+/// [`save_safetensors`] with extra string metadata (keys `format` and [`ARCH_KEY`] are set by this
+/// function and override `extra`'s).
+pub fn save_safetensors_with(model: &dyn Model, path: &Path, extra: &Metadata) -> Result<()> {
+    let mut metadata = extra.clone();
     metadata.insert("format".to_string(), "pt".to_string());
     metadata.insert(ARCH_KEY.to_string(), model.arch().to_string());
     let tensors = model_tensors(model)

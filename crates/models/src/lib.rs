@@ -44,7 +44,9 @@ pub use checkpoint::Checkpoint;
 pub use error::{ModelError, Result};
 pub use hook::{NoHook, TrainHook};
 pub use init::InitScheme;
-pub use io::{load_safetensors, read_safetensors, save_safetensors, write_safetensors};
+pub use io::{
+    load_safetensors, read_safetensors, save_safetensors, save_safetensors_with, write_safetensors,
+};
 pub use model::{LayerKind, Model, Param, ParamRole, ParamStore, PrunableWeight};
 pub use optim::{AdamW, AdamWConfig, Optimizer, OptimizerConfig, Sgd, SgdConfig};
 pub use report::{layer_report, LayerCost, LayerInfo, LayerOp, ModelReport};

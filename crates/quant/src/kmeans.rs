@@ -27,8 +27,14 @@
 //! fully deterministic. `-0.0` and `0.0` count as the same value.
 //!
 //! **Empty clusters.** During Lloyd an empty cluster keeps its centroid (this
-//! keeps the centroids strictly increasing). After the last step, centroids
-//! whose cluster is empty are *dropped*, so `centroids.len() <= k`.
+//! keeps the centroids strictly increasing). When Lloyd stops with empty
+//! clusters (linear init leaves them in the thin tails of a weight
+//! distribution: 6 of 8 codes used in a 3-bit layer), each empty centroid is
+//! *reseeded*: the cluster with the largest SSE is split at its mean into two,
+//! and Lloyd runs again; this repeats (at most `k` times) until every cluster
+//! is used or no cluster can be split. Only then are centroids whose cluster is
+//! still empty dropped, so `centroids.len() <= k`, with `< k` only when the
+//! data leave no cluster to split.
 //!
 //! **Few distinct values.** If the input has at most `k` distinct values, the
 //! result is exact: one centroid per distinct value, SSE 0, no iterations.
@@ -213,7 +219,17 @@ pub fn kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> Result<KMeans1d> {
     } else {
         let init = initial_centroids(&data, cfg.k, cfg.init);
         let tol_abs = cfg.tol * data.variance();
-        lloyd(&data, init, cfg.max_iter, tol_abs)
+        let (mut c, mut iterations, mut converged) = lloyd(&data, init, cfg.max_iter, tol_abs);
+        for _ in 0..cfg.k {
+            let Some(split) = reseed_empty(&data, &c) else {
+                break;
+            };
+            let (c2, it, conv) = lloyd(&data, split, cfg.max_iter, tol_abs);
+            c = c2;
+            iterations += it;
+            converged = conv;
+        }
+        (c, iterations, converged)
     };
     let (centroids, sse) = data.finalize(&centroids);
     let assignments = assign(values, &centroids);
@@ -603,6 +619,56 @@ fn lloyd(
         }
     }
     (c, max_iter, false)
+}
+
+/// When some clusters of the ascending centroids `c` are empty: the non-empty
+/// centroids plus, for each empty one, a split of the cluster with the largest
+/// SSE into its two halves below and above its mean (both halves' means become
+/// centroids). `None` when no cluster is empty or none can be split.
+fn reseed_empty(data: &Prepared, c: &[f64]) -> Option<Vec<f64>> {
+    let mut bounds = Vec::with_capacity(c.len() + 1);
+    data.bounds(c, None, &mut bounds);
+    let empty = (0..c.len()).filter(|&j| bounds[j + 1] == bounds[j]).count();
+    if empty == 0 {
+        return None;
+    }
+    // (a, b, sse) of every non-empty cluster.
+    let mut clusters: Vec<(usize, usize, f64)> = (0..c.len())
+        .filter(|&j| bounds[j + 1] > bounds[j])
+        .map(|j| {
+            let (a, b) = (bounds[j], bounds[j + 1]);
+            (a, b, data.seg_sse(a, b, data.mean(a, b)))
+        })
+        .collect();
+    let before = clusters.len();
+    for _ in 0..empty {
+        // The largest-SSE cluster holding at least two distinct values (ties: the lowest).
+        let Some(i) = clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, &(a, b, _))| data.xs[a] < data.xs[b - 1])
+            .max_by(|x, y| x.1 .2.total_cmp(&y.1 .2).then(y.0.cmp(&x.0)))
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        let (a, b, _) = clusters[i];
+        let m = data.mean(a, b);
+        // Values equal to the mean go to the lower half, as at a midpoint.
+        let p = a + data.xs[a..b].partition_point(|&x| f64::from(x) <= m);
+        if p == a || p == b {
+            break;
+        }
+        let lo = (a, p, data.seg_sse(a, p, data.mean(a, p)));
+        let hi = (p, b, data.seg_sse(p, b, data.mean(p, b)));
+        clusters.splice(i..=i, [lo, hi]);
+    }
+    if clusters.len() == before {
+        return None;
+    }
+    let mut out: Vec<f64> = clusters.iter().map(|&(a, b, _)| data.mean(a, b)).collect();
+    out.dedup();
+    Some(out)
 }
 
 /// Optimal centroids (k < number of distinct values) by dynamic programming
