@@ -123,9 +123,20 @@ enum Cmd {
         /// Recipe giving the architecture and dataset.
         #[arg(long, default_value = "lenet300-fashion")]
         recipe: String,
-        /// Dataset folder.
+        /// Dataset folder or archive.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Per-channel normalization mean on [0, 1] pixels, comma-separated (e.g. 0.485,0.456,0.406);
+        /// overrides the recipe's `data.mean`.
+        #[arg(long, value_delimiter = ',', requires = "std")]
+        mean: Option<Vec<f32>>,
+        /// Per-channel normalization standard deviation, comma-separated; goes with --mean.
+        #[arg(long, value_delimiter = ',', requires = "mean")]
+        std: Option<Vec<f32>>,
+        /// Rename a safetensors file's keys before loading: REGEX=REPLACEMENT (repeatable, applied in
+        /// order), e.g. --key-map '^module\.='.
+        #[arg(long = "key-map")]
+        key_map: Vec<String>,
     },
     /// Measure throughput (training, Huffman, k-means) and write JSON.
     Bench {
@@ -355,9 +366,27 @@ fn run() -> Result<()> {
             model,
             recipe,
             data,
+            mean,
+            std,
+            key_map,
         } => {
-            let recipe = recipe::load(&recipe)?;
-            let (top1, top5) = pipeline::eval_file(&recipe.recipe, &model, data.as_deref())?;
+            let loaded = recipe::load(&recipe)?;
+            let mut r = loaded.recipe;
+            if mean.is_some() {
+                r.data.mean = mean;
+                r.data.std = std;
+                r.validate("--mean/--std")?;
+            }
+            let map = key_map
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(a, b)| [a.to_string(), b.to_string()])
+                        .with_context(|| format!("--key-map `{kv}`: expected REGEX=REPLACEMENT"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let map = (!map.is_empty()).then_some(map.as_slice());
+            let (top1, top5) = pipeline::eval_file(&r, &model, data.as_deref(), map)?;
             outln!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
         }
         Cmd::Bench {

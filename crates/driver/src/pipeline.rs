@@ -80,6 +80,83 @@ pub fn build_model(recipe: &Recipe, device: &Device) -> Result<Box<dyn Model>> {
     )?)
 }
 
+/// Renames tensor names by `(regex, replacement)` pairs, in order; a name renamed onto another tensor's
+/// name is an error naming both.
+pub fn apply_key_map(names: &[String], map: &[[String; 2]]) -> Result<Vec<String>> {
+    let rules = map
+        .iter()
+        .map(|[from, to]| {
+            regex::Regex::new(from)
+                .map(|re| (re, to.as_str()))
+                .map_err(|e| {
+                    DriverError::msg(format!(
+                        "key map: `{from}` is not a regular expression: {e}"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        let mut m = n.clone();
+        for (re, to) in &rules {
+            m = re.replace_all(&m, *to).into_owned();
+        }
+        if let Some(i) = out.iter().position(|o| *o == m) {
+            return Err(DriverError::msg(format!(
+                "key map: `{}` and `{n}` both become `{m}`",
+                names[i]
+            )));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// Loads a safetensors `state_dict` into `model` after renaming its keys by `key_map`; the error lists
+/// missing and unexpected keys (after renaming) as PyTorch's strict load does.
+pub fn load_state_dict(
+    model: &dyn Model,
+    path: &Path,
+    key_map: Option<&[[String; 2]]>,
+) -> Result<()> {
+    let (mut tensors, _) = deepcomp_models::read_safetensors(path)?;
+    if let Some(map) = key_map.filter(|m| !m.is_empty()) {
+        let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
+        for ((n, _), new) in tensors.iter_mut().zip(apply_key_map(&names, map)?) {
+            *n = new;
+        }
+    }
+    deepcomp_models::io::assign_tensors(model, &tensors, path)?;
+    Ok(())
+}
+
+/// The recipe's normalization (`data.mean` / `data.std`) in place of the dataset's default, checked
+/// against the number of channels.
+pub fn apply_normalization(recipe: &Recipe, data: &mut Dataset) -> Result<()> {
+    if let (Some(mean), Some(std)) = (&recipe.data.mean, &recipe.data.std) {
+        let c = data.mean.len();
+        if mean.len() != c {
+            return Err(crate::recipe::RecipeError::Field {
+                origin: recipe.name.clone(),
+                field: "data.mean".into(),
+                reason: format!("{} values for {c} channel(s)", mean.len()),
+            }
+            .into());
+        }
+        if std.len() != c {
+            return Err(crate::recipe::RecipeError::Field {
+                origin: recipe.name.clone(),
+                field: "data.std".into(),
+                reason: format!("{} values for {c} channel(s)", std.len()),
+            }
+            .into());
+        }
+        data.mean = mean.clone();
+        data.std = std.clone();
+    }
+    Ok(())
+}
+
 /// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system, download).
 pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> Result<Dataset> {
     let id: DatasetId = recipe.dataset.parse()?;
@@ -91,7 +168,9 @@ pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> R
         progress,
         ..LoadOptions::default()
     };
-    Ok(deepcomp_datasets::load(id, &opts)?)
+    let mut data = deepcomp_datasets::load(id, &opts)?;
+    apply_normalization(recipe, &mut data)?;
+    Ok(data)
 }
 
 /// Batching for training (`tag` names the stage and round, so the data order of every epoch of every
@@ -495,8 +574,9 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         let t = Instant::now();
         if let Some(ck) = &recipe.train.checkpoint {
             eprintln!("deepcomp: loading dense weights from {}", ck.display());
-            deepcomp_models::load_safetensors(model.as_ref(), ck)?;
-        } else {
+            load_state_dict(model.as_ref(), ck, recipe.train.key_map.as_deref())?;
+        }
+        if recipe.train.epochs > 0 {
             ctx.train(
                 model.as_ref(),
                 &recipe.train.optim(),
@@ -1198,15 +1278,22 @@ fn write_outputs(
     Ok(())
 }
 
-/// Evaluates a `.dcz` or safetensors model file on the recipe's test set: (top-1, top-5).
-pub fn eval_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Result<(f64, f64)> {
+/// Evaluates a `.dcz` or safetensors model file on the recipe's test set: (top-1, top-5). A safetensors
+/// file's keys are renamed by `key_map` first (the recipe's `train.key_map` when `None`).
+pub fn eval_file(
+    recipe: &Recipe,
+    path: &Path,
+    data_path: Option<&Path>,
+    key_map: Option<&[[String; 2]]>,
+) -> Result<(f64, f64)> {
     let device = Device::Cpu;
     let model = build_model(recipe, &device)?;
     if path.extension().is_some_and(|e| e == "dcz") {
         let file = DczFile::read(path)?;
         load_dcz_into(model.as_ref(), &file, &device)?;
     } else {
-        deepcomp_models::load_safetensors(model.as_ref(), path)?;
+        let map = key_map.or(recipe.train.key_map.as_deref());
+        load_state_dict(model.as_ref(), path, map)?;
     }
     let data = load_data(recipe, data_path, false)?;
     let ctx = Ctx {

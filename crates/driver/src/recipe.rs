@@ -143,6 +143,11 @@ pub struct DataSection {
     pub test_limit: Option<usize>,
     /// Whether a missing dataset may be downloaded.
     pub allow_download: bool,
+    /// Per-channel mean of the input normalization, on pixels scaled to [0, 1] (default: the
+    /// dataset's customary values). Used by training and every evaluation.
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation matching `mean`.
+    pub std: Option<Vec<f32>>,
 }
 
 impl Default for DataSection {
@@ -156,6 +161,8 @@ impl Default for DataSection {
             train_limit: None,
             test_limit: None,
             allow_download: true,
+            mean: None,
+            std: None,
         }
     }
 }
@@ -174,7 +181,9 @@ macro_rules! with_optim_fields {
             /// `sgd` or `adamw`.
             #[serde(default = "default_optimizer")]
             pub optimizer: String,
-            /// Initial learning rate.
+            /// Initial learning rate (needed only when the section trains: a `[train]` that only
+            /// loads a checkpoint, or a `[prune]` without finetuning epochs, may leave it out).
+            #[serde(default)]
             pub lr: f64,
             /// SGD momentum.
             #[serde(default = "default_momentum")]
@@ -257,10 +266,16 @@ fn default_schedule() -> String {
 with_optim_fields! {
     /// Dense training.
     pub struct TrainSection {
-        /// Epochs of dense training.
+        /// Epochs of dense training (0: only load `checkpoint`).
+        #[serde(default)]
         pub epochs: usize,
-        /// Load this safetensors checkpoint instead of training (PyTorch names).
+        /// Load this safetensors checkpoint as the dense model (PyTorch names); with `epochs > 0` it
+        /// is trained further from there.
         pub checkpoint: Option<PathBuf>,
+        /// Renames applied to the checkpoint's tensor names before loading, in order: pairs of a
+        /// regular expression and its replacement (`[["^module\\.", ""]]` strips DataParallel's
+        /// prefix; `$1` refers to a group).
+        pub key_map: Option<Vec<[String; 2]>>,
     }
 }
 
@@ -487,8 +502,41 @@ impl Recipe {
                 "0 epochs and no train.checkpoint: nothing to compress".into(),
             ));
         }
-        validate_optim(&self.train.optim(), "train", &err)?;
-        validate_optim(&self.prune.optim(), "prune", &err)?;
+        validate_optim(&self.train.optim(), "train", self.train.epochs > 0, &err)?;
+        let p = &self.prune;
+        let finetunes = p.rounds.iter().any(|r| r.epochs > 0)
+            || p.epochs.unwrap_or(0) > 0
+            || p.extra_epochs.unwrap_or(0) > 0
+            || self.quant.epochs > 0;
+        validate_optim(&p.optim(), "prune", finetunes, &err)?;
+        if let Some(km) = &self.train.key_map {
+            for (i, pair) in km.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(&pair[0]) {
+                    return Err(err(
+                        &format!("train.key_map[{i}]"),
+                        format!("`{}` is not a regular expression: {e}", pair[0]),
+                    ));
+                }
+            }
+        }
+        for (field, v) in [("data.mean", &self.data.mean), ("data.std", &self.data.std)] {
+            if let Some(v) = v {
+                if v.is_empty() || v.iter().any(|x| !x.is_finite()) {
+                    return Err(err(field, "needs one finite value per channel".into()));
+                }
+            }
+        }
+        if let Some(s) = &self.data.std {
+            if s.iter().any(|x| *x <= 0.0) {
+                return Err(err("data.std", "every value must be > 0".into()));
+            }
+        }
+        if self.data.mean.as_ref().map(Vec::len) != self.data.std.as_ref().map(Vec::len) {
+            return Err(err(
+                "data.std",
+                "data.mean and data.std go together, with one value per channel each".into(),
+            ));
+        }
 
         const METHODS: &[&str] = &["percentile", "std", "global", "random"];
         if !METHODS.contains(&self.prune.method.as_str()) {
@@ -706,9 +754,14 @@ impl Recipe {
 fn validate_optim(
     o: &OptimSection,
     section: &str,
+    trains: bool,
     err: &dyn Fn(&str, String) -> RecipeError,
 ) -> Result<(), RecipeError> {
     let f = |name: &str| format!("{section}.{name}");
+    if !trains && o.lr == 0.0 {
+        // Nothing trains with these settings; an omitted lr is fine.
+        return Ok(());
+    }
     if o.optimizer != "sgd" && o.optimizer != "adamw" {
         return Err(err(
             &f("optimizer"),

@@ -190,21 +190,17 @@ pub fn save_safetensors_with(model: &dyn Model, path: &Path, extra: &Metadata) -
 /// `source` names the origin in error messages.
 pub fn assign_tensors(model: &dyn Model, named: &[(String, Tensor)], source: &Path) -> Result<()> {
     let store = model.params();
-    // Names first (a file for another architecture is reported as such), then completeness, then
-    // shapes and dtypes.
+    // Names first, all of them at once as PyTorch's strict `load_state_dict` reports them (missing and
+    // unexpected keys), then shapes and dtypes.
     let mut found: BTreeMap<&str, &Tensor> = BTreeMap::new();
+    let mut unexpected: Vec<&str> = Vec::new();
     for (name, t) in named {
         if name.ends_with(NUM_BATCHES_TRACKED) {
             continue;
         }
         if store.get(name).is_none() {
-            return Err(ckpt_err(
-                source,
-                format!(
-                    "tensor `{name}` is not a parameter of architecture `{}`",
-                    model.arch()
-                ),
-            ));
+            unexpected.push(name);
+            continue;
         }
         if found.insert(name.as_str(), t).is_some() {
             return Err(ckpt_err(source, format!("tensor `{name}` appears twice")));
@@ -215,20 +211,26 @@ pub fn assign_tensors(model: &dyn Model, named: &[(String, Tensor)], source: &Pa
         .map(|p| p.name.as_str())
         .filter(|n| !found.contains_key(n))
         .collect();
-    if !missing.is_empty() {
-        let shown: Vec<String> = missing.iter().take(5).map(|n| format!("`{n}`")).collect();
-        let more = if missing.len() > 5 {
-            format!(" and {} more", missing.len() - 5)
-        } else {
-            String::new()
+    if !missing.is_empty() || !unexpected.is_empty() {
+        let list = |v: &[&str]| {
+            let shown: Vec<String> = v.iter().take(8).map(|n| format!("\"{n}\"")).collect();
+            let more = if v.len() > 8 {
+                format!(", … ({} more)", v.len() - 8)
+            } else {
+                String::new()
+            };
+            format!("[{}{more}]", shown.join(", "))
         };
         return Err(ckpt_err(
             source,
             format!(
-                "{} parameter(s) of architecture `{}` missing: {}{more}",
-                missing.len(),
+                "not a state_dict of architecture `{}`: missing keys {} ({} of {}); unexpected \
+                 keys {} (a name map such as a `module.` prefix strip may help)",
                 model.arch(),
-                shown.join(", ")
+                list(&missing),
+                missing.len(),
+                store.iter().count(),
+                list(&unexpected)
             ),
         ));
     }
