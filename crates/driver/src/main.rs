@@ -260,6 +260,7 @@ fn main() -> Result<()> {
             init,
             index_bits,
         } => {
+            deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let tensors = compress::read_safetensors(&input)?;
             let opts = compress::CompressOptions {
                 q,
@@ -292,6 +293,7 @@ fn main() -> Result<()> {
             print!("{}", container::stats_table(&back)?);
         }
         Cmd::Decompress { input, output } => {
+            deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let file = read_dcz(&input)?;
             compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
             println!("{} → {}", input.display(), output.display());
