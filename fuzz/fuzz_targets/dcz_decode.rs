@@ -31,12 +31,21 @@ fuzz_target!(|data: &[u8]| {
         let dense = layer.try_to_dense().expect("a parsed layer is valid");
         assert_eq!(dense.len() as u64, layer.numel());
         total += dense.len() as u64;
-        assert!(loaded.insert(&layer.name, dense).is_none(), "duplicate name");
+        assert!(
+            loaded.insert(&layer.name, dense).is_none(),
+            "duplicate name"
+        );
     }
     for t in &file.dense {
-        assert_eq!(t.data.len() as u64, t.shape.iter().product::<usize>() as u64);
+        assert_eq!(
+            t.data.len() as u64,
+            t.shape.iter().product::<usize>() as u64
+        );
         total += t.data.len() as u64;
-        assert!(loaded.insert(&t.name, t.data.clone()).is_none(), "duplicate name");
+        assert!(
+            loaded.insert(&t.name, t.data.clone()).is_none(),
+            "duplicate name"
+        );
     }
     assert!(total <= LIMITS.max_elements);
     for name in loaded.keys() {
