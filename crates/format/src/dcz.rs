@@ -69,28 +69,37 @@ impl Default for Limits {
     }
 }
 
-/// Why `name` cannot be a tensor name, if it cannot.
-pub fn check_tensor_name(name: &str) -> Result<(), String> {
+/// Checks the tensor-name rules of `docs/FORMAT.md`: non-empty, at most
+/// [`MAX_NAME_LEN`] bytes, no control characters, not [`RESERVED_NAME`].
+/// (Uniqueness is a property of a whole file: [`DczFile::check`].)
+pub fn check_tensor_name(name: &str) -> Result<(), ContainerError> {
+    name_problem(name).map_err(|reason| ContainerError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Why `name` cannot be a tensor name, if it cannot: a predicate to follow
+/// `tensor name "…"`.
+fn name_problem(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("tensor name is empty".into());
+        return Err("is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "tensor name is {} bytes, at most {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(format!("is {} bytes, at most {MAX_NAME_LEN}", name.len()));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "tensor name {name:?} contains the control character {c:?}"
-        ));
+        return Err(format!("contains the control character {c:?}"));
     }
     if name == RESERVED_NAME {
-        return Err(format!(
-            "tensor name `{RESERVED_NAME}` is reserved (safetensors metadata)"
-        ));
+        return Err("is reserved (safetensors keeps it for metadata)".into());
     }
     Ok(())
+}
+
+/// [`name_problem`] as a whole sentence naming the tensor.
+fn name_error(name: &str) -> Result<(), String> {
+    name_problem(name).map_err(|p| format!("tensor name {name:?} {p}"))
 }
 
 const TAG_HEAD: [u8; 4] = *b"HEAD";
@@ -198,7 +207,7 @@ pub enum ContainerError {
         reason: String,
     },
     /// A tensor name handed to the writer is invalid or used twice.
-    #[error("tensor name {name:?}: {reason}")]
+    #[error("tensor name {name:?} {reason}")]
     InvalidName {
         /// The name (escaped when printed).
         name: String,
@@ -362,7 +371,7 @@ impl SparseLayer {
     /// rank and element count, codebook size, positions sorted, unique and
     /// inside the tensor, one code per position, codes inside the codebook.
     pub fn validate(&self) -> Result<(), ContainerError> {
-        check_tensor_name(&self.name).map_err(|reason| layer_err(self, reason))?;
+        name_error(&self.name).map_err(|reason| layer_err(self, reason))?;
         if !(1..=16).contains(&self.bits) {
             return Err(layer_err(
                 self,
@@ -479,7 +488,7 @@ impl DenseTensor {
             name: self.name.clone(),
             reason,
         };
-        check_tensor_name(&self.name).map_err(err)?;
+        name_error(&self.name).map_err(err)?;
         if self.shape.len() > MAX_RANK {
             return Err(err(format!("rank {} above {MAX_RANK}", self.shape.len())));
         }
@@ -657,14 +666,14 @@ impl DczFile {
                     .map(|(i, d)| (d.name.as_str(), format!("raw tensor #{i}"))),
             );
         for (name, what) in names {
-            check_tensor_name(name).map_err(|reason| ContainerError::InvalidName {
+            name_problem(name).map_err(|reason| ContainerError::InvalidName {
                 name: name.to_string(),
-                reason: format!("{what}: {reason}"),
+                reason: format!("({what}) {reason}"),
             })?;
             if let Some(first) = seen.get(name) {
                 return Err(ContainerError::InvalidName {
                     name: name.to_string(),
-                    reason: format!("used by both {first} and {what}; names must be unique"),
+                    reason: format!("is used by both {first} and {what}; names must be unique"),
                 });
             }
             seen.insert(name, what);
@@ -1240,11 +1249,11 @@ impl<'a> Cursor<'a> {
         String::from_utf8(raw.to_vec())
             .map_err(|e| self.invalid(field, off, format!("not UTF-8: {e}")))
     }
-    /// A tensor name: a `name` field that passes [`check_tensor_name`].
+    /// A tensor name: a `name` field that follows the name rules.
     fn tensor_name(&mut self) -> Result<String, ContainerError> {
         let off = self.offset();
         let name = self.name("name")?;
-        check_tensor_name(&name).map_err(|reason| self.invalid("name", off, reason))?;
+        name_error(&name).map_err(|reason| self.invalid("name", off, reason))?;
         Ok(name)
     }
     fn limit(&self, reason: String) -> ContainerError {
