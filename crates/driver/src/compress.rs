@@ -151,10 +151,29 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
             opts.q
         )));
     }
+    // Every tensor, raw ones included, before anything is pruned or written: a NaN would make the
+    // written file differ from itself on read-back, and an infinity has no place in a codebook.
+    for t in tensors {
+        if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(DriverError::msg(format!(
+                "tensor `{}`: element {i} is {v}; compress needs finite values",
+                t.name
+            )));
+        }
+    }
     let mut layers = Vec::new();
     let mut dense = Vec::new();
     for t in tensors {
         let kind = match t.shape.len() {
+            // An empty weight tensor has nothing to prune or share: stored raw.
+            2 | 4 if t.data.is_empty() => {
+                dense.push(DenseTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    data: Vec::new(),
+                });
+                continue;
+            }
             2 => LayerKind::Fc,
             4 => LayerKind::Conv,
             _ => {
@@ -166,12 +185,6 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
                 continue;
             }
         };
-        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(DriverError::msg(format!(
-                "tensor `{}`: element {i} is not finite",
-                t.name
-            )));
-        }
         let threshold = match opts.std_s {
             Some(s) => {
                 if s.is_nan() || s < 0.0 {
@@ -184,7 +197,9 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
                 if opts.q == 0.0 {
                     0.0
                 } else {
-                    deepcomp_sparsity::numpy_percentile(&abs, opts.q)?
+                    deepcomp_sparsity::numpy_percentile(&abs, opts.q).map_err(|e| {
+                        DriverError::msg(format!("tensor `{}`: pruning percentile: {e}", t.name))
+                    })?
                 }
             }
         };
@@ -325,6 +340,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fc.weight") && e.contains("element 7"), "{e}");
+        assert!(e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_values_in_any_tensor_are_rejected_before_writing() {
+        // A raw (rank-1) tensor too: its NaN used to reach the file and fail the read-back check.
+        for (i, v) in [
+            (1usize, f32::NAN),
+            (1, f32::INFINITY),
+            (0, f32::NEG_INFINITY),
+        ] {
+            let mut t = tensors();
+            t[i].data[3] = v;
+            let e = compress_tensors(&t, &CompressOptions::default())
+                .unwrap_err()
+                .to_string();
+            let name = &t[i].name;
+            assert!(
+                e.contains(name.as_str()) && e.contains("element 3") && e.contains("finite"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_weight_tensors_are_stored_raw() {
+        let mut t = tensors();
+        t.push(NamedTensor {
+            name: "empty.weight".into(),
+            shape: vec![0, 5],
+            data: vec![],
+        });
+        t.push(NamedTensor {
+            name: "empty.conv".into(),
+            shape: vec![4, 0, 3, 3],
+            data: vec![],
+        });
+        let file = compress_tensors(&t, &CompressOptions::default()).unwrap();
+        assert_eq!(file.layers.len(), 2);
+        let e = file
+            .dense
+            .iter()
+            .find(|d| d.name == "empty.weight")
+            .unwrap();
+        assert_eq!((e.shape.as_slice(), e.data.len()), (&[0usize, 5][..], 0));
+        assert!(file.dense.iter().any(|d| d.name == "empty.conv"));
+        let back = DczFile::from_bytes(&file.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, file);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! File helpers: every write goes to a temp file in the same folder and is renamed into place.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -13,44 +12,59 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| DriverError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename, then a best-effort
-/// sync of the folder so the rename itself persists). On failure the temp file is removed and the path
-/// that failed is returned with the error.
+/// Writes `bytes` to `path` atomically with [`deepcomp_format::write_atomic`], the one implementation
+/// (temp file unique per process and call in the same folder, fsync, rename, folder fsync; a target that
+/// exists and is not a regular file is refused; the temp file is removed on every failure). On failure
+/// the path that failed is returned with the error.
 pub fn write_atomic_raw(
     path: &Path,
     bytes: &[u8],
 ) -> std::result::Result<(), (PathBuf, std::io::Error)> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err((path.to_path_buf(), e));
-    }
-    Ok(())
+    use deepcomp_format::ContainerError;
+    deepcomp_format::write_atomic(path, bytes).map_err(|e| match e {
+        ContainerError::Io { path, source } => (path, source),
+        ContainerError::NotRegularFile { path, what } => (
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("refusing to write: it is {what}, not a regular file"),
+            ),
+        ),
+        other => (path.to_path_buf(), std::io::Error::other(other.to_string())),
+    })
 }
 
 /// Writes `bytes` to `path` atomically; see [`write_atomic_raw`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_raw(path, bytes).map_err(|(p, e)| DriverError::io(&p, e))
+}
+
+/// Refuses an `output` that is the same file as `input` (same canonical path, or on unix the same
+/// device and inode, e.g. through a hard link), with an error naming both. An `output` that does not
+/// exist yet is never the input.
+pub fn ensure_distinct(input: &Path, output: &Path) -> Result<()> {
+    let same = |reason: &str| {
+        DriverError::msg(format!(
+            "output {} is the input file {} ({reason}); choose another output path",
+            output.display(),
+            input.display()
+        ))
+    };
+    let (Ok(out_meta), Ok(in_meta)) = (std::fs::metadata(output), std::fs::metadata(input)) else {
+        return Ok(());
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (out_meta.dev(), out_meta.ino()) == (in_meta.dev(), in_meta.ino()) {
+            return Err(same("same device and inode"));
+        }
+    }
+    let _ = (&out_meta, &in_meta);
+    match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) if a == b => Err(same("same canonical path")),
+        _ => Ok(()),
+    }
 }
 
 /// Writes `value` as pretty JSON, atomically.
@@ -103,6 +117,55 @@ mod tests {
             read_json::<Vec<i32>>(&dir.path().join("missing.json")).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn special_targets_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a-folder");
+        std::fs::create_dir(&d).unwrap();
+        let e = write_atomic(&d, b"x").unwrap_err().to_string();
+        assert!(e.contains("a-folder") && e.contains("directory"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let fifo = dir.path().join("fifo.json");
+            assert!(std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success());
+            let e = write_json(&fifo, &1).unwrap_err().to_string();
+            assert!(e.contains("fifo.json") && e.contains("FIFO"), "{e}");
+            assert!(std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn output_equal_to_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.dcz");
+        std::fs::write(&a, b"x").unwrap();
+        let e = ensure_distinct(&a, &a).unwrap_err().to_string();
+        assert!(e.matches("a.dcz").count() == 2, "{e}");
+        // The same file under another spelling.
+        let other = dir.path().join(".").join("a.dcz");
+        assert!(ensure_distinct(&a, &other).is_err());
+        #[cfg(unix)]
+        {
+            let hard = dir.path().join("hard.dcz");
+            std::fs::hard_link(&a, &hard).unwrap();
+            let e = ensure_distinct(&a, &hard).unwrap_err().to_string();
+            assert!(e.contains("hard.dcz") && e.contains("inode"), "{e}");
+        }
+        let b = dir.path().join("b.dcz");
+        ensure_distinct(&a, &b).unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        ensure_distinct(&a, &b).unwrap();
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`pipeline`]: the stages train → prune → masked finetune → k-means sharing → centroid finetune →
 //!   encode → decode + verify + evaluate, each resumable from its checkpoint.
 //! - [`hooks`]: the training hooks that keep pruned weights at zero and train shared centroids.
-//! - [`container`]: the `.dcz` file format (specified byte by byte in `docs/FORMAT.md`).
+//! - [`container`]: the `.dcz` file format, re-exported from the `deepcomp-format` crate (specified
+//!   byte by byte in `docs/FORMAT.md`).
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
@@ -23,7 +24,6 @@
 
 pub mod bench;
 pub mod compress;
-pub mod container;
 pub mod epoch;
 pub mod error;
 pub mod fsutil;
@@ -35,3 +35,6 @@ pub mod report;
 pub mod resume;
 
 pub use error::{DriverError, Result};
+
+/// The `.dcz` container, re-exported from `deepcomp-format` (which has no candle dependency).
+pub use deepcomp_format as container;

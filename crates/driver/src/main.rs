@@ -305,6 +305,7 @@ fn run() -> Result<()> {
             init,
             index_bits,
         } => {
+            deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let tensors = compress::read_safetensors(&input)?;
             let opts = compress::CompressOptions {
                 q,
@@ -337,6 +338,7 @@ fn run() -> Result<()> {
             out!("{}", container::stats_table(&back)?);
         }
         Cmd::Decompress { input, output } => {
+            deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let file = read_dcz(&input)?;
             compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
             outln!("{} → {}", input.display(), output.display());

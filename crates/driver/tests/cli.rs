@@ -131,3 +131,244 @@ fn every_command_has_help() {
     let out = deepcomp(&["recipes"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("lenet300-fashion"));
 }
+
+/// A small `.dcz` with a sparse layer `fc.w` (shape [2, 10]) and raw tensors `fc.b` and `fc.c`.
+fn small_dcz() -> Vec<u8> {
+    use deepcomp_driver::container::{DczFile, DenseTensor, LayerKind, SparseLayer};
+    DczFile {
+        model: "small".into(),
+        recipe_hash: [1; 32],
+        layers: vec![SparseLayer {
+            name: "fc.w".into(),
+            kind: LayerKind::Fc,
+            shape: vec![2, 10],
+            bits: 2,
+            index_bits: 3,
+            codebook: vec![-1.0, 0.5, 2.0],
+            positions: vec![1, 4, 15, 19],
+            codes: vec![0, 1, 1, 2],
+        }],
+        dense: ["fc.b", "fc.c"]
+            .iter()
+            .map(|n| DenseTensor {
+                name: n.to_string(),
+                shape: vec![2],
+                data: vec![0.25, -3.0],
+            })
+            .collect(),
+    }
+    .to_bytes()
+    .unwrap()
+}
+
+/// Recomputes every section CRC and the file CRC after an edit (format: docs/FORMAT.md).
+fn resign(b: &mut [u8]) {
+    let mut pos = 12;
+    while &b[pos..pos + 4] != b"DEND" {
+        let len = u64::from_le_bytes(b[pos + 4..pos + 12].try_into().unwrap()) as usize;
+        let crc_pos = pos + 12 + len;
+        let crc = crc32fast::hash(&b[pos..crc_pos]);
+        b[crc_pos..crc_pos + 4].copy_from_slice(&crc.to_le_bytes());
+        pos = crc_pos + 4;
+    }
+    let n = b.len();
+    let crc = crc32fast::hash(&b[..n - 4]);
+    b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn replace_once(b: &mut [u8], from: &[u8], to: &[u8]) {
+    let at = b
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("present");
+    b[at..at + to.len()].copy_from_slice(to);
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn hostile_dcz_files_are_clear_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.safetensors");
+    // (edit, what the error must mention)
+    let cases: [(&[u8], &[u8], &str); 3] = [
+        (b"fc.c", b"fc.b", "unique"),
+        (b"fc.c", b"fc.w", "unique"),
+        (b"fc.w", b"fc\x07w", "control character"),
+    ];
+    for (from, to, why) in cases {
+        let mut b = small_dcz();
+        replace_once(&mut b, from, to);
+        resign(&mut b);
+        let p = dir.path().join("edited.dcz");
+        std::fs::write(&p, &b).unwrap();
+        for cmd in ["decompress", "inspect"] {
+            let mut args = vec![cmd, p.to_str().unwrap()];
+            if cmd == "decompress" {
+                args.extend(["-o", out_path.to_str().unwrap()]);
+            }
+            let out = deepcomp(&args);
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {to:?}: {err}");
+            assert!(
+                err.contains("edited.dcz") && err.contains(why),
+                "{cmd}: {err}"
+            );
+        }
+        assert!(!out_path.exists(), "nothing written");
+    }
+    // A decompression bomb: the first dimension of `fc.w` raised to 26,843,545 (1.07 GB as f32) and to
+    // 1,717,986,918 (68.7 GB); both refused before anything is allocated.
+    for dim0 in [26_843_545u64, 1_717_986_918] {
+        let mut b = small_dcz();
+        let mut from = b"fc.w\x01\x02\x03\x02".to_vec();
+        from.extend_from_slice(&2u64.to_le_bytes());
+        let mut to = b"fc.w\x01\x02\x03\x02".to_vec();
+        to.extend_from_slice(&dim0.to_le_bytes());
+        replace_once(&mut b, &from, &to);
+        resign(&mut b);
+        let p = dir.path().join("bomb.dcz");
+        std::fs::write(&p, &b).unwrap();
+        let out = deepcomp(&[
+            "decompress",
+            p.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("fc.w") && err.contains("limit"), "{err}");
+        assert!(!out_path.exists(), "nothing written");
+    }
+}
+
+#[test]
+fn output_equal_to_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dcz = dir.path().join("same.dcz");
+    let bytes = small_dcz();
+    std::fs::write(&dcz, &bytes).unwrap();
+    let out = deepcomp(&[
+        "decompress",
+        dcz.to_str().unwrap(),
+        "-o",
+        dcz.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.matches("same.dcz").count() >= 2, "{err}");
+    assert_eq!(std::fs::read(&dcz).unwrap(), bytes, "input untouched");
+
+    let st = dir.path().join("in.safetensors");
+    write_safetensors(
+        &st,
+        &[NamedTensor {
+            name: "w".into(),
+            shape: vec![4, 4],
+            data: (0..16).map(|i| i as f32).collect(),
+        }],
+    )
+    .unwrap();
+    let before = std::fs::read(&st).unwrap();
+    let alias = dir.path().join(".").join("in.safetensors");
+    let out = deepcomp(&[
+        "compress",
+        st.to_str().unwrap(),
+        "-o",
+        alias.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is the input file"), "{err}");
+    assert_eq!(std::fs::read(&st).unwrap(), before, "input untouched");
+}
+
+#[test]
+fn compress_refuses_nan_in_a_raw_tensor_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nan.safetensors");
+    write_safetensors(
+        &input,
+        &[
+            NamedTensor {
+                name: "fc.weight".into(),
+                shape: vec![4, 4],
+                data: (0..16).map(|i| i as f32 * 0.1).collect(),
+            },
+            NamedTensor {
+                name: "fc.bias".into(),
+                shape: vec![4],
+                data: vec![0.0, f32::NAN, 1.0, 2.0],
+            },
+        ],
+    )
+    .unwrap();
+    let dcz = dir.path().join("nan.dcz");
+    let out = deepcomp(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        dcz.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fc.bias") && err.contains("NaN"), "{err}");
+    assert!(!dcz.exists(), "no output file left behind");
+}
+
+#[cfg(unix)]
+#[test]
+fn special_output_files_are_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dcz = dir.path().join("m.dcz");
+    std::fs::write(&dcz, small_dcz()).unwrap();
+    let fifo = dir.path().join("pipe.safetensors");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = deepcomp(&[
+        "decompress",
+        dcz.to_str().unwrap(),
+        "-o",
+        fifo.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pipe.safetensors") && err.contains("FIFO"),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    if std::path::Path::new("/dev/null").exists() {
+        let out = deepcomp(&["decompress", dcz.to_str().unwrap(), "-o", "/dev/null"]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("/dev/null"), "{err}");
+        assert!(std::fs::symlink_metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+    let link = dir.path().join("link.safetensors");
+    let real = dir.path().join("real.safetensors");
+    std::fs::write(&real, b"keep").unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = deepcomp(&[
+        "decompress",
+        dcz.to_str().unwrap(),
+        "-o",
+        link.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&real).unwrap(), b"keep");
+}

@@ -1,5 +1,4 @@
-//! The `.dcz` container: a compressed model, specified byte by byte in
-//! `docs/FORMAT.md`.
+//! The `.dcz` container, specified byte by byte in `docs/FORMAT.md`.
 //!
 //! A [`DczFile`] holds the model name, a recipe hash, one [`SparseLayer`]
 //! per pruned + quantized weight tensor (codebook, kept positions as
@@ -9,7 +8,8 @@
 //! inverses; every section carries a CRC-32 and the whole file another, so a
 //! truncated or altered file is a [`ContainerError`], never a panic or a
 //! silently different model. Every length read from a file is checked
-//! against the bytes that remain before anything is allocated from it.
+//! against the bytes that remain before anything is allocated from it, and
+//! the decoded size is bounded by [`Limits`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,10 +24,83 @@ use thiserror::Error;
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'C', b'Z', b'\r', b'\n', 0x1A, b'\n'];
 /// The format version this build writes and reads.
 pub const VERSION: u16 = 1;
-/// Largest number of elements of one tensor (2^34); bounds `to_dense`.
+/// Largest number of elements of one tensor the format can describe (2^34).
+/// The default [`Limits`] allow far less per file: [`MAX_FILE_ELEMENTS`].
 pub const MAX_ELEMENTS: u64 = 1 << 34;
 /// Largest tensor rank.
 pub const MAX_RANK: usize = 8;
+/// Default [`Limits::max_elements`]: 2^30 elements (4 GiB of `f32`) in all
+/// tensors of one file together, layers and raw tensors.
+pub const MAX_FILE_ELEMENTS: u64 = 1 << 30;
+/// Default [`Limits::max_implicit_zeros`]: 2^24 elements per file that lie
+/// beyond the reach of their layer's index stream.
+pub const MAX_IMPLICIT_ZEROS: u64 = 1 << 24;
+/// Longest tensor name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// The one name a tensor may not have (safetensors keeps it for its metadata).
+pub const RESERVED_NAME: &str = "__metadata__";
+
+/// Resource limits of the reader (and of the writer, which uses the defaults
+/// so that it never writes a file the default reader refuses). Both are
+/// checked before any tensor is materialized.
+///
+/// A sparse layer stores its kept positions as `b`-bit gaps; each entry of
+/// the index stream (a kept weight or a filler) advances by at most
+/// `2^b - 1` positions, so the stream *reaches* at most
+/// `index_symbols × (2^b - 1)` elements, exactly one past its last kept
+/// position. Elements after that are implicit zeros that cost no bits at
+/// all; they are what a decompression bomb inflates, so their total per file
+/// is bounded separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most elements of all tensors of one file together.
+    pub max_elements: u64,
+    /// Most elements of all sparse layers of one file together that lie
+    /// beyond the last kept position of their layer.
+    pub max_implicit_zeros: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_elements: MAX_FILE_ELEMENTS,
+            max_implicit_zeros: MAX_IMPLICIT_ZEROS,
+        }
+    }
+}
+
+/// Checks the tensor-name rules of `docs/FORMAT.md`: non-empty, at most
+/// [`MAX_NAME_LEN`] bytes, no control characters, not [`RESERVED_NAME`].
+/// (Uniqueness is a property of a whole file: [`DczFile::check`].)
+pub fn check_tensor_name(name: &str) -> Result<(), ContainerError> {
+    name_problem(name).map_err(|reason| ContainerError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Why `name` cannot be a tensor name, if it cannot: a predicate to follow
+/// `tensor name "…"`.
+fn name_problem(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("is {} bytes, at most {MAX_NAME_LEN}", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("contains the control character {c:?}"));
+    }
+    if name == RESERVED_NAME {
+        return Err("is reserved (safetensors keeps it for metadata)".into());
+    }
+    Ok(())
+}
+
+/// [`name_problem`] as a whole sentence naming the tensor.
+fn name_error(name: &str) -> Result<(), String> {
+    name_problem(name).map_err(|p| format!("tensor name {name:?} {p}"))
+}
 
 const TAG_HEAD: [u8; 4] = *b"HEAD";
 const TAG_LAYER: [u8; 4] = *b"LAYR";
@@ -132,6 +205,30 @@ pub enum ContainerError {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A tensor name handed to the writer is invalid or used twice.
+    #[error("tensor name {name:?} {reason}")]
+    InvalidName {
+        /// The name (escaped when printed).
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file describes more data than the [`Limits`] allow.
+    #[error("{section}: {reason}")]
+    Limit {
+        /// Section description (names the tensor).
+        section: String,
+        /// What exceeds which limit.
+        reason: String,
+    },
+    /// An output path exists and is not a regular file.
+    #[error("{path}: refusing to write: it is {what}, not a regular file")]
+    NotRegularFile {
+        /// The output path.
+        path: PathBuf,
+        /// What it is (e.g. `a named pipe (FIFO)`).
+        what: String,
     },
     /// A file-level field handed to the writer is out of range.
     #[error("file header: {reason}")]
@@ -269,16 +366,12 @@ impl SparseLayer {
         element_count(&self.shape).unwrap_or(0)
     }
 
-    /// Checks every invariant the format needs: name length, bit widths,
+    /// Checks every invariant the format needs: a valid name
+    /// ([`check_tensor_name`]), bit widths,
     /// rank and element count, codebook size, positions sorted, unique and
     /// inside the tensor, one code per position, codes inside the codebook.
     pub fn validate(&self) -> Result<(), ContainerError> {
-        if self.name.len() > usize::from(u16::MAX) {
-            return Err(layer_err(
-                self,
-                format!("name is {} bytes, at most 65535", self.name.len()),
-            ));
-        }
+        name_error(&self.name).map_err(|reason| layer_err(self, reason))?;
         if !(1..=16).contains(&self.bits) {
             return Err(layer_err(
                 self,
@@ -395,12 +488,7 @@ impl DenseTensor {
             name: self.name.clone(),
             reason,
         };
-        if self.name.len() > usize::from(u16::MAX) {
-            return Err(err(format!(
-                "name is {} bytes, at most 65535",
-                self.name.len()
-            )));
-        }
+        name_error(&self.name).map_err(err)?;
         if self.shape.len() > MAX_RANK {
             return Err(err(format!("rank {} above {MAX_RANK}", self.shape.len())));
         }
@@ -509,8 +597,115 @@ fn encode_dense(t: &DenseTensor) -> Result<Vec<u8>, ContainerError> {
     Ok(section(TAG_DENSE, &p))
 }
 
+/// What the rest of a file may still decode to, under [`Limits`].
+struct Budget {
+    limits: Limits,
+    elements_left: u64,
+    zeros_left: u64,
+}
+
+impl Budget {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            limits: *limits,
+            elements_left: limits.max_elements,
+            zeros_left: limits.max_implicit_zeros,
+        }
+    }
+
+    /// Takes `numel` elements of the per-file total; the error text names the limit.
+    fn take_elements(&mut self, numel: u64) -> Result<(), String> {
+        if numel > self.elements_left {
+            return Err(format!(
+                "{numel} elements exceed the limit of {} elements per file \
+                 ({} left after the tensors before this one)",
+                self.limits.max_elements, self.elements_left
+            ));
+        }
+        self.elements_left -= numel;
+        Ok(())
+    }
+
+    /// Takes the implicit zeros of a layer of `numel` elements whose index
+    /// stream reaches `reach` elements.
+    fn take_zeros(&mut self, numel: u64, reach: u64) -> Result<(), String> {
+        let zeros = numel.saturating_sub(reach);
+        if zeros > self.zeros_left {
+            return Err(format!(
+                "shape has {numel} elements but the index stream reaches only {reach}: \
+                 {zeros} implicit zeros exceed the limit of {} per file \
+                 ({} left after the layers before this one)",
+                self.limits.max_implicit_zeros, self.zeros_left
+            ));
+        }
+        self.zeros_left -= zeros;
+        Ok(())
+    }
+}
+
+/// Elements a layer's index stream reaches: one past its last kept position.
+fn reach(positions: &[u64]) -> u64 {
+    positions.last().map_or(0, |&p| p + 1)
+}
+
 impl DczFile {
+    /// Checks what [`Self::to_bytes`] checks beyond each tensor's own
+    /// validity: every name valid and unique across layers and raw tensors,
+    /// and the file within `limits`.
+    pub fn check(&self, limits: &Limits) -> Result<(), ContainerError> {
+        let mut seen: std::collections::HashMap<&str, String> = Default::default();
+        let names = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), format!("layer #{i}")))
+            .chain(
+                self.dense
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.name.as_str(), format!("raw tensor #{i}"))),
+            );
+        for (name, what) in names {
+            name_problem(name).map_err(|reason| ContainerError::InvalidName {
+                name: name.to_string(),
+                reason: format!("({what}) {reason}"),
+            })?;
+            if let Some(first) = seen.get(name) {
+                return Err(ContainerError::InvalidName {
+                    name: name.to_string(),
+                    reason: format!("is used by both {first} and {what}; names must be unique"),
+                });
+            }
+            seen.insert(name, what);
+        }
+        let mut budget = Budget::new(limits);
+        for l in &self.layers {
+            let numel = element_count(&l.shape).unwrap_or(u64::MAX);
+            let section = || format!("layer `{}`", l.name);
+            budget
+                .take_elements(numel)
+                .and_then(|()| budget.take_zeros(numel, reach(&l.positions)))
+                .map_err(|reason| ContainerError::Limit {
+                    section: section(),
+                    reason,
+                })?;
+        }
+        for d in &self.dense {
+            let numel = element_count(&d.shape).unwrap_or(u64::MAX);
+            budget
+                .take_elements(numel)
+                .map_err(|reason| ContainerError::Limit {
+                    section: format!("raw tensor `{}`", d.name),
+                    reason,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Serializes the file. Deterministic: equal inputs give identical bytes.
+    /// Refuses invalid or duplicate names and files beyond the default
+    /// [`Limits`] (see [`Self::check`]), so it never writes a file that
+    /// [`Self::from_bytes`] rejects.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ContainerError> {
         if self.model.len() > usize::from(u16::MAX) {
             return Err(ContainerError::InvalidHeader {
@@ -522,6 +717,10 @@ impl DczFile {
                 reason: "more than 2^32 - 1 layers or dense tensors".into(),
             });
         }
+        for l in &self.layers {
+            l.validate()?;
+        }
+        self.check(&Limits::default())?;
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -544,8 +743,15 @@ impl DczFile {
         Ok(out)
     }
 
-    /// Parses and fully validates a file produced by [`Self::to_bytes`].
+    /// Parses and fully validates a file produced by [`Self::to_bytes`],
+    /// under the default [`Limits`].
     pub fn from_bytes(b: &[u8]) -> Result<Self, ContainerError> {
+        Self::from_bytes_with_limits(b, &Limits::default())
+    }
+
+    /// [`Self::from_bytes`] under the given limits (raise them to read a
+    /// model larger than [`MAX_FILE_ELEMENTS`], lower them to bound memory).
+    pub fn from_bytes_with_limits(b: &[u8], limits: &Limits) -> Result<Self, ContainerError> {
         if b.len() < MAGIC.len() || b[..MAGIC.len()] != MAGIC {
             return Err(ContainerError::BadMagic {
                 found: b[..b.len().min(MAGIC.len())].to_vec(),
@@ -573,19 +779,40 @@ impl DczFile {
         let dense_count = h.u32("dense_count")?;
         h.finish()?;
 
+        let mut budget = Budget::new(limits);
+        // Tensor name → the section that first used it.
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
+        let mut unique = |name: &str, desc: &str, offset: u64| match seen.get(name) {
+            Some(first) => Err(ContainerError::Invalid {
+                section: desc.to_string(),
+                field: "name",
+                offset,
+                reason: format!(
+                    "tensor name {name:?} is already used by {first}; names must be unique"
+                ),
+            }),
+            None => {
+                seen.insert(name.to_string(), desc.to_string());
+                Ok(())
+            }
+        };
         let mut layers = Vec::new();
         for i in 0..layer_count {
             let desc = format!("layer section #{i}");
             let (s, next) = read_section(b, pos, TAG_LAYER, &desc)?;
             pos = next;
-            layers.push(decode_layer(s.payload, s.payload_offset, desc)?);
+            let layer = decode_layer(s.payload, s.payload_offset, desc.clone(), &mut budget)?;
+            unique(&layer.name, &desc, s.payload_offset)?;
+            layers.push(layer);
         }
         let mut dense = Vec::new();
         for i in 0..dense_count {
             let desc = format!("dense section #{i}");
             let (s, next) = read_section(b, pos, TAG_DENSE, &desc)?;
             pos = next;
-            dense.push(decode_dense(s.payload, s.payload_offset, desc)?);
+            let t = decode_dense(s.payload, s.payload_offset, desc.clone(), &mut budget)?;
+            unique(&t.name, &desc, s.payload_offset)?;
+            dense.push(t);
         }
 
         let mut t = Cursor::new(&b[pos..], pos as u64, "trailer".into());
@@ -617,13 +844,12 @@ impl DczFile {
         })
     }
 
-    /// Writes the file atomically: a temporary file in the same directory is
-    /// written, fsynced and renamed over `path` (then the directory is
-    /// fsynced). Returns the number of bytes written.
+    /// Writes the file atomically with [`crate::write_atomic`] (temp file in
+    /// the same directory, fsync, rename; a `path` that exists and is not a
+    /// regular file is refused). Returns the number of bytes written.
     pub fn write_atomic(&self, path: &Path) -> Result<u64, ContainerError> {
         let bytes = self.to_bytes()?;
-        crate::fsutil::write_atomic_raw(path, &bytes)
-            .map_err(|(path, source)| ContainerError::Io { path, source })?;
+        crate::write_atomic(path, &bytes)?;
         Ok(bytes.len() as u64)
     }
 
@@ -740,9 +966,14 @@ fn read_section<'a>(
     ))
 }
 
-fn decode_layer(payload: &[u8], base: u64, desc: String) -> Result<SparseLayer, ContainerError> {
+fn decode_layer(
+    payload: &[u8],
+    base: u64,
+    desc: String,
+    budget: &mut Budget,
+) -> Result<SparseLayer, ContainerError> {
     let mut c = Cursor::new(payload, base, desc);
-    let name = c.name("name")?;
+    let name = c.tensor_name()?;
     c.section = format!("{} (layer `{name}`)", c.section);
     let off = c.offset();
     let kind_byte = c.u8("kind")?;
@@ -765,6 +996,7 @@ fn decode_layer(payload: &[u8], base: u64, desc: String) -> Result<SparseLayer, 
     }
     let shape = c.shape(1)?;
     let numel = element_count(&shape).unwrap_or(0);
+    budget.take_elements(numel).map_err(|r| c.limit(r))?;
     let off = c.offset();
     let k = c.u32("codebook_len")? as usize;
     if k > 1usize << bits {
@@ -792,6 +1024,20 @@ fn decode_layer(payload: &[u8], base: u64, desc: String) -> Result<SparseLayer, 
             off_nz,
             format!("{nonzero} kept weights in {numel} elements"),
         ));
+    }
+    // Before any decoding: the stream reaches at most index_symbols × F
+    // elements, and the rest must fit the implicit-zero budget.
+    let filler = (1u64 << index_bits) - 1;
+    let reach_max = index_symbols.saturating_mul(filler).min(numel);
+    if numel - reach_max > budget.zeros_left {
+        return Err(c.limit(format!(
+            "shape has {numel} elements but {index_symbols} index entries of {index_bits} bits \
+             reach at most {reach_max}: {} implicit zeros exceed the limit of {} per file \
+             ({} left after the layers before this one)",
+            numel - reach_max,
+            budget.limits.max_implicit_zeros,
+            budget.zeros_left
+        )));
     }
     let off = c.offset();
     let bit_len = c.u64("bit_len")?;
@@ -859,6 +1105,9 @@ fn decode_layer(payload: &[u8], base: u64, desc: String) -> Result<SparseLayer, 
             ),
         ));
     }
+    budget
+        .take_zeros(numel, reach(&positions))
+        .map_err(|r| c.limit(r))?;
     let mut codes = Vec::new();
     cluster_code
         .decode_from(&mut r, positions.len(), &mut codes)
@@ -896,13 +1145,19 @@ fn decode_layer(payload: &[u8], base: u64, desc: String) -> Result<SparseLayer, 
     Ok(layer)
 }
 
-fn decode_dense(payload: &[u8], base: u64, desc: String) -> Result<DenseTensor, ContainerError> {
+fn decode_dense(
+    payload: &[u8],
+    base: u64,
+    desc: String,
+    budget: &mut Budget,
+) -> Result<DenseTensor, ContainerError> {
     let mut c = Cursor::new(payload, base, desc);
-    let name = c.name("name")?;
+    let name = c.tensor_name()?;
     c.section = format!("{} (tensor `{name}`)", c.section);
     let shape = c.shape(0)?;
     let off = c.offset();
     let n = element_count(&shape).unwrap_or(u64::MAX);
+    budget.take_elements(n).map_err(|r| c.limit(r))?;
     if n.saturating_mul(4) != c.remaining() as u64 {
         return Err(c.invalid(
             "data",
@@ -993,6 +1248,19 @@ impl<'a> Cursor<'a> {
         let raw = self.bytes(n, field)?;
         String::from_utf8(raw.to_vec())
             .map_err(|e| self.invalid(field, off, format!("not UTF-8: {e}")))
+    }
+    /// A tensor name: a `name` field that follows the name rules.
+    fn tensor_name(&mut self) -> Result<String, ContainerError> {
+        let off = self.offset();
+        let name = self.name("name")?;
+        name_error(&name).map_err(|reason| self.invalid("name", off, reason))?;
+        Ok(name)
+    }
+    fn limit(&self, reason: String) -> ContainerError {
+        ContainerError::Limit {
+            section: self.section.clone(),
+            reason,
+        }
     }
     fn shape(&mut self, min_rank: usize) -> Result<Vec<usize>, ContainerError> {
         let off = self.offset();
@@ -1388,8 +1656,203 @@ mod tests {
         ));
     }
 
+    /// Recomputes every section CRC and the file CRC after an edit, so only
+    /// the structural checks can catch it.
+    fn resign(b: &mut [u8]) {
+        let mut pos = PREAMBLE_LEN;
+        while b[pos..pos + 4] != TAG_END {
+            let len = u64::from_le_bytes(b[pos + 4..pos + 12].try_into().unwrap()) as usize;
+            let crc_pos = pos + 12 + len;
+            let crc = crc32fast::hash(&b[pos..crc_pos]);
+            b[crc_pos..crc_pos + 4].copy_from_slice(&crc.to_le_bytes());
+            pos = crc_pos + 4;
+        }
+        let n = b.len();
+        let crc = crc32fast::hash(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Offset of the first occurrence of `needle` in `hay`.
+    fn find(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .expect("needle present")
+    }
+
+    /// The tiny file with the first dimension of `fc.w` (shape [2, 10])
+    /// raised to `dim0`, CRCs recomputed.
+    fn tiny_with_dim0(dim0: u64) -> Vec<u8> {
+        let mut b = tiny_file().to_bytes().unwrap();
+        // name "fc.w", kind, bits, b, rank, then the first dimension.
+        let at = find(&b, b"fc.w") + 4 + 3 + 1;
+        assert_eq!(b[at..at + 8], 2u64.to_le_bytes());
+        b[at..at + 8].copy_from_slice(&dim0.to_le_bytes());
+        resign(&mut b);
+        b
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_before_allocation() {
+        // 17,179,869,180 elements (a 68.7 GB dense tensor, just within the
+        // format's 2^34 per tensor): above the per-file limit.
+        let b = tiny_with_dim0(1_717_986_918);
+        let err = DczFile::from_bytes(&b).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ContainerError::Limit { .. }), "{msg}");
+        assert!(
+            msg.contains("fc.w") && msg.contains(&MAX_FILE_ELEMENTS.to_string()),
+            "{msg}"
+        );
+        // 268,435,450 elements (1 GB as f32): within the element limit, but
+        // the 5 index entries of 3 bits reach at most 35 of them.
+        let b = tiny_with_dim0(26_843_545);
+        let err = DczFile::from_bytes(&b).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ContainerError::Limit { .. }), "{msg}");
+        assert!(
+            msg.contains("fc.w")
+                && msg.contains("implicit zeros")
+                && msg.contains(&MAX_IMPLICIT_ZEROS.to_string()),
+            "{msg}"
+        );
+        // Raised limits read it (nothing dense is materialized by reading).
+        let big = Limits {
+            max_elements: 1 << 30,
+            max_implicit_zeros: 1 << 29,
+        };
+        let f = DczFile::from_bytes_with_limits(&b, &big).unwrap();
+        assert_eq!(f.layers[0].numel(), 268_435_450);
+        // A legitimately longer zero tail still reads, with the same positions.
+        let f = DczFile::from_bytes(&tiny_with_dim0(3)).unwrap();
+        assert_eq!(f.layers[0].shape, vec![3, 10]);
+        assert_eq!(f.layers[0].positions, tiny_file().layers[0].positions);
+        assert_eq!(f.layers[0].try_to_dense().unwrap().len(), 30);
+    }
+
+    #[test]
+    fn limits_are_per_file_and_checked_on_write() {
+        let f = tiny_file();
+        let bytes = f.to_bytes().unwrap();
+        // 20 + 2 elements: a limit of 21 refuses the raw tensor that comes last.
+        let tight = Limits {
+            max_elements: 21,
+            max_implicit_zeros: 0,
+        };
+        let msg = DczFile::from_bytes_with_limits(&bytes, &tight)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("fc.b") && msg.contains("limit of 21"), "{msg}");
+        // fc.w's last kept position is 19 of 20: no implicit zeros.
+        let ok = Limits {
+            max_elements: 22,
+            max_implicit_zeros: 0,
+        };
+        assert_eq!(DczFile::from_bytes_with_limits(&bytes, &ok).unwrap(), f);
+        // The writer refuses what the default reader would refuse.
+        let mut g = tiny_file();
+        g.layers[0].shape = vec![1 << 20, 1 << 11];
+        let msg = g.to_bytes().unwrap_err().to_string();
+        assert!(msg.contains("fc.w") && msg.contains("limit"), "{msg}");
+        let mut g = tiny_file();
+        g.layers[0].shape = vec![1 << 14, 1 << 11];
+        let msg = g.to_bytes().unwrap_err().to_string();
+        assert!(
+            msg.contains("fc.w") && msg.contains("implicit zeros"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_on_read_and_write() {
+        // Writer: a raw tensor named like a layer.
+        let mut f = tiny_file();
+        f.dense[0].name = "fc.w".into();
+        let err = f.to_bytes().unwrap_err();
+        assert!(matches!(err, ContainerError::InvalidName { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("fc.w") && msg.contains("unique"), "{msg}");
+        let mut f = tiny_file();
+        f.dense.push(f.dense[0].clone());
+        let msg = f.to_bytes().unwrap_err().to_string();
+        assert!(
+            msg.contains("fc.b") && msg.contains("raw tensor #1"),
+            "{msg}"
+        );
+        // Reader: rename `fc.b` to `fc.w` in the bytes, re-sign.
+        let mut b = tiny_file().to_bytes().unwrap();
+        let at = find(&b, b"fc.b");
+        b[at..at + 4].copy_from_slice(b"fc.w");
+        resign(&mut b);
+        let err = DczFile::from_bytes(&b).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("\"fc.w\"") && msg.contains("layer section #0") && msg.contains("unique"),
+            "{msg}"
+        );
+        // Two layers with one name.
+        let mut f = tiny_file();
+        let mut l = f.layers[0].clone();
+        l.name = "fc.x".into();
+        f.layers.push(l);
+        let mut b = f.to_bytes().unwrap();
+        let at = find(&b, b"fc.x");
+        b[at..at + 4].copy_from_slice(b"fc.w");
+        resign(&mut b);
+        let msg = DczFile::from_bytes(&b).unwrap_err().to_string();
+        assert!(
+            msg.contains("layer section #1") && msg.contains("fc.w"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn invalid_names_are_refused_on_read_and_write() {
+        let long = "w".repeat(MAX_NAME_LEN + 1);
+        for bad in ["", "__metadata__", "fc\nb", "a\u{7}b", long.as_str()] {
+            let mut f = tiny_file();
+            f.dense[0].name = bad.into();
+            let msg = f.to_bytes().unwrap_err().to_string();
+            assert!(msg.contains("tensor name"), "{bad:?}: {msg}");
+            let mut f = tiny_file();
+            f.layers[0].name = bad.into();
+            assert!(f.to_bytes().is_err(), "{bad:?}");
+        }
+        assert!(check_tensor_name(&"w".repeat(MAX_NAME_LEN)).is_ok());
+        // Reader: names patched in place (same length), re-signed.
+        for (from, to) in [
+            (&b"fc.b"[..], &b"fc\x01b"[..]),
+            (b"fc.b", b"fc\x7fb"),
+            (b"__metadata_x", b"__metadata__"),
+        ] {
+            let mut f = tiny_file();
+            f.dense[0].name = String::from_utf8(from.to_vec()).unwrap();
+            let mut b = f.to_bytes().unwrap();
+            let at = find(&b, from);
+            b[at..at + to.len()].copy_from_slice(to);
+            resign(&mut b);
+            let err = DczFile::from_bytes(&b).unwrap_err();
+            assert!(
+                matches!(err, ContainerError::Invalid { field: "name", .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("dense section #0"), "{err}");
+        }
+        // Empty name in a layer.
+        let mut b = tiny_file().to_bytes().unwrap();
+        let at = find(&b, b"fc.w");
+        b[at - 2..at].copy_from_slice(&0u16.to_le_bytes());
+        // Keep the payload length consistent: drop the 4 name bytes.
+        b.drain(at..at + 4);
+        let len_at = at - 2 - 12 + 4;
+        let len = u64::from_le_bytes(b[len_at..len_at + 8].try_into().unwrap()) - 4;
+        b[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
+        resign(&mut b);
+        let msg = DczFile::from_bytes(&b).unwrap_err().to_string();
+        assert!(msg.contains("empty"), "{msg}");
+    }
+
     /// Prints the tiny file in hex (used for the worked example in
-    /// docs/FORMAT.md): `cargo test -p deepcomp-driver --lib tiny_hex -- --nocapture`.
+    /// docs/FORMAT.md): `cargo test -p deepcomp-format --lib tiny_hex -- --nocapture`.
     #[test]
     fn tiny_hex() {
         let bytes = tiny_file().to_bytes().unwrap();
