@@ -115,7 +115,7 @@ fn load_errors_are_clear_and_leave_the_model_untouched() {
     let r = reason(load_safetensors(lenet5.as_ref(), &lenet300).unwrap_err());
     assert!(
         r.contains("not a state_dict of architecture `lenet5`")
-            && r.contains("unexpected keys [\"fc1.weight\"")
+            && r.contains("unexpected keys [\"fc3.bias\", \"fc3.weight\"]")
             && r.contains("missing keys [\"conv1.weight\""),
         "{r}"
     );
