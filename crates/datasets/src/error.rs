@@ -62,9 +62,9 @@ pub enum DatasetError {
         actual: String,
         /// The file's SHA-256 when `algorithm` is `md5` and other digests (known copies) are
         /// accepted, so that the message shows the digest they are compared with.
-        actual_sha256: Option<String>,
+        actual_sha256: Option<Box<str>>,
         /// Every other accepted digest, as `sha256 <hex> (<description>)`.
-        accepted: Vec<String>,
+        accepted: Box<[String]>,
     },
 
     /// A download failed (HTTP status, connection, interrupted body, ...).
@@ -121,7 +121,7 @@ fn format_looked(looked: &[(PathBuf, String)]) -> String {
         .join("\n")
 }
 
-fn format_found(algorithm: &str, sha256: &Option<String>) -> String {
+fn format_found(algorithm: &str, sha256: &Option<Box<str>>) -> String {
     match sha256 {
         Some(s) if algorithm != "sha256" => format!(" (sha256 {s})"),
         _ => String::new(),

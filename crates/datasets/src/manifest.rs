@@ -61,7 +61,7 @@ impl Alternative {
             expected: self.sha256.clone(),
             actual: d.sha256,
             actual_sha256: None,
-            accepted: Vec::new(),
+            accepted: Box::default(),
         })
     }
 }
@@ -321,8 +321,8 @@ impl ManifestFile {
                 expected: expected.to_string(),
                 actual,
                 actual_sha256: (algorithm != "sha256" && !accepted.is_empty())
-                    .then(|| d.sha256.clone()),
-                accepted: accepted.clone(),
+                    .then(|| d.sha256.as_str().into()),
+                accepted: accepted.clone().into(),
             };
         match (&self.sha256, &self.md5) {
             (Some(want), _) if *want == d.sha256 => Ok(Verified::Sha256),
