@@ -6,24 +6,42 @@
 //! called X" into a [`Dataset`] held in memory as compact `u8` pixels, and then into batches.
 //!
 //! * **Identification** — [`DatasetId`] names the four supported sets and knows their shape,
-//!   number of classes and the usual normalization statistics.
+//!   number of classes, class names and the usual normalization statistics.
 //! * **Discovery** — [`load`] looks, in order, at an explicit path ([`LoadOptions::explicit`]),
 //!   `$DEEPCOMP_DATA/<name>`, the user cache `~/.cache/deepcomp/<name>` (honouring
 //!   `XDG_CACHE_HOME`), and system folders such as `/usr/share/datasets/<name>` (where Debian's
 //!   `dataset-fashion-mnist` package installs Fashion-MNIST); see [`SearchRoots`]. If nothing
-//!   fits, the error lists every place examined and why it was rejected.
+//!   fits, the error lists every place examined and why it was rejected. Looking creates
+//!   nothing: only a download creates the cache folder.
+//! * **Split selection** — [`LoadOptions::splits`] ([`Splits`]) reads only the test (or only
+//!   the training) split; the files of the other split need not exist and it comes back empty.
 //! * **Download** — only when [`LoadOptions::allow_download`] is set: the files listed in the
 //!   data set's [`Manifest`] (the TOML files of the repository's `datasets/` folder, embedded
 //!   in the binary) are fetched by a [`Downloader`] into the cache, verified (SHA-256 when
 //!   published, else MD5) and renamed into place only once verified.
-//! * **Reading** — IDX files ([`read_idx`], gzip or raw) and the CIFAR binary format (the
-//!   published `.tar.gz` read in place, or its extracted folder). Every header, dimension and
+//! * **Verification of local files** — a download is always verified; files found locally are
+//!   verified when [`LoadOptions::verify_checksums`] is set (off by default, so generated test
+//!   sets load): every file read whose name the manifest lists must match the published
+//!   digest, one of its `known_copies` (byte-wise different copies of the same data, e.g.
+//!   Debian's re-compressed Fashion-MNIST) or, for an `[[alternative]]` such as the CIFAR-10
+//!   JPEG archive, its SHA-256. A mismatch names the file, the digest found and every digest
+//!   accepted. Files the manifest does not list are only checked structurally.
+//! * **Reading** — IDX files ([`read_idx`], gzip or raw), the CIFAR binary format (the
+//!   published `.tar.gz` read in place, or its extracted folder), and image folders
+//!   ([`read_image_folder`]: torchvision's `train/<class>/*.jpg` layout, as a folder or a
+//!   `.tar`/`.tar.gz` read in place, decoded once on all cores). Every header, dimension and
 //!   record count is checked against the file's size; a bad file yields a
-//!   [`DatasetError::Format`] naming the file, the byte offset and what was expected.
+//!   [`DatasetError::Format`] naming the file, the byte offset and what was expected, a bad
+//!   image folder a [`DatasetError::ImageFolder`] naming the file or folder. For CIFAR-10/100,
+//!   [`load`] accepts either form at the explicit path or in the searched folders.
 //! * **Batching** — [`Split::batches`] yields `(images, labels)` tensor pairs per epoch, with
 //!   seeded shuffling, optional drop-last, per-channel normalization, zero-padding of 28×28
 //!   sets to 32×32 and CIFAR-style augmentation (random 4-pixel-padded crop, horizontal flip);
 //!   the randomness depends only on `(seed, epoch)`, so an epoch is reproducible on its own.
+//!   [`Split::split_off_validation`] holds out a seeded, stratified validation set;
+//!   [`Dataset::set_normalization`] replaces the statistics (validated).
+//! * **Test data** — [`shared_data_file`] finds the real data sets the tests use outside the
+//!   repository (`$DEEPCOMP_TEST_DATA`, else `../shared/data` beside the workspace).
 //!
 //! ```no_run
 //! use deepcomp_datasets::{load, BatchConfig, DatasetId, LoadOptions};
