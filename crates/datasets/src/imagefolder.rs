@@ -191,7 +191,12 @@ pub(crate) fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, Datas
     let head = reader.fill_buf().map_err(|e| DatasetError::io(path, e))?;
     let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
     let r: Box<dyn Read> = if gz {
-        Box::new(flate2::bufread::GzDecoder::new(reader))
+        // tar reads 512-byte headers and small members: buffer the decompressed stream so
+        // that inflate works on large chunks.
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::GzDecoder::new(reader),
+        ))
     } else {
         Box::new(reader)
     };
@@ -662,18 +667,25 @@ pub fn read_image_folder(
     let mut splits = Vec::new();
     for list in &lists {
         let mut images = vec![0u8; list.len() * size];
+        // Chunks of 64 images per task: little scheduling overhead, and the progress bar
+        // (a lock) is touched once per chunk.
+        const CHUNK: usize = 64;
         images
-            .par_chunks_mut(size.max(1))
-            .zip(list.par_iter())
-            .try_for_each(|(out, &(i, _))| -> Result<(), DatasetError> {
-                let e = &entries[i];
-                let b = e.bytes.as_ref().ok_or_else(|| {
-                    layout_err(&e.display, "image bytes were not kept (internal error)")
-                })?;
-                let bytes = load_bytes(b)?;
-                let img = decode(&bytes, &e.display)?;
-                to_chw(&img, shape, &e.display, out)?;
-                bar.inc(1);
+            .par_chunks_mut(size.max(1) * CHUNK)
+            .zip(list.par_chunks(CHUNK))
+            .try_for_each(|(out, items)| -> Result<(), DatasetError> {
+                for (out, &(i, _)) in out.chunks_exact_mut(size.max(1)).zip(items) {
+                    let e = &entries[i];
+                    let b = e.bytes.as_ref().ok_or_else(|| {
+                        layout_err(&e.display, "image bytes were not kept (internal error)")
+                    })?;
+                    let bytes = load_bytes(b)?;
+                    let img = decode(&bytes, &e.display)?;
+                    to_chw(&img, shape, &e.display, out)?;
+                }
+                if opts.progress {
+                    bar.inc(items.len() as u64);
+                }
                 Ok(())
             })?;
         let labels: Vec<u32> = list.iter().map(|&(_, l)| l).collect();
