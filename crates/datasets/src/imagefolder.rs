@@ -20,7 +20,9 @@
 //!   the split's folder names sorted byte-wise. When both splits are read they must have the
 //!   same class folders. Examples are ordered class by class, files by name (byte-wise).
 //! * Images are decoded by content (JPEG or PNG, whatever the extension says), once, on all
-//!   cores (rayon). Every image must have the expected height and width (given, or those of
+//!   cores (rayon): JPEG with `zune-jpeg` directly (the decoder the `image` crate wraps;
+//!   measured faster called directly), PNG and unusual JPEGs (CMYK; colour to be reduced to
+//!   one channel) with the `image` crate. Every image must have the expected height and width (given, or those of
 //!   the first image); nothing is resized. Channels are converted to the expected count the
 //!   way torchvision's loader does with `convert("RGB")`: grayscale is replicated to three
 //!   channels, an alpha channel is dropped (not composited); for one channel colour is
@@ -461,8 +463,93 @@ fn diff_classes(want: &[String], have: &ClassFiles) -> Option<String> {
     Some(parts.join("; "))
 }
 
-/// Decodes one image into `(C, H, W)` bytes with `c` channels; returns also its own shape.
-fn decode(bytes: &[u8], display: &Path) -> Result<image::DynamicImage, DatasetError> {
+/// A decoded image: interleaved 8-bit pixels with `c` channels (1 or 3), or anything else
+/// the `image` crate produced.
+enum Decoded {
+    Pixels {
+        px: Vec<u8>,
+        w: usize,
+        h: usize,
+        c: usize,
+    },
+    Image(image::DynamicImage),
+}
+
+impl Decoded {
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Decoded::Pixels { w, h, .. } => (*w, *h),
+            Decoded::Image(img) => (img.width() as usize, img.height() as usize),
+        }
+    }
+
+    /// The channel count a shape taken from this image gets: 1 for grayscale, else 3.
+    fn natural_channels(&self) -> usize {
+        match self {
+            Decoded::Pixels { c, .. } => *c,
+            Decoded::Image(img) if img.color().has_color() => 3,
+            Decoded::Image(_) => 1,
+        }
+    }
+}
+
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xff, 0xd8, 0xff])
+}
+
+/// Decodes a baseline/progressive JPEG with zune-jpeg straight into `want` channels (or its
+/// natural count); `None` when the JPEG is of a kind left to the `image` crate (CMYK, or
+/// colour to be reduced to one channel, so that all luma conversions are the same).
+fn decode_jpeg(
+    bytes: &[u8],
+    want: Option<usize>,
+    display: &Path,
+) -> Result<Option<Decoded>, DatasetError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    d.decode_headers()
+        .map_err(|e| layout_err(display, format!("does not decode: {e:?}")))?;
+    let gray = match d.input_colorspace() {
+        Some(ColorSpace::Luma) => true,
+        Some(ColorSpace::YCbCr | ColorSpace::RGB) => false,
+        _ => return Ok(None),
+    };
+    let c = want.unwrap_or(if gray { 1 } else { 3 });
+    let out = match (c, gray) {
+        (1, true) => ColorSpace::Luma,
+        (3, _) => ColorSpace::RGB,
+        _ => return Ok(None),
+    };
+    d.set_options(options.jpeg_set_out_colorspace(out));
+    let px = d
+        .decode()
+        .map_err(|e| layout_err(display, format!("does not decode: {e:?}")))?;
+    let (w, h) = d
+        .dimensions()
+        .ok_or_else(|| layout_err(display, "does not decode: no dimensions"))?;
+    if px.len() != w * h * c {
+        return Err(layout_err(
+            display,
+            format!("does not decode: {} bytes for {w}×{h}×{c}", px.len()),
+        ));
+    }
+    Ok(Some(Decoded::Pixels { px, w, h, c }))
+}
+
+/// Decodes one image (JPEG or PNG, by content); `want` is the channel count to produce when
+/// known.
+fn decode(bytes: &[u8], want: Option<usize>, display: &Path) -> Result<Decoded, DatasetError> {
+    if is_jpeg(bytes) {
+        if let Some(d) = decode_jpeg(bytes, want, display)? {
+            return Ok(d);
+        }
+    }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| layout_err(display, format!("cannot be read: {e}")))?;
@@ -474,25 +561,18 @@ fn decode(bytes: &[u8], display: &Path) -> Result<image::DynamicImage, DatasetEr
     }
     reader
         .decode()
+        .map(Decoded::Image)
         .map_err(|e| layout_err(display, format!("does not decode: {e}")))
-}
-
-fn natural_channels(img: &image::DynamicImage) -> usize {
-    if img.color().has_color() {
-        3
-    } else {
-        1
-    }
 }
 
 /// Converts to `c` channels (1 or 3), checks `h × w`, and writes CHW bytes into `out`.
 fn to_chw(
-    img: &image::DynamicImage,
+    img: &Decoded,
     (c, h, w): (usize, usize, usize),
     display: &Path,
     out: &mut [u8],
 ) -> Result<(), DatasetError> {
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let (iw, ih) = img.size();
     if (ih, iw) != (h, w) {
         return Err(layout_err(
             display,
@@ -500,23 +580,35 @@ fn to_chw(
         ));
     }
     let plane = h * w;
-    match c {
-        1 => out.copy_from_slice(img.to_luma8().as_raw()),
-        3 => {
-            let rgb = img.to_rgb8();
-            let (r, rest) = out.split_at_mut(plane);
-            let (g, b) = rest.split_at_mut(plane);
-            for (k, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-                r[k] = px[0];
-                g[k] = px[1];
-                b[k] = px[2];
-            }
+    let converted;
+    let (px, pc): (&[u8], usize) = match img {
+        Decoded::Pixels { px, c: pc, .. } if *pc == c => (px, c),
+        Decoded::Pixels { .. } => {
+            return Err(layout_err(display, "internal error: channel count"));
         }
-        _ => {
-            return Err(DatasetError::Config {
-                field: "shape",
-                message: format!("{c} channels; image folders support 1 or 3"),
-            })
+        Decoded::Image(img) => {
+            converted = match c {
+                1 => img.to_luma8().into_raw(),
+                3 => img.to_rgb8().into_raw(),
+                _ => {
+                    return Err(DatasetError::Config {
+                        field: "shape",
+                        message: format!("{c} channels; image folders support 1 or 3"),
+                    })
+                }
+            };
+            (&converted, c)
+        }
+    };
+    if pc == 1 {
+        out.copy_from_slice(px);
+    } else {
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (k, p) in px.chunks_exact(3).enumerate() {
+            r[k] = p[0];
+            g[k] = p[1];
+            b[k] = p[2];
         }
     }
     Ok(())
@@ -642,12 +734,9 @@ pub fn read_image_folder(
             let bytes = load_bytes(e.bytes.as_ref().ok_or_else(|| {
                 layout_err(&e.display, "image bytes were not kept (internal error)")
             })?)?;
-            let img = decode(&bytes, &e.display)?;
-            (
-                natural_channels(&img),
-                img.height() as usize,
-                img.width() as usize,
-            )
+            let img = decode(&bytes, None, &e.display)?;
+            let (w, h) = img.size();
+            (img.natural_channels(), h, w)
         }
     };
     let (c, h, w) = shape;
@@ -680,7 +769,7 @@ pub fn read_image_folder(
                         layout_err(&e.display, "image bytes were not kept (internal error)")
                     })?;
                     let bytes = load_bytes(b)?;
-                    let img = decode(&bytes, &e.display)?;
+                    let img = decode(&bytes, Some(shape.0), &e.display)?;
                     to_chw(&img, shape, &e.display, out)?;
                 }
                 if opts.progress {

@@ -190,6 +190,30 @@ fn jpeg_decodes_like_the_image_crate() {
     assert_eq!(f.train.images, expected.concat());
     assert_eq!(f.test.images, expected.concat());
     assert_eq!(f.train.labels, [0, 0, 0, 1, 1, 1]);
+
+    // A grayscale JPEG: one channel by default, replicated when three are asked for; both
+    // equal to the image crate's decoding.
+    let gray =
+        DynamicImage::ImageLuma8(image::GrayImage::from_raw(8, 8, common::bytes(5, 64)).unwrap());
+    let jpg = encode(&gray, ImageFormat::Jpeg);
+    let files = vec![
+        ("train/g/0.jpg".to_string(), jpg.clone()),
+        ("test/g/0.jpg".to_string(), jpg.clone()),
+    ];
+    let root = tmp.path().join("gray");
+    write_tree(&root, &files);
+    let decoded = image::load_from_memory(&jpg).unwrap();
+    let f = read_image_folder(&root, &ImageFolderOptions::default()).unwrap();
+    assert_eq!(
+        (f.train.c, f.train.images.clone()),
+        (1, decoded.to_luma8().into_raw())
+    );
+    let o = ImageFolderOptions {
+        shape: Some((3, 8, 8)),
+        ..ImageFolderOptions::default()
+    };
+    let f = read_image_folder(&root, &o).unwrap();
+    assert_eq!(f.train.images, chw(&decoded));
 }
 
 #[test]
