@@ -28,7 +28,8 @@ pub struct BatchConfig {
     pub augment: bool,
     /// Zero-pad images (centred) to `pad_to × pad_to`, e.g. 32 for 28×28 sets.
     pub pad_to: Option<usize>,
-    /// Use only the first `limit` examples of the split.
+    /// Use only the first `limit` examples of the split. `Some(0)` is an error (field
+    /// `limit`) rather than an epoch without batches; an empty split still yields no batch.
     pub limit: Option<usize>,
 }
 
@@ -66,28 +67,7 @@ pub(crate) fn normalization_lut(
     mean: &[f32],
     std: &[f32],
 ) -> Result<Vec<f32>, DatasetError> {
-    if mean.len() != channels || std.len() != channels {
-        return Err(DatasetError::Config {
-            field: "mean/std",
-            message: format!(
-                "{} mean and {} std values for {channels} channel(s)",
-                mean.len(),
-                std.len()
-            ),
-        });
-    }
-    if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(DatasetError::Config {
-            field: "std",
-            message: format!("{s} is not a positive finite number"),
-        });
-    }
-    if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
-        return Err(DatasetError::Config {
-            field: "mean",
-            message: format!("{m} is not finite"),
-        });
-    }
+    crate::split::check_normalization(channels, mean, std)?;
     let mut lut = Vec::with_capacity(channels * 256);
     for ch in 0..channels {
         for v in 0..256u32 {
@@ -135,6 +115,12 @@ impl Split {
             return Err(DatasetError::Config {
                 field: "batch_size",
                 message: "must be at least 1".into(),
+            });
+        }
+        if cfg.limit == Some(0) {
+            return Err(DatasetError::Config {
+                field: "limit",
+                message: "0 examples would yield no batch; use None for the whole split".into(),
             });
         }
         let lut = normalization_lut(self.c, mean, std)?;

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::DatasetError;
+use crate::Splits;
 
 /// Pixels per CIFAR image (3 × 32 × 32).
 pub const CIFAR_PIXELS: usize = 3 * 32 * 32;
@@ -62,6 +63,17 @@ impl CifarKind {
             CifarKind::Ten => &["test_batch.bin"],
             CifarKind::Hundred => &["test.bin"],
         }
+    }
+    /// The batch files needed for `splits`.
+    pub(crate) fn files_for(self, splits: Splits) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if splits.train() {
+            v.extend_from_slice(self.train_files());
+        }
+        if splits.test() {
+            v.extend_from_slice(self.test_files());
+        }
+        v
     }
     fn classes(self) -> usize {
         match self {
@@ -152,24 +164,18 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
 
 /// Locates the batch files of an extracted folder: `dir` itself or `dir/<published folder>`.
 /// Returns the folder holding them, or the reason it does not fit.
-pub(crate) fn find_extracted(kind: CifarKind, dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn find_extracted(
+    kind: CifarKind,
+    dir: &Path,
+    splits: Splits,
+) -> Result<PathBuf, String> {
+    let wanted = kind.files_for(splits);
     let candidates = [dir.join(kind.folder()), dir.to_path_buf()];
     for c in &candidates {
-        let all = kind
-            .train_files()
-            .iter()
-            .chain(kind.test_files())
-            .all(|f| c.join(f).is_file());
-        if all {
+        if wanted.iter().all(|f| c.join(f).is_file()) {
             return Ok(c.clone());
         }
     }
-    let wanted: Vec<&str> = kind
-        .train_files()
-        .iter()
-        .chain(kind.test_files())
-        .copied()
-        .collect();
     Err(format!(
         "no {} and no {}/ or ./ with {}",
         kind.tarball(),
@@ -182,9 +188,13 @@ pub(crate) fn find_extracted(kind: CifarKind, dir: &Path) -> Result<PathBuf, Str
 pub(crate) fn read_extracted(
     kind: CifarKind,
     folder: &Path,
+    splits: Splits,
 ) -> Result<(CifarSplit, CifarSplit), DatasetError> {
-    let read_split = |names: &[&str]| -> Result<CifarSplit, DatasetError> {
+    let read_split = |names: &[&str], on: bool| -> Result<CifarSplit, DatasetError> {
         let mut split = CifarSplit::default();
+        if !on {
+            return Ok(split);
+        }
         for name in names {
             let p = folder.join(name);
             let bytes = read_file(&p)?;
@@ -192,8 +202,8 @@ pub(crate) fn read_extracted(
         }
         Ok(split)
     };
-    let train = read_split(kind.train_files())?;
-    let test = read_split(kind.test_files())?;
+    let train = read_split(kind.train_files(), splits.train())?;
+    let test = read_split(kind.test_files(), splits.test())?;
     Ok((train, test))
 }
 
@@ -201,6 +211,7 @@ pub(crate) fn read_extracted(
 pub(crate) fn read_tarball(
     kind: CifarKind,
     tarball: &Path,
+    splits: Splits,
 ) -> Result<(CifarSplit, CifarSplit), DatasetError> {
     let file = File::open(tarball).map_err(|e| DatasetError::io(tarball, e))?;
     let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 18, file));
@@ -214,12 +225,7 @@ pub(crate) fn read_tarball(
     };
     // Batch contents by file name; BTreeMap keeps a deterministic order.
     let mut found: std::collections::BTreeMap<String, (PathBuf, Vec<u8>)> = Default::default();
-    let wanted: Vec<&str> = kind
-        .train_files()
-        .iter()
-        .chain(kind.test_files())
-        .copied()
-        .collect();
+    let wanted = kind.files_for(splits);
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let path = entry.path().map_err(tar_err)?.into_owned();

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cifar::CifarKind;
-use crate::DatasetId;
+use crate::imagefolder::{is_tar_name, looks_like_image_folder, peek_archive, ArchiveKind};
+use crate::{DatasetId, Manifest, Splits};
 
 /// Base names of the four IDX files of the MNIST family (`.gz` or raw).
 pub(crate) const IDX_FILES: [&str; 4] = [
@@ -45,13 +46,11 @@ impl SearchRoots {
     }
 }
 
-/// The four IDX files of a split pair.
+/// The IDX files of the splits to read (image file, label file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdxFiles {
-    pub train_images: PathBuf,
-    pub train_labels: PathBuf,
-    pub test_images: PathBuf,
-    pub test_labels: PathBuf,
+    pub train: Option<(PathBuf, PathBuf)>,
+    pub test: Option<(PathBuf, PathBuf)>,
 }
 
 /// What was found, and where.
@@ -60,6 +59,8 @@ pub(crate) enum Located {
     Idx(IdxFiles),
     CifarFolder(PathBuf),
     CifarTarball(PathBuf),
+    /// An image folder, or a tar archive holding one.
+    ImageFolder(PathBuf),
 }
 
 impl Located {
@@ -67,25 +68,36 @@ impl Located {
     pub(crate) fn source(&self) -> PathBuf {
         match self {
             Located::Idx(f) => f
-                .train_images
-                .parent()
+                .train
+                .as_ref()
+                .or(f.test.as_ref())
+                .and_then(|p| p.0.parent())
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
-            Located::CifarFolder(p) | Located::CifarTarball(p) => p.clone(),
+            Located::CifarFolder(p) | Located::CifarTarball(p) | Located::ImageFolder(p) => {
+                p.clone()
+            }
         }
     }
 
-    /// All files it will read (for checksum verification).
+    /// All single files it will read that a manifest may list (for checksum verification).
     pub(crate) fn files(&self) -> Vec<PathBuf> {
         match self {
-            Located::Idx(f) => vec![
-                f.train_images.clone(),
-                f.train_labels.clone(),
-                f.test_images.clone(),
-                f.test_labels.clone(),
-            ],
+            Located::Idx(f) => f
+                .train
+                .iter()
+                .chain(&f.test)
+                .flat_map(|(a, b)| [a.clone(), b.clone()])
+                .collect(),
             Located::CifarFolder(_) => Vec::new(),
             Located::CifarTarball(p) => vec![p.clone()],
+            Located::ImageFolder(p) => {
+                if p.is_file() {
+                    vec![p.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
         }
     }
 }
@@ -100,8 +112,14 @@ fn find_idx_file(dir: &Path, base: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Checks whether `dir` holds the data set; returns the reason when it does not.
-pub(crate) fn probe(id: DatasetId, dir: &Path) -> Result<Located, String> {
+/// Checks whether `dir` holds the splits `splits` of the data set; returns the reason when it
+/// does not. `manifest` supplies the names of local alternatives (image-folder archives).
+pub(crate) fn probe(
+    id: DatasetId,
+    dir: &Path,
+    splits: Splits,
+    manifest: Option<&Manifest>,
+) -> Result<Located, String> {
     if !dir.exists() {
         return Err("does not exist".into());
     }
@@ -110,48 +128,107 @@ pub(crate) fn probe(id: DatasetId, dir: &Path) -> Result<Located, String> {
             if !dir.is_dir() {
                 return Err("not a directory".into());
             }
+            let wanted: Vec<&str> = IDX_FILES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    if *i < 2 {
+                        splits.train()
+                    } else {
+                        splits.test()
+                    }
+                })
+                .map(|(_, b)| *b)
+                .collect();
             let found: Vec<Option<PathBuf>> =
                 IDX_FILES.iter().map(|b| find_idx_file(dir, b)).collect();
-            match found.as_slice() {
-                [Some(a), Some(b), Some(c), Some(d)] => Ok(Located::Idx(IdxFiles {
-                    train_images: a.clone(),
-                    train_labels: b.clone(),
-                    test_images: c.clone(),
-                    test_labels: d.clone(),
-                })),
-                _ => {
-                    let missing: Vec<String> = IDX_FILES
-                        .iter()
-                        .zip(&found)
-                        .filter(|(_, f)| f.is_none())
-                        .map(|(b, _)| format!("{b}[.gz]"))
-                        .collect();
-                    Err(format!("missing {}", missing.join(", ")))
-                }
+            let missing: Vec<String> = IDX_FILES
+                .iter()
+                .zip(&found)
+                .filter(|(b, f)| f.is_none() && wanted.contains(b))
+                .map(|(b, _)| format!("{b}[.gz]"))
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!("missing {}", missing.join(", ")));
             }
+            let pair = |i: usize| match (&found[i], &found[i + 1]) {
+                (Some(a), Some(b)) => Some((a.clone(), b.clone())),
+                _ => None,
+            };
+            Ok(Located::Idx(IdxFiles {
+                train: if splits.train() { pair(0) } else { None },
+                test: if splits.test() { pair(2) } else { None },
+            }))
         }
         DatasetId::Cifar10 | DatasetId::Cifar100 => {
             let kind = id.cifar_kind().unwrap_or(CifarKind::Ten);
             if dir.is_file() {
-                return if dir.to_string_lossy().ends_with(".tar.gz") {
-                    Ok(Located::CifarTarball(dir.to_path_buf()))
-                } else {
-                    Err(format!("a file, but not a {}", kind.tarball()))
+                if !is_tar_name(dir) {
+                    return Err(format!(
+                        "a file, but not a .tar/.tar.gz/.tgz archive (such as {})",
+                        kind.tarball()
+                    ));
+                }
+                return match peek_archive(dir) {
+                    Ok(ArchiveKind::CifarBinary) => Ok(Located::CifarTarball(dir.to_path_buf())),
+                    Ok(ArchiveKind::ImageFolder) => Ok(Located::ImageFolder(dir.to_path_buf())),
+                    // The published name: let the reader report exactly what is wrong.
+                    Err(_) if dir.file_name().is_some_and(|n| n == kind.tarball()) => {
+                        Ok(Located::CifarTarball(dir.to_path_buf()))
+                    }
+                    Err(why) => Err(why),
                 };
             }
-            match crate::cifar::find_extracted(kind, dir) {
-                Ok(folder) => Ok(Located::CifarFolder(folder)),
-                Err(why) => {
-                    let tarball = dir.join(kind.tarball());
-                    if tarball.is_file() {
-                        Ok(Located::CifarTarball(tarball))
-                    } else {
-                        Err(why)
-                    }
+            let binary_why = match crate::cifar::find_extracted(kind, dir, splits) {
+                Ok(folder) => return Ok(Located::CifarFolder(folder)),
+                Err(why) => why,
+            };
+            let tarball = dir.join(kind.tarball());
+            if tarball.is_file() {
+                return Ok(Located::CifarTarball(tarball));
+            }
+            if looks_like_image_folder(dir) {
+                return Ok(Located::ImageFolder(dir.to_path_buf()));
+            }
+            for alt in manifest.iter().flat_map(|m| &m.alternatives) {
+                let p = dir.join(&alt.name);
+                if p.is_file() {
+                    return Ok(Located::ImageFolder(p));
                 }
             }
+            let alts: Vec<&str> = manifest
+                .iter()
+                .flat_map(|m| &m.alternatives)
+                .map(|a| a.name.as_str())
+                .collect();
+            let alts = if alts.is_empty() {
+                String::new()
+            } else {
+                format!(", no {}", alts.join(", no "))
+            };
+            Err(format!(
+                "{binary_why}{alts}, and no image folder (train/, test/)"
+            ))
         }
     }
+}
+
+/// Searches the candidates in order; on failure returns every place looked at and why.
+pub(crate) fn locate(
+    id: DatasetId,
+    explicit: Option<&Path>,
+    roots: &SearchRoots,
+    splits: Splits,
+    manifest: Option<&Manifest>,
+) -> Result<Located, Vec<(PathBuf, String)>> {
+    let mut looked = Vec::new();
+    for (dir, label) in candidates(id, explicit, roots) {
+        match probe(id, &dir, splits, manifest) {
+            Ok(found) => return Ok(found),
+            Err(why) => looked.push((dir, format!("{label}: {why}"))),
+        }
+    }
+    Err(looked)
 }
 
 /// The candidate folders, in search order, with a label for each (shown in errors).
@@ -178,22 +255,6 @@ pub(crate) fn candidates(
         out.push((s.join(name), "system"));
     }
     out
-}
-
-/// Searches the candidates in order; on failure returns every place looked at and why.
-pub(crate) fn locate(
-    id: DatasetId,
-    explicit: Option<&Path>,
-    roots: &SearchRoots,
-) -> Result<Located, Vec<(PathBuf, String)>> {
-    let mut looked = Vec::new();
-    for (dir, label) in candidates(id, explicit, roots) {
-        match probe(id, &dir) {
-            Ok(found) => return Ok(found),
-            Err(why) => looked.push((dir, format!("{label}: {why}"))),
-        }
-    }
-    Err(looked)
 }
 
 #[cfg(test)]
@@ -233,13 +294,16 @@ mod tests {
         std::fs::write(d.join("train-images-idx3-ubyte.gz"), b"").unwrap();
         std::fs::write(d.join("train-labels.idx1-ubyte"), b"").unwrap();
         std::fs::write(d.join("t10k-images-idx3-ubyte"), b"").unwrap();
-        let why = probe(DatasetId::Mnist, d).unwrap_err();
+        let why = probe(DatasetId::Mnist, d, Splits::Both, None).unwrap_err();
         assert_eq!(why, "missing t10k-labels-idx1-ubyte[.gz]");
+        // The training files alone are enough for a train-only load.
+        assert!(probe(DatasetId::Mnist, d, Splits::TrainOnly, None).is_ok());
         std::fs::write(d.join("t10k-labels-idx1-ubyte.gz"), b"").unwrap();
-        match probe(DatasetId::Mnist, d).unwrap() {
+        match probe(DatasetId::Mnist, d, Splits::Both, None).unwrap() {
             Located::Idx(f) => {
-                assert!(f.train_labels.ends_with("train-labels.idx1-ubyte"));
-                assert!(f.test_images.ends_with("t10k-images-idx3-ubyte"));
+                let train = f.train.unwrap();
+                assert!(train.1.ends_with("train-labels.idx1-ubyte"));
+                assert!(f.test.unwrap().0.ends_with("t10k-images-idx3-ubyte"));
             }
             other => panic!("{other:?}"),
         }

@@ -158,12 +158,16 @@ impl Downloader {
                             algorithm,
                             expected,
                             actual,
+                            actual_sha256,
+                            accepted,
                             ..
                         } => DatasetError::Checksum {
                             file: PathBuf::from(url),
                             algorithm,
                             expected,
                             actual,
+                            actual_sha256,
+                            accepted,
                         },
                         other => other,
                     });

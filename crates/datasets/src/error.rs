@@ -49,17 +49,22 @@ pub enum DatasetError {
         hint: String,
     },
 
-    /// A file's digest does not match the manifest.
-    #[error("{file}: checksum mismatch: expected {algorithm} {expected}, got {actual}")]
+    /// A file's digest matches none of the digests the manifest accepts for it.
+    #[error("{file}: checksum mismatch: got {algorithm} {actual}{}, expected {}", format_found(.algorithm, .actual_sha256), format_accepted(.algorithm, .expected, .accepted))]
     Checksum {
         /// The checked file.
         file: PathBuf,
-        /// `sha256` or `md5`.
+        /// The digest that decides for the published file: `sha256` or `md5`.
         algorithm: &'static str,
-        /// Digest from the manifest.
+        /// The published digest (`algorithm`).
         expected: String,
-        /// Digest of the file.
+        /// The file's digest (`algorithm`).
         actual: String,
+        /// The file's SHA-256 when `algorithm` is `md5` and other digests (known copies) are
+        /// accepted, so that the message shows the digest they are compared with.
+        actual_sha256: Option<Box<str>>,
+        /// Every other accepted digest, as `sha256 <hex> (<description>)`.
+        accepted: Box<[String]>,
     },
 
     /// A download failed (HTTP status, connection, interrupted body, ...).
@@ -89,6 +94,17 @@ pub enum DatasetError {
         message: String,
     },
 
+    /// An image folder (or image-folder archive) is laid out wrongly, or one of its images does
+    /// not decode or has the wrong size. `file` is the offending file or folder; inside an
+    /// archive it is named `archive.tar.gz!path/inside`.
+    #[error("{file}: {message}")]
+    ImageFolder {
+        /// The file or folder reported.
+        file: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// An unknown data-set name was parsed.
     #[error("unknown dataset {0:?} (expected one of: mnist, fashion-mnist, cifar10, cifar100)")]
     UnknownDataset(String),
@@ -103,6 +119,23 @@ fn format_looked(looked: &[(PathBuf, String)]) -> String {
         .map(|(p, why)| format!("  - {}: {why}", p.display()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn format_found(algorithm: &str, sha256: &Option<Box<str>>) -> String {
+    match sha256 {
+        Some(s) if algorithm != "sha256" => format!(" (sha256 {s})"),
+        _ => String::new(),
+    }
+}
+
+fn format_accepted(algorithm: &str, expected: &str, accepted: &[String]) -> String {
+    if accepted.is_empty() {
+        return format!("{algorithm} {expected}");
+    }
+    format!(
+        "one of: {algorithm} {expected} (published), {}",
+        accepted.join(", ")
+    )
 }
 
 impl DatasetError {

@@ -95,9 +95,109 @@ pub(crate) fn open_maybe_gz(path: &Path) -> Result<(Box<dyn Read>, u64), Dataset
                 .seek(SeekFrom::Start(buffered))
                 .map_err(|e| DatasetError::io(path, e))?;
         }
-        Ok((Box::new(flate2::bufread::MultiGzDecoder::new(reader)), hint))
+        Ok((Box::new(GzMembers::new(reader, len)), hint))
     } else {
         Ok((Box::new(reader), len))
+    }
+}
+
+/// A `BufRead` that counts the bytes consumed from it (the compressed offset).
+struct Counting<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.consumed += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// Bytes after the last gzip member that do not start another member.
+#[derive(Debug)]
+struct TrailingGarbage {
+    /// Compressed offset where the garbage starts.
+    offset: u64,
+    /// How many bytes follow.
+    len: u64,
+}
+
+impl std::fmt::Display for TrailingGarbage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the end of the file after the gzip data (compressed byte {}), found {} byte(s) of trailing garbage that do not start another gzip member",
+            self.offset, self.len
+        )
+    }
+}
+
+impl std::error::Error for TrailingGarbage {}
+
+/// Decompresses the gzip members of a file one after another (as `gzip -d` does); anything
+/// after the last member that is not another member is a [`TrailingGarbage`] error rather
+/// than a confusing "unexpected end of file".
+struct GzMembers<R: BufRead> {
+    decoder: Option<flate2::bufread::GzDecoder<Counting<R>>>,
+    file_len: u64,
+}
+
+impl<R: BufRead> GzMembers<R> {
+    fn new(inner: R, file_len: u64) -> Self {
+        GzMembers {
+            decoder: Some(flate2::bufread::GzDecoder::new(Counting {
+                inner,
+                consumed: 0,
+            })),
+            file_len,
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(dec) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member is complete: the file ends, another member starts, or garbage.
+            let Some(dec) = self.decoder.take() else {
+                return Ok(0);
+            };
+            let mut inner = dec.into_inner();
+            let head = inner.fill_buf()?;
+            if head.is_empty() {
+                return Ok(0);
+            }
+            if head[0] == 0x1f && (head.len() < 2 || head[1] == 0x8b) {
+                self.decoder = Some(flate2::bufread::GzDecoder::new(inner));
+                continue;
+            }
+            let offset = inner.consumed;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                TrailingGarbage {
+                    offset,
+                    len: self.file_len.saturating_sub(offset),
+                },
+            ));
+        }
     }
 }
 
@@ -114,6 +214,9 @@ fn read_up_to(
     let mut limited = reader.take(want);
     match limited.read_to_end(buf) {
         Ok(_) => Ok(()),
+        Err(e) if e.get_ref().is_some_and(|i| i.is::<TrailingGarbage>()) => Err(
+            DatasetError::format(path, base + buf.len() as u64 - start, e.to_string()),
+        ),
         Err(e)
             if matches!(
                 e.kind(),
@@ -429,6 +532,42 @@ mod tests {
         let p = write(dir.path(), "f", &f32s, false);
         let a = read_idx(&p).unwrap();
         assert_eq!((a.dtype, a.dims, a.data.len()), (IdxType::F32, vec![2], 8));
+    }
+
+    #[test]
+    fn gzip_trailing_garbage_is_named_and_members_are_concatenated() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode_idx_u8(&[4, 2, 2], &[5u8; 16]);
+        let p = write(dir.path(), "g.gz", &bytes, true);
+        let good = std::fs::read(&p).unwrap();
+        for garbage in [
+            &b"\0"[..],
+            b"\0\0\0\0\0\0\0\0",
+            b"GARBAGE AFTER THE MEMBER, long enough",
+        ] {
+            let mut gz = good.clone();
+            gz.extend_from_slice(garbage);
+            std::fs::write(&p, &gz).unwrap();
+            let e = read_idx(&p).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(&p.display().to_string()), "{msg}");
+            assert!(msg.contains("trailing garbage"), "{msg}");
+            assert!(
+                msg.contains(&format!("compressed byte {}", good.len()))
+                    && msg.contains(&format!("{} byte(s)", garbage.len())),
+                "{msg}"
+            );
+            assert!(!msg.contains("unexpected end of file"), "{msg}");
+        }
+        // Two members (e.g. `cat a.gz b.gz`) form one stream, as with gzip -d.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes[..10]).unwrap();
+        let mut two = enc.finish().unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes[10..]).unwrap();
+        two.extend(enc.finish().unwrap());
+        std::fs::write(&p, &two).unwrap();
+        assert_eq!(read_idx(&p).unwrap().data, vec![5u8; 16]);
     }
 
     #[test]

@@ -6,24 +6,42 @@
 //! called X" into a [`Dataset`] held in memory as compact `u8` pixels, and then into batches.
 //!
 //! * **Identification** — [`DatasetId`] names the four supported sets and knows their shape,
-//!   number of classes and the usual normalization statistics.
+//!   number of classes, class names and the usual normalization statistics.
 //! * **Discovery** — [`load`] looks, in order, at an explicit path ([`LoadOptions::explicit`]),
 //!   `$DEEPCOMP_DATA/<name>`, the user cache `~/.cache/deepcomp/<name>` (honouring
 //!   `XDG_CACHE_HOME`), and system folders such as `/usr/share/datasets/<name>` (where Debian's
 //!   `dataset-fashion-mnist` package installs Fashion-MNIST); see [`SearchRoots`]. If nothing
-//!   fits, the error lists every place examined and why it was rejected.
+//!   fits, the error lists every place examined and why it was rejected. Looking creates
+//!   nothing: only a download creates the cache folder.
+//! * **Split selection** — [`LoadOptions::splits`] ([`Splits`]) reads only the test (or only
+//!   the training) split; the files of the other split need not exist and it comes back empty.
 //! * **Download** — only when [`LoadOptions::allow_download`] is set: the files listed in the
 //!   data set's [`Manifest`] (the TOML files of the repository's `datasets/` folder, embedded
 //!   in the binary) are fetched by a [`Downloader`] into the cache, verified (SHA-256 when
 //!   published, else MD5) and renamed into place only once verified.
-//! * **Reading** — IDX files ([`read_idx`], gzip or raw) and the CIFAR binary format (the
-//!   published `.tar.gz` read in place, or its extracted folder). Every header, dimension and
+//! * **Verification of local files** — a download is always verified; files found locally are
+//!   verified when [`LoadOptions::verify_checksums`] is set (off by default, so generated test
+//!   sets load): every file read whose name the manifest lists must match the published
+//!   digest, one of its `known_copies` (byte-wise different copies of the same data, e.g.
+//!   Debian's re-compressed Fashion-MNIST) or, for an `[[alternative]]` such as the CIFAR-10
+//!   JPEG archive, its SHA-256. A mismatch names the file, the digest found and every digest
+//!   accepted. Files the manifest does not list are only checked structurally.
+//! * **Reading** — IDX files ([`read_idx`], gzip or raw), the CIFAR binary format (the
+//!   published `.tar.gz` read in place, or its extracted folder), and image folders
+//!   ([`read_image_folder`]: torchvision's `train/<class>/*.jpg` layout, as a folder or a
+//!   `.tar`/`.tar.gz` read in place, decoded once on all cores). Every header, dimension and
 //!   record count is checked against the file's size; a bad file yields a
-//!   [`DatasetError::Format`] naming the file, the byte offset and what was expected.
+//!   [`DatasetError::Format`] naming the file, the byte offset and what was expected, a bad
+//!   image folder a [`DatasetError::ImageFolder`] naming the file or folder. For CIFAR-10/100,
+//!   [`load`] accepts either form at the explicit path or in the searched folders.
 //! * **Batching** — [`Split::batches`] yields `(images, labels)` tensor pairs per epoch, with
 //!   seeded shuffling, optional drop-last, per-channel normalization, zero-padding of 28×28
 //!   sets to 32×32 and CIFAR-style augmentation (random 4-pixel-padded crop, horizontal flip);
 //!   the randomness depends only on `(seed, epoch)`, so an epoch is reproducible on its own.
+//!   [`Split::split_off_validation`] holds out a seeded, stratified validation set;
+//!   [`Dataset::set_normalization`] replaces the statistics (validated).
+//! * **Test data** — [`shared_data_file`] finds the real data sets the tests use outside the
+//!   repository (`$DEEPCOMP_TEST_DATA`, else `../shared/data` beside the workspace).
 //!
 //! ```no_run
 //! use deepcomp_datasets::{load, BatchConfig, DatasetId, LoadOptions};
@@ -42,7 +60,10 @@ mod discover;
 mod download;
 mod error;
 mod idx;
+mod imagefolder;
 mod manifest;
+mod split;
+mod testdata;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -54,7 +75,12 @@ pub use discover::SearchRoots;
 pub use download::Downloader;
 pub use error::DatasetError;
 pub use idx::{encode_idx_u8, read_idx, IdxArray, IdxType};
-pub use manifest::{DatasetInfo, KnownCopy, Manifest, ManifestFile, Verified};
+pub use imagefolder::{
+    load_image_folder, read_image_folder, ImageFolder, ImageFolderOptions, Splits,
+};
+pub use manifest::{Alternative, DatasetInfo, KnownCopy, Manifest, ManifestFile, Verified};
+pub use split::check_normalization;
+pub use testdata::{shared_data_dir, shared_data_file};
 
 use cifar::CifarKind;
 use discover::Located;
@@ -128,6 +154,30 @@ impl DatasetId {
         }
     }
 
+    /// The class names in label order: the digits for MNIST, Zalando's names for
+    /// Fashion-MNIST, the names of the CIFAR releases' `batches.meta` / `meta` files for
+    /// CIFAR-10 and CIFAR-100 (fine labels). These are also the class-folder names expected
+    /// in an image-folder copy of a CIFAR set.
+    pub fn class_names(self) -> &'static [&'static str] {
+        match self {
+            DatasetId::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            DatasetId::FashionMnist => &[
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ],
+            DatasetId::Cifar10 => &CIFAR10_CLASSES,
+            DatasetId::Cifar100 => &CIFAR100_CLASSES,
+        }
+    }
+
     fn cifar_kind(self) -> Option<CifarKind> {
         match self {
             DatasetId::Cifar10 => Some(CifarKind::Ten),
@@ -136,6 +186,122 @@ impl DatasetId {
         }
     }
 }
+
+const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+const CIFAR100_CLASSES: [&str; 100] = [
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+];
 
 impl fmt::Display for DatasetId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -177,6 +343,18 @@ pub struct Split {
 }
 
 impl Split {
+    /// A split with no example and images of shape `(c, h, w)`.
+    pub fn empty(c: usize, h: usize, w: usize) -> Split {
+        Split {
+            images: Vec::new(),
+            labels: Vec::new(),
+            n: 0,
+            c,
+            h,
+            w,
+        }
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.n
@@ -309,12 +487,34 @@ pub struct Dataset {
     pub test: Split,
     /// Number of classes.
     pub classes: usize,
-    /// Per-channel normalization mean (see [`DatasetId::mean`]).
+    /// Class names in label order (`classes` of them): [`DatasetId::class_names`], or the
+    /// class folders of an image folder.
+    pub class_names: Vec<String>,
+    /// Per-channel normalization mean (see [`DatasetId::mean`]); change it with
+    /// [`Dataset::set_normalization`], which validates.
     pub mean: Vec<f32>,
     /// Per-channel normalization standard deviation.
     pub std: Vec<f32>,
-    /// Where it was found: the folder holding the files, or the CIFAR archive.
+    /// Where it was found: the folder holding the files, the CIFAR archive, or the image
+    /// folder / image-folder archive.
     pub source: PathBuf,
+}
+
+impl Dataset {
+    /// Channels per image (the same in both splits, also when one is empty).
+    pub fn channels(&self) -> usize {
+        self.train.c
+    }
+
+    /// Replaces the normalization statistics (e.g. ImageNet's for a network pretrained with
+    /// them), after checking them with [`check_normalization`]: one finite mean and one
+    /// finite, positive std per channel. On error nothing is changed.
+    pub fn set_normalization(&mut self, mean: Vec<f32>, std: Vec<f32>) -> Result<(), DatasetError> {
+        check_normalization(self.channels(), &mean, &std)?;
+        self.mean = mean;
+        self.std = std;
+        Ok(())
+    }
 }
 
 /// How [`load`] looks for (and possibly fetches) a data set.
@@ -332,6 +532,10 @@ pub struct LoadOptions {
     pub verify_checksums: bool,
     /// The search roots; `None` means [`SearchRoots::from_env`].
     pub roots: Option<SearchRoots>,
+    /// Which splits to read (default both). With [`Splits::TestOnly`] the training files need
+    /// not exist (discovery does not ask for them) and `train` is empty (`n == 0`, with the
+    /// image shape of the test split); [`Splits::TrainOnly`] likewise.
+    pub splits: Splits,
 }
 
 /// Finds (and, if allowed, downloads) data set `id` and reads both splits into memory.
@@ -352,7 +556,13 @@ pub fn load_with_manifest(
     opts: &LoadOptions,
 ) -> Result<Dataset, DatasetError> {
     let roots = opts.roots.clone().unwrap_or_else(SearchRoots::from_env);
-    let located = match discover::locate(id, opts.explicit.as_deref(), &roots) {
+    let located = match discover::locate(
+        id,
+        opts.explicit.as_deref(),
+        &roots,
+        opts.splits,
+        Some(manifest),
+    ) {
         Ok(l) => l,
         Err(mut looked) => {
             let can_download = opts.allow_download && opts.explicit.is_none();
@@ -360,9 +570,11 @@ pub fn load_with_manifest(
                 (Some(cache), true) => {
                     let dir = cache.join(id.name());
                     downloader.fetch_all(manifest, &dir)?;
-                    discover::probe(id, &dir).map_err(|why| DatasetError::Inconsistent {
-                        file: dir.clone(),
-                        message: format!("downloaded files do not form the data set: {why}"),
+                    discover::probe(id, &dir, opts.splits, Some(manifest)).map_err(|why| {
+                        DatasetError::Inconsistent {
+                            file: dir.clone(),
+                            message: format!("downloaded files do not form the data set: {why}"),
+                        }
                     })?
                 }
                 (cache, allow) => {
@@ -394,25 +606,31 @@ pub fn load_with_manifest(
     };
     if opts.verify_checksums {
         for f in located.files() {
-            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if let Some(entry) = manifest.file(name) {
-                entry.verify(&f)?;
-            }
+            manifest.verify_local(&f)?;
         }
     }
-    read_located(id, &located)
+    read_located(id, &located, opts)
 }
 
-fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetError> {
+fn read_located(
+    id: DatasetId,
+    located: &Located,
+    opts: &LoadOptions,
+) -> Result<Dataset, DatasetError> {
     let classes = id.classes();
     let (train, test) = match located {
         Located::Idx(f) => {
+            let read = |pair: &Option<(PathBuf, PathBuf)>| {
+                pair.as_ref()
+                    .map(|(i, l)| idx::read_idx_pair(i, l, classes))
+                    .transpose()
+            };
             let (train, test) = std::thread::scope(|s| {
-                let t = s.spawn(|| idx::read_idx_pair(&f.test_images, &f.test_labels, classes));
-                let train = idx::read_idx_pair(&f.train_images, &f.train_labels, classes);
+                let t = s.spawn(|| read(&f.test));
+                let train = read(&f.train);
                 let test = t.join().unwrap_or_else(|_| {
                     Err(DatasetError::Inconsistent {
-                        file: f.test_images.clone(),
+                        file: located.source(),
                         message: "reader thread panicked".into(),
                     })
                 });
@@ -426,10 +644,16 @@ fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetErro
                 h: p.h,
                 w: p.w,
             };
-            let (train, test) = (to_split(train?), to_split(test?));
+            let (train, test) = (train?.map(to_split), test?.map(to_split));
+            let (h, w) = train
+                .as_ref()
+                .or(test.as_ref())
+                .map_or((id.shape().1, id.shape().2), |s| (s.h, s.w));
+            let train = train.unwrap_or_else(|| Split::empty(1, h, w));
+            let test = test.unwrap_or_else(|| Split::empty(1, h, w));
             if (train.h, train.w) != (test.h, test.w) {
                 return Err(DatasetError::Inconsistent {
-                    file: f.test_images.clone(),
+                    file: f.test.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
                     message: format!(
                         "{}×{} images but the training images are {}×{}",
                         test.h, test.w, train.h, train.w
@@ -444,9 +668,9 @@ fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetErro
                 message: format!("{id} is not a CIFAR data set"),
             })?;
             let (train, test) = if matches!(located, Located::CifarTarball(_)) {
-                cifar::read_tarball(kind, p)?
+                cifar::read_tarball(kind, p, opts.splits)?
             } else {
-                cifar::read_extracted(kind, p)?
+                cifar::read_extracted(kind, p, opts.splits)?
             };
             let to_split = |s: cifar::CifarSplit| Split {
                 n: s.len(),
@@ -458,12 +682,22 @@ fn read_located(id: DatasetId, located: &Located) -> Result<Dataset, DatasetErro
             };
             (to_split(train), to_split(test))
         }
+        Located::ImageFolder(p) => {
+            let o = ImageFolderOptions {
+                classes: None,
+                shape: None,
+                splits: opts.splits,
+                progress: opts.progress,
+            };
+            return load_image_folder(id, p, &o);
+        }
     };
     Ok(Dataset {
         id,
         train,
         test,
         classes,
+        class_names: id.class_names().iter().map(|s| s.to_string()).collect(),
         mean: id.mean(),
         std: id.std(),
         source: located.source(),

@@ -23,6 +23,47 @@ pub struct Manifest {
     /// The files that make up the data set, as published.
     #[serde(rename = "file")]
     pub files: Vec<ManifestFile>,
+    /// Other forms of the data set that are recognized locally but never downloaded
+    /// (`[[alternative]]` tables), e.g. an image-folder archive of CIFAR-10.
+    #[serde(default, rename = "alternative")]
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A local-only form of a data set (`[[alternative]]` in a manifest): discovery looks for a
+/// file of this name in each candidate folder, and with [`crate::LoadOptions::verify_checksums`]
+/// a file of this name must have this SHA-256.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    /// File name (no directory part).
+    pub name: String,
+    /// What it is and how it relates to the published data set.
+    pub description: String,
+    /// Its layout; only `"image-folder"` (see [`crate::read_image_folder`]) exists.
+    pub layout: String,
+    /// Size in bytes, when known.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Its SHA-256 (lowercase hex).
+    pub sha256: String,
+}
+
+impl Alternative {
+    /// Checks `path` against [`Alternative::sha256`].
+    pub fn verify(&self, path: &Path) -> Result<(), DatasetError> {
+        let d = digest_file(path)?;
+        if d.sha256 == self.sha256 {
+            return Ok(());
+        }
+        Err(DatasetError::Checksum {
+            file: path.to_path_buf(),
+            algorithm: "sha256",
+            expected: self.sha256.clone(),
+            actual: d.sha256,
+            actual_sha256: None,
+            accepted: Box::default(),
+        })
+    }
 }
 
 /// Descriptive part of a manifest.
@@ -95,6 +136,8 @@ pub enum Verified {
     Md5,
     /// The SHA-256 of the known copy with this description.
     KnownCopy(String),
+    /// The SHA-256 of the [`Alternative`] with this description.
+    Alternative(String),
 }
 
 const FASHION_MNIST: &str = include_str!("../../../datasets/fashion-mnist.toml");
@@ -178,12 +221,54 @@ impl Manifest {
                 return Err(err(format!("file {}: neither sha256 nor md5", f.name)));
             }
         }
+        for a in &m.alternatives {
+            if a.name.is_empty() || a.name.contains(['/', '\\']) || a.name.starts_with('.') {
+                return Err(err(format!(
+                    "alternative name {:?} must be a plain file name",
+                    a.name
+                )));
+            }
+            if a.layout != "image-folder" {
+                return Err(err(format!(
+                    "alternative {}: layout {:?} is not \"image-folder\"",
+                    a.name, a.layout
+                )));
+            }
+            if !is_hex(&a.sha256, 64) {
+                return Err(err(format!(
+                    "alternative {}: sha256 {:?} is not 64 lowercase hex digits",
+                    a.name, a.sha256
+                )));
+            }
+        }
         Ok(m)
     }
 
     /// The entry for the file called `name`, if listed.
     pub fn file(&self, name: &str) -> Option<&ManifestFile> {
         self.files.iter().find(|f| f.name == name)
+    }
+
+    /// The alternative called `name`, if listed.
+    pub fn alternative(&self, name: &str) -> Option<&Alternative> {
+        self.alternatives.iter().find(|a| a.name == name)
+    }
+
+    /// Checks a local file against the manifest entry of the same file name (published file
+    /// or alternative). Returns `Ok(None)` when the manifest lists no such name.
+    pub fn verify_local(&self, path: &Path) -> Result<Option<Verified>, DatasetError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(f) = self.file(name) {
+            return f.verify(path).map(Some);
+        }
+        if let Some(a) = self.alternative(name) {
+            a.verify(path)?;
+            return Ok(Some(Verified::Alternative(a.description.clone())));
+        }
+        Ok(None)
     }
 }
 
@@ -217,27 +302,33 @@ pub(crate) fn digest_file(path: &Path) -> Result<FileDigests, DatasetError> {
 
 impl ManifestFile {
     /// Checks `path` against this entry: the published SHA-256 when there is one, else the
-    /// published MD5; a match with any known copy's SHA-256 is accepted as well.
+    /// published MD5; a match with any known copy's SHA-256 is accepted as well. A mismatch is
+    /// a [`DatasetError::Checksum`] naming the file, its digest and every accepted digest.
     pub fn verify(&self, path: &Path) -> Result<Verified, DatasetError> {
         let d = digest_file(path)?;
         if let Some(c) = self.known_copies.iter().find(|c| c.sha256 == d.sha256) {
             return Ok(Verified::KnownCopy(c.description.clone()));
         }
+        let accepted: Vec<String> = self
+            .known_copies
+            .iter()
+            .map(|c| format!("sha256 {} ({})", c.sha256, c.description))
+            .collect();
+        let mismatch =
+            |algorithm: &'static str, expected: &str, actual: String| DatasetError::Checksum {
+                file: path.to_path_buf(),
+                algorithm,
+                expected: expected.to_string(),
+                actual,
+                actual_sha256: (algorithm != "sha256" && !accepted.is_empty())
+                    .then(|| d.sha256.as_str().into()),
+                accepted: accepted.clone().into(),
+            };
         match (&self.sha256, &self.md5) {
             (Some(want), _) if *want == d.sha256 => Ok(Verified::Sha256),
-            (Some(want), _) => Err(DatasetError::Checksum {
-                file: path.to_path_buf(),
-                algorithm: "sha256",
-                expected: want.clone(),
-                actual: d.sha256,
-            }),
+            (Some(want), _) => Err(mismatch("sha256", want, d.sha256.clone())),
             (None, Some(want)) if *want == d.md5 => Ok(Verified::Md5),
-            (None, Some(want)) => Err(DatasetError::Checksum {
-                file: path.to_path_buf(),
-                algorithm: "md5",
-                expected: want.clone(),
-                actual: d.md5,
-            }),
+            (None, Some(want)) => Err(mismatch("md5", want, d.md5.clone())),
             (None, None) => Err(DatasetError::Manifest {
                 name: self.name.clone(),
                 message: "neither sha256 nor md5".into(),

@@ -5,7 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use deepcomp_datasets::{load, DatasetError, DatasetId, LoadOptions, SearchRoots, CIFAR_PIXELS};
+use deepcomp_datasets::{
+    load, DatasetError, DatasetId, LoadOptions, SearchRoots, Splits, CIFAR_PIXELS,
+};
 
 fn roots(base: &Path) -> SearchRoots {
     SearchRoots {
@@ -309,4 +311,167 @@ fn verify_checksums_rejects_files_that_differ_from_the_manifest() {
     );
     assert_eq!(*algorithm, "md5");
     assert_eq!(expected, "f68b3c2dcbeaaa9fbdd348bbdeb94873");
+}
+
+#[test]
+fn test_only_loads_need_no_training_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    // MNIST: only the two t10k files.
+    let files = common::idx_files(10, 6, 28, 28);
+    let dir = tmp.path().join("sys/mnist");
+    common::write_files(&dir, &files[2..]);
+    let mut o = opts(tmp.path());
+    let e = load(DatasetId::Mnist, &o).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("missing train-images-idx3-ubyte[.gz]"),
+        "{e}"
+    );
+    o.splits = Splits::TestOnly;
+    let ds = load(DatasetId::Mnist, &o).unwrap();
+    assert_eq!(
+        (ds.train.n, ds.train.c, ds.train.h, ds.train.w),
+        (0, 1, 28, 28)
+    );
+    assert_eq!(ds.test.n, 6);
+    assert_eq!(ds.test.images, common::bytes(2, 6 * 28 * 28));
+    assert_eq!(ds.source, dir);
+    // Train-only mirrors it.
+    common::write_files(&dir, &files[..2]);
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    o.splits = Splits::TrainOnly;
+    let ds = load(DatasetId::Mnist, &o).unwrap();
+    assert_eq!((ds.train.n, ds.test.n, ds.test.h), (10, 0, 28));
+
+    // CIFAR-10 binary: only test_batch.bin, as folder and as archive.
+    let files = common::cifar_files(false, 5);
+    let folder = tmp.path().join("c10");
+    common::write_files(&folder, &files[5..]);
+    let mut o = opts(tmp.path());
+    o.explicit = Some(folder.clone());
+    assert!(load(DatasetId::Cifar10, &o).is_err());
+    o.splits = Splits::TestOnly;
+    let ds = load(DatasetId::Cifar10, &o).unwrap();
+    assert_eq!(
+        (ds.train.n, ds.train.c, ds.train.h, ds.test.n),
+        (0, 3, 32, 5)
+    );
+    assert_eq!(ds.test.images, common::bytes(99, 5 * CIFAR_PIXELS));
+    let tar = tmp.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&tar, common::tar_gz("cifar-10-batches-bin", &files[5..])).unwrap();
+    o.explicit = Some(tar);
+    assert_eq!(load(DatasetId::Cifar10, &o).unwrap().test, ds.test);
+    assert_eq!(ds.class_names[0], "airplane");
+}
+
+#[test]
+fn a_missing_dataset_creates_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    for id in DatasetId::ALL {
+        assert!(load(id, &opts(tmp.path())).is_err());
+    }
+    assert!(
+        common::listing(tmp.path()).is_empty(),
+        "{:?}",
+        common::listing(tmp.path())
+    );
+}
+
+#[test]
+fn checksum_errors_list_the_digest_found_and_every_accepted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = common::idx_files(10, 5, 28, 28);
+    common::write_files(&tmp.path().join("sys/mnist"), &files);
+    let mut o = opts(tmp.path());
+    o.verify_checksums = true;
+    let e = load(DatasetId::Mnist, &o).unwrap_err().to_string();
+    let found = common::sha256_hex(&files[0].1);
+    for want in [
+        "train-images-idx3-ubyte.gz",
+        &found,
+        "md5 f68b3c2dcbeaaa9fbdd348bbdeb94873 (published)",
+        "sha256 8e59d4e6322d5e291f26338633ee8015e1369ee4616a784cd934bc27c2948978 (rebuilt copy",
+    ] {
+        assert!(e.contains(want), "{want} not in: {e}");
+    }
+    // A file whose manifest entry has a SHA-256 and no known copy: one expected digest.
+    let mut ok_files = files.clone();
+    ok_files.remove(0);
+    let dir = tmp.path().join("m2");
+    common::write_files(&dir, &ok_files);
+    std::fs::copy(
+        tmp.path().join("sys/mnist/train-images-idx3-ubyte.gz"),
+        dir.join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    let e = deepcomp_datasets::Manifest::embedded(DatasetId::Mnist)
+        .unwrap()
+        .file("train-labels-idx1-ubyte.gz")
+        .unwrap()
+        .verify(&dir.join("train-labels-idx1-ubyte.gz"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "expected sha256 3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+        ) && e.contains(&common::sha256_hex(&files[1].1)),
+        "{e}"
+    );
+}
+
+#[test]
+fn normalization_can_be_overridden_and_is_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_files(
+        &tmp.path().join("sys/cifar10"),
+        &common::cifar_files(false, 2),
+    );
+    let mut ds = load(DatasetId::Cifar10, &opts(tmp.path())).unwrap();
+    assert_eq!(ds.mean, DatasetId::Cifar10.mean());
+    let imagenet = (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
+    ds.set_normalization(imagenet.0.clone(), imagenet.1.clone())
+        .unwrap();
+    assert_eq!((ds.mean.clone(), ds.std.clone()), imagenet);
+    for (mean, std, field) in [
+        (vec![0.5], vec![0.2, 0.2, 0.2], "mean"),
+        (vec![0.5; 3], vec![0.2; 4], "std"),
+        (vec![0.5, f32::NAN, 0.5], vec![0.2; 3], "mean"),
+        (vec![0.5; 3], vec![0.2, 0.0, 0.2], "std"),
+        (vec![0.5; 3], vec![0.2, 0.2, f32::INFINITY], "std"),
+    ] {
+        let e = ds.set_normalization(mean, std).unwrap_err();
+        assert!(
+            matches!(&e, DatasetError::Config { field: f, .. } if *f == field),
+            "{e}"
+        );
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    // Unchanged after the failures.
+    assert_eq!((ds.mean.clone(), ds.std.clone()), imagenet);
+}
+
+#[test]
+fn batching_with_limit_zero_is_an_error_naming_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_files(
+        &tmp.path().join("sys/mnist"),
+        &common::idx_files(10, 5, 28, 28),
+    );
+    let ds = load(DatasetId::Mnist, &opts(tmp.path())).unwrap();
+    let cfg = deepcomp_datasets::BatchConfig {
+        limit: Some(0),
+        ..Default::default()
+    };
+    let e = ds
+        .train
+        .batches(&cfg, &ds.mean, &ds.std, 0, &candle_core::Device::Cpu)
+        .unwrap_err();
+    assert!(
+        matches!(e, DatasetError::Config { field: "limit", .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("limit") && e.to_string().contains("no batch"),
+        "{e}"
+    );
 }
