@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use deepcomp_datasets::{BatchConfig, Dataset, DatasetId, LoadOptions};
+use deepcomp_datasets::{BatchConfig, Dataset, DatasetId, LoadOptions, Split, Splits};
 use deepcomp_models::{LayerKind, Model, Optimizer, TrainHook};
 use deepcomp_quant::{Init, SharedWeights};
 use deepcomp_sparsity::{compute_masks, Criterion, Mask, MaskSet};
@@ -49,6 +49,8 @@ struct Ctx<'a> {
     out: PathBuf,
     progress: bool,
     inputs: StageInputs,
+    /// Held out of the training split for the pipeline's choices.
+    val: Option<Split>,
 }
 
 fn ckpt_dir(out: &Path) -> PathBuf {
@@ -157,8 +159,15 @@ pub fn apply_normalization(recipe: &Recipe, data: &mut Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system, download).
-pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> Result<Dataset> {
+/// Loads the recipe's dataset (discovery order: explicit path, `DEEPCOMP_DATA`, cache, system,
+/// download), only the `splits` asked for, checked against the manifest's digests unless the recipe
+/// says `data.verify = false`, normalized as the recipe says.
+pub fn load_data(
+    recipe: &Recipe,
+    data_path: Option<&Path>,
+    progress: bool,
+    splits: Splits,
+) -> Result<Dataset> {
     let id: DatasetId = recipe.dataset.parse()?;
     let opts = LoadOptions {
         explicit: data_path
@@ -166,6 +175,8 @@ pub fn load_data(recipe: &Recipe, data_path: Option<&Path>, progress: bool) -> R
             .or_else(|| recipe.data.path.clone()),
         allow_download: recipe.data.allow_download,
         progress,
+        verify_checksums: recipe.data.verify,
+        splits,
         ..LoadOptions::default()
     };
     let mut data = deepcomp_datasets::load(id, &opts)?;
@@ -195,14 +206,55 @@ fn batch_config(recipe: &Recipe, train: bool, tag: u64) -> BatchConfig {
     }
 }
 
+/// Holds `data.validation` examples out of the training split (stratified, seeded by the recipe's
+/// seed): the pipeline makes its choices on them and reports on the test split. The default is
+/// 5,000 examples, or a tenth of the training split when that is smaller; 0 holds none out.
+pub fn split_validation(recipe: &Recipe, data: &mut Dataset) -> Result<Option<Split>> {
+    let n = recipe
+        .data
+        .validation
+        .unwrap_or_else(|| 5000.min(data.train.n / 10));
+    if n == 0 {
+        return Ok(None);
+    }
+    if n >= data.train.n {
+        return Err(crate::recipe::RecipeError::Field {
+            origin: recipe.name.clone(),
+            field: "data.validation".into(),
+            reason: format!(
+                "{n} examples would leave none of the {} training examples to train on",
+                data.train.n
+            ),
+        }
+        .into());
+    }
+    let (rest, val) = data
+        .train
+        .split_off_validation(n, recipe.seed ^ 0x5641_4C49_4441_5445)?;
+    data.train = rest;
+    Ok(Some(val))
+}
+
 impl Ctx<'_> {
-    /// Top-1 and top-5 on the test split.
+    /// Top-1 and top-5 on the test split: the figures a report gives.
     fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
-        let cfg = batch_config(self.recipe, false, 0);
-        let batches =
-            self.data
-                .test
-                .batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
+        self.evaluate_on(&self.data.test, model)
+    }
+
+    /// Top-1 on the validation split, the one the pipeline makes its choices on (NaN without one).
+    fn validate(&self, model: &dyn Model) -> Result<f64> {
+        match &self.val {
+            Some(v) => Ok(self.evaluate_on(v, model)?.0),
+            None => Ok(f64::NAN),
+        }
+    }
+
+    fn evaluate_on(&self, split: &Split, model: &dyn Model) -> Result<(f64, f64)> {
+        let mut cfg = batch_config(self.recipe, false, 0);
+        if !std::ptr::eq(split, &self.data.test) {
+            cfg.limit = None;
+        }
+        let batches = split.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
         let s = deepcomp_models::evaluate(model, batches)?;
         Ok((s.top1, s.top5.unwrap_or(f64::NAN)))
     }
@@ -251,8 +303,9 @@ impl Ctx<'_> {
             let st =
                 deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
             let (top1, top5) = self.evaluate(model)?;
+            let val = self.validate(model)?;
             eprintln!(
-                "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  test {top1:.4}  {:.0} ex/s",
+                "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  val {val:.4}  test {top1:.4}  {:.0} ex/s",
                 epoch + 1,
                 st.loss,
                 st.top1,
@@ -266,6 +319,7 @@ impl Ctx<'_> {
                 lr,
                 loss: st.loss,
                 train_top1: st.top1,
+                val_top1: val,
                 test_top1: top1,
                 test_top5: top5,
                 ex_per_s: st.ex_per_s,
@@ -496,12 +550,19 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     // Everything that can be checked is checked before any file or folder is created.
     let model = build_model(recipe, &device)?;
     check_layer_names(recipe, model.as_ref())?;
-    let data = load_data(recipe, opts.data_path.as_deref(), opts.progress)?;
+    let mut data = load_data(
+        recipe,
+        opts.data_path.as_deref(),
+        opts.progress,
+        Splits::Both,
+    )?;
+    let val = split_validation(recipe, &mut data)?;
     let inputs = StageInputs::new(
         &opts.recipe,
         serde_json::json!({
             "source": data.source.display().to_string(),
             "train": data.train.n,
+            "validation": val.as_ref().map_or(0, |v| v.n),
             "test": data.test.n,
         }),
     )?;
@@ -539,13 +600,14 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         remove_if_exists(&opts.out.join(f))?;
     }
     eprintln!(
-        "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} test)",
+        "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} validation / {} test)",
         recipe.name,
         opts.recipe.origin,
         recipe.model,
         recipe.dataset,
         data.source.display(),
         data.train.n,
+        val.as_ref().map_or(0, |v| v.n),
         data.test.n
     );
     let ctx = Ctx {
@@ -555,12 +617,26 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         out: opts.out.clone(),
         progress: opts.progress,
         inputs,
+        val,
     };
     report.recipe = recipe.name.clone();
     report.model = recipe.model.clone();
     report.dataset = recipe.dataset.clone();
     report.seed = recipe.seed;
     report.data_source = ctx.data.source.display().to_string();
+    report.examples = crate::report::Examples {
+        train: ctx
+            .data
+            .train
+            .n
+            .min(recipe.data.train_limit.unwrap_or(usize::MAX)),
+        validation: ctx.val.as_ref().map_or(0, |v| v.n),
+        test: ctx
+            .data
+            .test
+            .n
+            .min(recipe.data.test_limit.unwrap_or(usize::MAX)),
+    };
 
     // --- train ---------------------------------------------------------------------------------
     let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
@@ -1177,8 +1253,16 @@ fn fill_sizes(
     Ok(())
 }
 
-/// Each layer pruned alone at 10 %..90 % (percentile), the rest dense; top-1 on the test set.
+/// Each layer pruned alone at 10 %..90 % (percentile), the rest dense; top-1 on the validation split.
 fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> {
+    if ctx.val.is_none() {
+        return Err(crate::recipe::RecipeError::Field {
+            origin: ctx.recipe.name.clone(),
+            field: "prune.sensitivity".into(),
+            reason: "the scan chooses on a validation split, and data.validation is 0".into(),
+        }
+        .into());
+    }
     let levels: Vec<f64> = (1..=9).map(|i| 10.0 * i as f64).collect();
     let originals: Vec<(String, Tensor)> = model
         .prunable()
@@ -1196,7 +1280,7 @@ fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> 
                 .var;
             var.set(&masks.apply_if_masked(name, t)?)?;
         }
-        ctx.evaluate(model).map(|(top1, _)| top1)
+        ctx.validate(model)
     };
     let table = deepcomp_sparsity::sensitivity(&named, &levels, &mut eval)?;
     for (name, t) in &originals {
@@ -1295,7 +1379,7 @@ pub fn eval_file(
         let map = key_map.or(recipe.train.key_map.as_deref());
         load_state_dict(model.as_ref(), path, map)?;
     }
-    let data = load_data(recipe, data_path, false)?;
+    let data = load_data(recipe, data_path, false, Splits::TestOnly)?;
     let ctx = Ctx {
         recipe,
         device,
@@ -1303,6 +1387,7 @@ pub fn eval_file(
         out: PathBuf::new(),
         progress: false,
         inputs: StageInputs::default(),
+        val: None,
     };
     ctx.evaluate(model.as_ref())
 }

@@ -143,6 +143,12 @@ pub struct DataSection {
     pub test_limit: Option<usize>,
     /// Whether a missing dataset may be downloaded.
     pub allow_download: bool,
+    /// Examples held out of the training split for the pipeline's choices (sensitivity scan, any
+    /// selection); default 5,000 or a tenth of the training split, whichever is smaller; 0: none.
+    pub validation: Option<usize>,
+    /// Check data files against the manifest's digests (published or known copies); turn off only
+    /// for data you made yourself under the official file names.
+    pub verify: bool,
     /// Per-channel mean of the input normalization, on pixels scaled to [0, 1] (default: the
     /// dataset's customary values). Used by training and every evaluation.
     pub mean: Option<Vec<f32>>,
@@ -161,6 +167,8 @@ impl Default for DataSection {
             train_limit: None,
             test_limit: None,
             allow_download: true,
+            validation: None,
+            verify: true,
             mean: None,
             std: None,
         }

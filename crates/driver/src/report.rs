@@ -10,6 +10,17 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+/// How many examples each split has in this run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Examples {
+    /// Training examples (after `data.train_limit`), validation excluded.
+    pub train: usize,
+    /// Held out of the training split; every choice the pipeline makes is made on these.
+    pub validation: usize,
+    /// Test examples (after `data.test_limit`); every reported accuracy is measured on these.
+    pub test: usize,
+}
+
 /// Top-1 accuracy after each stage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Accuracy {
@@ -112,6 +123,9 @@ pub struct EpochRow {
     pub loss: f64,
     /// Training top-1.
     pub train_top1: f64,
+    /// Top-1 on the validation split held out of training (NaN without one).
+    #[serde(default)]
+    pub val_top1: f64,
     /// Test top-1.
     pub test_top1: f64,
     /// Test top-5.
@@ -142,6 +156,9 @@ pub struct Report {
     pub seed: u64,
     /// Where the dataset was found.
     pub data_source: String,
+    /// Examples per split.
+    #[serde(default)]
+    pub examples: Examples,
     /// Top-1 per stage.
     pub accuracy: Accuracy,
     /// Top-5 of the decoded model.
@@ -194,7 +211,14 @@ impl Report {
             self.model, self.dataset, self.data_source, self.seed
         );
         let a = &self.accuracy;
-        let _ = writeln!(s, "## Accuracy (top-1, test set)\n");
+        let x = &self.examples;
+        let _ = writeln!(
+            s,
+            "Splits: {} training, {} validation (held out of training; the sensitivity scan and any \
+             other choice use it), {} test (every accuracy below).\n",
+            x.train, x.validation, x.test
+        );
+        let _ = writeln!(s, "## Accuracy (top-1, test split)\n");
         let _ = writeln!(s, "| dense | pruned | finetuned | quantized | decoded |");
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
         let _ = writeln!(
@@ -266,18 +290,19 @@ impl Report {
         );
         if !self.history.is_empty() {
             let _ = writeln!(s, "## Epochs\n");
-            let _ = writeln!(s, "| stage | epoch | sparsity | lr | loss | train top-1 | test top-1 | test top-5 | ex/s |");
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "| stage | epoch | sparsity | lr | loss | train top-1 | val top-1 | test top-1 | test top-5 | ex/s |");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for e in &self.history {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.3} | {:.5} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} |",
+                    "| {} | {} | {:.3} | {:.5} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} |",
                     e.stage,
                     e.epoch,
                     e.sparsity,
                     e.lr,
                     e.loss,
                     e.train_top1,
+                    e.val_top1,
                     e.test_top1,
                     e.test_top5,
                     e.ex_per_s
@@ -286,7 +311,10 @@ impl Report {
             s.push('\n');
         }
         if !self.sensitivity.is_empty() {
-            let _ = writeln!(s, "## Sensitivity (each layer pruned alone, top-1)\n");
+            let _ = writeln!(
+                s,
+                "## Sensitivity (each layer pruned alone, top-1 on the validation split)\n"
+            );
             let levels: Vec<String> = self.sensitivity[0]
                 .points
                 .iter()

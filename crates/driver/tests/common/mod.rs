@@ -42,6 +42,7 @@ path = "{}"
 batch_size = 50
 eval_batch_size = 200
 allow_download = false
+verify = false
 [train]
 epochs = 2
 lr = 0.05
