@@ -6,7 +6,8 @@
 //! - `cargo xtask pipeline [--recipe NAME|PATH] [--out DIR]`: the main job; default recipe
 //!   `lenet300-fashion` (LeNet-300-100 on Fashion-MNIST).
 //! - `cargo xtask test`: the whole test suite (`cargo test --workspace`).
-//! - `cargo xtask ci`: a short regression run; writes `target/deepcomp/ci.json` and fails when the
+//! - `cargo xtask ci`: short regression runs (`ci` on Fashion-MNIST, `ci-mnist` on the real MNIST in
+//!   `../shared/data`); writes `target/deepcomp/ci.json` and fails when the
 //!   compression ratio or the accuracy fall below `.ci/baseline.json` by more than its tolerance.
 //! - `cargo xtask bench [--quick] [--criterion]`: training / Huffman / k-means throughput into
 //!   `target/deepcomp/bench.json`, with PyTorch's training throughput on the same threads and the ratios
@@ -136,23 +137,58 @@ fn get_f64(v: &Value, path: &str, file: &Path) -> Result<f64> {
         .with_context(|| format!("{}: field `{path}` is not a number", file.display()))
 }
 
-fn ci(rest: &[String]) -> Result<()> {
-    let root = root();
-    let out = root.join("target/deepcomp/ci");
+/// The real data beside the checkout (`$DEEPCOMP_TEST_DATA` or `../shared/data`): `None`, said
+/// loudly, when it is absent outside CI; an error under CI, where it must be there.
+fn shared_data(root: &Path) -> Result<Option<PathBuf>> {
+    let dir = std::env::var_os("DEEPCOMP_TEST_DATA")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/data"));
+    if dir.is_dir() {
+        return Ok(Some(dir));
+    }
+    let ci = std::env::var("CI")
+        .is_ok_and(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")));
+    if ci {
+        bail!(
+            "real test data not found at {} (CI must provide it; set DEEPCOMP_TEST_DATA)",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "\n=== xtask ci: SKIPPED the runs on real data: {} not found (set DEEPCOMP_TEST_DATA) ===\n",
+        dir.display()
+    );
+    Ok(None)
+}
+
+/// One regression run: `recipe` into `target/deepcomp/<recipe>`, compared with `baseline`.
+fn ci_run(
+    root: &Path,
+    recipe: &str,
+    data: Option<&Path>,
+    baseline: &str,
+    rest: &[String],
+) -> Result<(Value, bool)> {
+    let out = root.join("target/deepcomp").join(recipe);
     let mut args: Vec<String> = vec![
         "pipeline".into(),
         "--recipe".into(),
-        "ci".into(),
+        recipe.into(),
         "--out".into(),
         out.display().to_string(),
         "--fresh".into(),
     ];
+    if let Some(d) = data {
+        args.push("--data".into());
+        args.push(d.display().to_string());
+    }
     args.extend(rest.iter().cloned());
     deepcomp(&args)?;
 
     let report_path = out.join("report.json");
     let report = read_json(&report_path)?;
-    let baseline_path = root.join(".ci/baseline.json");
+    let baseline_path = root.join(baseline);
     let baseline = read_json(&baseline_path)?;
 
     let mut checks = Vec::new();
@@ -168,7 +204,7 @@ fn ci(rest: &[String]) -> Result<()> {
         let ok = got >= want - tol;
         failed |= !ok;
         eprintln!(
-            "xtask ci: {name:<22} measured {got:>10.4}  baseline {want:>10.4}  tolerance {tol:>8.4}  {}",
+            "xtask ci: {recipe:<9} {name:<18} measured {got:>10.4}  baseline {want:>10.4}  tolerance {tol:>8.4}  {}",
             if ok { "ok" } else { "REGRESSION" }
         );
         checks.push(serde_json::json!({
@@ -179,12 +215,34 @@ fn ci(rest: &[String]) -> Result<()> {
     let quantized = get_f64(&report, "accuracy.quantized", &report_path)?;
     let exact = decoded == quantized;
     failed |= !exact;
-    eprintln!("xtask ci: decoded accuracy == quantized accuracy: {exact}");
+    eprintln!("xtask ci: {recipe}: decoded accuracy == quantized accuracy: {exact}");
     let summary = serde_json::json!({
-        "recipe": "ci",
+        "recipe": recipe,
+        "baseline": baseline_path.display().to_string(),
         "report": report_path.display().to_string(),
         "checks": checks,
         "decoded_equals_quantized": exact,
+        "ok": !failed,
+    });
+    Ok((summary, failed))
+}
+
+fn ci(rest: &[String]) -> Result<()> {
+    let root = root();
+    let mut runs = vec![ci_run(&root, "ci", None, ".ci/baseline.json", rest)?];
+    if let Some(data) = shared_data(&root)? {
+        let mnist = data.join("mnist");
+        runs.push(ci_run(
+            &root,
+            "ci-mnist",
+            Some(&mnist),
+            ".ci/baseline-mnist.json",
+            rest,
+        )?);
+    }
+    let failed = runs.iter().any(|(_, f)| *f);
+    let summary = serde_json::json!({
+        "runs": runs.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
         "ok": !failed,
     });
     let ci_json = root.join("target/deepcomp/ci.json");
@@ -193,7 +251,7 @@ fn ci(rest: &[String]) -> Result<()> {
     eprintln!("xtask ci: wrote {}", ci_json.display());
     if failed {
         bail!(
-            "regression against .ci/baseline.json (see {})",
+            "regression against the baselines in .ci/ (see {})",
             ci_json.display()
         );
     }

@@ -32,7 +32,17 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "resnet20-cifar10",
         include_str!("../recipes/resnet20-cifar10.toml"),
     ),
+    (
+        "lenet300-mnist",
+        include_str!("../recipes/lenet300-mnist.toml"),
+    ),
+    ("lenet5-mnist", include_str!("../recipes/lenet5-mnist.toml")),
+    (
+        "resnet20-cifar10-jpeg",
+        include_str!("../recipes/resnet20-cifar10-jpeg.toml"),
+    ),
     ("ci", include_str!("../recipes/ci.toml")),
+    ("ci-mnist", include_str!("../recipes/ci-mnist.toml")),
 ];
 
 /// Errors of recipe loading and validation.
