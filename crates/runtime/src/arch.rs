@@ -20,19 +20,21 @@ pub(crate) struct Block {
     shortcut_pad: Option<usize>,
 }
 
+/// One network, built once per load (so the size difference of the variants does not matter).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Net {
     /// `fc1 → ReLU → … → fcN` on flattened input.
     Mlp { features: usize, fcs: Vec<Fc> },
     /// Conv stack (each conv followed by max pool `pool`), flatten (NCHW order), FC chain.
-    ConvNet {
+    Plain {
         cin: usize,
         side: usize,
         convs: Vec<(Conv, usize)>,
         fcs: Vec<Fc>,
     },
     /// CIFAR ResNet: stem conv + BN + ReLU, basic blocks, global average pool, `linear`.
-    ResNet {
+    Residual {
         cin: usize,
         side: usize,
         stem: Conv,
@@ -151,7 +153,11 @@ impl<'a> Tensors<'a> {
     ) -> Result<Conv> {
         let name = format!("{prefix}.weight");
         let shape = self.shape(&name)?;
-        if shape.len() != 4 || shape[1] != cin || shape[2] != shape[3] || shape[0] == 0 || shape[2] == 0
+        if shape.len() != 4
+            || shape[1] != cin
+            || shape[2] != shape[3]
+            || shape[0] == 0
+            || shape[2] == 0
         {
             return Err(RuntimeError::Shape {
                 name,
@@ -249,7 +255,7 @@ impl Net {
                 }
                 let side = 2 * (2 * p2 + conv2.k - 1) + conv1.k - 1;
                 let fcs = t.fc_chain(f)?;
-                Ok(Net::ConvNet {
+                Ok(Net::Plain {
                     cin,
                     side,
                     convs: vec![(conv1, 2), (conv2, 2)],
@@ -271,11 +277,23 @@ impl Net {
                             break;
                         }
                         let stride = if b == 0 && stage > 1 { 2 } else { 1 };
-                        let conv1 =
-                            t.conv(&format!("{p}.conv1"), c, stride, 1, Some(&format!("{p}.bn1")), true)?;
+                        let conv1 = t.conv(
+                            &format!("{p}.conv1"),
+                            c,
+                            stride,
+                            1,
+                            Some(&format!("{p}.bn1")),
+                            true,
+                        )?;
                         let planes = conv1.w.rows;
-                        let conv2 =
-                            t.conv(&format!("{p}.conv2"), planes, 1, 1, Some(&format!("{p}.bn2")), false)?;
+                        let conv2 = t.conv(
+                            &format!("{p}.conv2"),
+                            planes,
+                            1,
+                            1,
+                            Some(&format!("{p}.bn2")),
+                            false,
+                        )?;
                         if conv2.w.rows != planes {
                             return Err(RuntimeError::Shape {
                                 name: format!("{p}.conv2.weight"),
@@ -306,7 +324,7 @@ impl Net {
                     }
                 }
                 let linear = t.fc("linear", Some(c), false)?;
-                Ok(Net::ResNet {
+                Ok(Net::Residual {
                     cin,
                     side: 32,
                     stem,
@@ -330,26 +348,29 @@ impl Net {
                     [1, 1, *features]
                 }
             }
-            Net::ConvNet { cin, side, .. } | Net::ResNet { cin, side, .. } => [*cin, *side, *side],
+            Net::Plain { cin, side, .. } | Net::Residual { cin, side, .. } => [*cin, *side, *side],
         }
     }
 
     pub fn num_classes(&self) -> usize {
         match self {
-            Net::Mlp { fcs, .. } | Net::ConvNet { fcs, .. } => fcs.last().map_or(0, |f| f.w.rows),
-            Net::ResNet { linear, .. } => linear.w.rows,
+            Net::Mlp { fcs, .. } | Net::Plain { fcs, .. } => fcs.last().map_or(0, |f| f.w.rows),
+            Net::Residual { linear, .. } => linear.w.rows,
         }
     }
 
     pub fn set_input_side(&mut self, s: usize) -> Result<()> {
         match self {
-            Net::ResNet { side, .. } if s >= 4 && s % 4 == 0 => {
+            Net::Residual { side, .. } if s >= 4 && s.is_multiple_of(4) => {
                 *side = s;
                 Ok(())
             }
             _ if self.input_shape()[1] == s => Ok(()),
             _ => Err(RuntimeError::Input {
-                reason: format!("input side {s} does not fit this model ({:?})", self.input_shape()),
+                reason: format!(
+                    "input side {s} does not fit this model ({:?})",
+                    self.input_shape()
+                ),
             }),
         }
     }
@@ -369,12 +390,12 @@ impl Net {
         };
         match self {
             Net::Mlp { fcs, .. } => fcs.iter().map(fc).collect(),
-            Net::ConvNet { convs, fcs, .. } => convs
+            Net::Plain { convs, fcs, .. } => convs
                 .iter()
                 .map(|(c, _)| conv(c))
                 .chain(fcs.iter().map(fc))
                 .collect(),
-            Net::ResNet {
+            Net::Residual {
                 stem,
                 blocks,
                 linear,
@@ -396,17 +417,21 @@ impl Net {
         };
         match self {
             Net::Mlp { fcs, .. } => fcs.iter().map(fc).sum(),
-            Net::ConvNet { convs, fcs, .. } => {
-                convs.iter().map(|(c, _)| conv(c)).sum::<usize>() + fcs.iter().map(fc).sum::<usize>()
+            Net::Plain { convs, fcs, .. } => {
+                convs.iter().map(|(c, _)| conv(c)).sum::<usize>()
+                    + fcs.iter().map(fc).sum::<usize>()
             }
-            Net::ResNet {
+            Net::Residual {
                 stem,
                 blocks,
                 linear,
                 ..
             } => {
                 conv(stem)
-                    + blocks.iter().map(|b| conv(&b.conv1) + conv(&b.conv2)).sum::<usize>()
+                    + blocks
+                        .iter()
+                        .map(|b| conv(&b.conv1) + conv(&b.conv2))
+                        .sum::<usize>()
                     + fc(linear)
             }
         }
@@ -417,8 +442,8 @@ impl Net {
         let per: usize = self.input_shape().iter().product();
         let (features, fcs): (Vec<f32>, Vec<&Fc>) = match self {
             Net::Mlp { fcs, .. } => (input.to_vec(), fcs.iter().collect()),
-            Net::ConvNet { fcs, .. } => (self.trunk(input, batch, per), fcs.iter().collect()),
-            Net::ResNet { linear, .. } => (self.trunk(input, batch, per), vec![linear]),
+            Net::Plain { fcs, .. } => (self.trunk(input, batch, per), fcs.iter().collect()),
+            Net::Residual { linear, .. } => (self.trunk(input, batch, per), vec![linear]),
         };
         let f = features.len() / batch;
         let mut x = to_feature_major(&features, batch, f);
@@ -443,7 +468,7 @@ impl Net {
     fn trunk_one(&self, x: &[f32], par: bool) -> Vec<f32> {
         match self {
             Net::Mlp { .. } => x.to_vec(),
-            Net::ConvNet { side, convs, .. } => {
+            Net::Plain { side, convs, .. } => {
                 let mut h = *side;
                 let mut cur = x.to_vec();
                 for (conv, pool) in convs {
@@ -454,7 +479,7 @@ impl Net {
                 }
                 cur
             }
-            Net::ResNet {
+            Net::Residual {
                 side, stem, blocks, ..
             } => {
                 let (mut cur, mut h) = stem.forward(x, *side, par);

@@ -27,7 +27,10 @@ impl Conv {
     pub fn bytes(&self) -> usize {
         self.w.bytes()
             + self.bias.as_ref().map_or(0, |b| b.len() * 4)
-            + self.affine.as_ref().map_or(0, |(a, b)| (a.len() + b.len()) * 4)
+            + self
+                .affine
+                .as_ref()
+                .map_or(0, |(a, b)| (a.len() + b.len()) * 4)
     }
 
     /// One sample: `x` is `[cin][h][h]`, the result `[cout][ho][ho]`. `par` spreads the output

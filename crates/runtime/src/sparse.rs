@@ -116,7 +116,9 @@ impl SparseRows {
             while k < positions.len() && positions[k] < end {
                 let p = positions[k];
                 if prev_pos.is_some_and(|q| p <= q) {
-                    return Err(bad(format!("positions not strictly ascending at entry {k}")));
+                    return Err(bad(format!(
+                        "positions not strictly ascending at entry {k}"
+                    )));
                 }
                 prev_pos = Some(p);
                 let c = codes[k];
@@ -139,8 +141,8 @@ impl SparseRows {
                 first = false;
                 k += 1;
             }
-            let n = u32::try_from(gaps.len())
-                .map_err(|_| bad("more than 2^32 entries".to_string()))?;
+            let n =
+                u32::try_from(gaps.len()).map_err(|_| bad("more than 2^32 entries".to_string()))?;
             row_ptr.push(n);
         }
         if k < positions.len() {
@@ -255,7 +257,14 @@ fn walk<C: Code>(gaps: &[u8], codes: &[C], cb: &[f32], f: &mut impl FnMut(usize,
 /// One output row: EIE-style decode of each entry (`col += gap`, `w = codebook[code]`), then
 /// `y += w · x[col]` over the batch (contiguous in the feature-major layout).
 #[inline(always)]
-fn row_kernel<C: Code>(gaps: &[u8], codes: &[C], cb: &[f32], x: &[f32], batch: usize, yr: &mut [f32]) {
+fn row_kernel<C: Code>(
+    gaps: &[u8],
+    codes: &[C],
+    cb: &[f32],
+    x: &[f32],
+    batch: usize,
+    yr: &mut [f32],
+) {
     let mut col = 0usize;
     if batch == 1 {
         // Four independent accumulators hide the add latency.
