@@ -407,6 +407,31 @@ impl Net {
         }
     }
 
+    /// Every weight matrix, mutably.
+    pub fn weights_mut(&mut self) -> Vec<&mut SparseRows> {
+        match self {
+            Net::Mlp { fcs, .. } => fcs.iter_mut().map(|f| &mut f.w).collect(),
+            Net::Plain { convs, fcs, .. } => convs
+                .iter_mut()
+                .map(|(c, _)| &mut c.w)
+                .chain(fcs.iter_mut().map(|f| &mut f.w))
+                .collect(),
+            Net::Residual {
+                stem,
+                blocks,
+                linear,
+                ..
+            } => std::iter::once(&mut stem.w)
+                .chain(
+                    blocks
+                        .iter_mut()
+                        .flat_map(|b| [&mut b.conv1.w, &mut b.conv2.w]),
+                )
+                .chain(std::iter::once(&mut linear.w))
+                .collect(),
+        }
+    }
+
     pub fn dense_bytes(&self) -> usize {
         let fc = |f: &Fc| (f.w.rows * f.w.row_len + f.bias.as_ref().map_or(0, Vec::len)) * 4;
         let conv = |c: &Conv| {

@@ -168,6 +168,14 @@ impl CompressedModel {
         self.net.dense_bytes()
     }
 
+    /// Decodes every weight matrix to dense `f32` (same kernels' loop structure, every multiply done):
+    /// the dense-decoded baseline. [`Self::weight_bytes`] then equals [`Self::dense_bytes`].
+    pub fn decode_dense(&mut self) {
+        for w in self.net.weights_mut() {
+            w.densify();
+        }
+    }
+
     /// Per-layer figures.
     pub fn layers(&self) -> Vec<LayerSummary> {
         self.net.layers()

@@ -69,8 +69,11 @@ impl Conv {
             };
             (lo, hi_excl.max(lo))
         };
+        let dense = self.w.is_dense();
         self.w.for_row(co, |col, w| {
-            if w == 0.0 {
+            // Skip fillers (and, in the compressed form, nothing else: pruned weights are absent);
+            // the dense-decoded baseline does every multiply.
+            if w == 0.0 && !dense {
                 return;
             }
             let ci = col / kk;

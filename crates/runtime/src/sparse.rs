@@ -64,6 +64,9 @@ pub(crate) struct SparseRows {
     codebook: Vec<f32>,
     /// Kept weights (without fillers).
     pub nonzero: usize,
+    /// Dense-decoded mode ([`Self::densify`]): the full row-major `f32` matrix; the compressed
+    /// fields are then empty.
+    dense: Vec<f32>,
 }
 
 const MAX_GAP: usize = u8::MAX as usize;
@@ -166,6 +169,7 @@ impl SparseRows {
             codes,
             codebook,
             nonzero: positions.len(),
+            dense: Vec::new(),
         })
     }
 
@@ -189,14 +193,51 @@ impl SparseRows {
         Self::new(name, rows, row_len, &values, &positions, &codes)
     }
 
+    /// Whether the matrix was decoded to dense `f32` ([`Self::densify`]).
+    pub fn is_dense(&self) -> bool {
+        !self.dense.is_empty()
+    }
+
+    /// Decodes to a dense row-major `f32` matrix and drops the compressed form: the dense-decoded
+    /// baseline the compressed kernels are measured against.
+    pub fn densify(&mut self) {
+        if self.is_dense() || self.rows * self.row_len == 0 {
+            return;
+        }
+        let mut d = vec![0f32; self.rows * self.row_len];
+        for r in 0..self.rows {
+            let row = &mut d[r * self.row_len..(r + 1) * self.row_len];
+            self.for_row(r, |c, w| {
+                if w != 0.0 {
+                    row[c] = w;
+                }
+            });
+        }
+        self.dense = d;
+        self.row_ptr = Vec::new();
+        self.gaps = Vec::new();
+        self.codes = Codes::U8(Vec::new());
+        self.codebook = Vec::new();
+    }
+
     /// Resident bytes of the form.
     pub fn bytes(&self) -> usize {
+        if self.is_dense() {
+            return self.dense.len() * 4;
+        }
         self.row_ptr.len() * 4 + self.gaps.len() + self.codes.bytes() + self.codebook.len() * 4
     }
 
     /// Calls `f(col, value)` for each entry of row `r` (fillers included, with value 0).
     #[inline]
     pub fn for_row(&self, r: usize, mut f: impl FnMut(usize, f32)) {
+        if self.is_dense() {
+            let row = &self.dense[r * self.row_len..(r + 1) * self.row_len];
+            for (c, &w) in row.iter().enumerate() {
+                f(c, w);
+            }
+            return;
+        }
         let (a, b) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
         match &self.codes {
             Codes::U8(c) => walk(&self.gaps[a..b], &c[a..b], &self.codebook, &mut f),
@@ -210,7 +251,11 @@ impl SparseRows {
     pub fn matmul_fm(&self, x: &[f32], batch: usize, y: &mut [f32]) {
         debug_assert_eq!(x.len(), self.row_len * batch);
         debug_assert_eq!(y.len(), self.rows * batch);
-        let work = self.gaps.len() * batch;
+        let work = if self.is_dense() {
+            self.dense.len()
+        } else {
+            self.gaps.len()
+        } * batch;
         let rows_per_task = if work < 1 << 16 {
             self.rows
         } else {
@@ -235,6 +280,15 @@ impl SparseRows {
 
     #[inline]
     fn row_into(&self, r: usize, x: &[f32], batch: usize, yr: &mut [f32]) {
+        if self.is_dense() {
+            dense_row(
+                &self.dense[r * self.row_len..(r + 1) * self.row_len],
+                x,
+                batch,
+                yr,
+            );
+            return;
+        }
         let (a, b) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
         let g = &self.gaps[a..b];
         match &self.codes {
@@ -293,6 +347,34 @@ fn row_kernel<C: Code>(
         let xs = &x[col * batch..(col + 1) * batch];
         for (y, &v) in yr.iter_mut().zip(xs) {
             *y += w * v;
+        }
+    }
+}
+
+/// Dense baseline: `y = Σ_c w[c] · x[c][..]`; at batch 1 a dot product with eight accumulators.
+#[inline(always)]
+fn dense_row(w: &[f32], x: &[f32], batch: usize, yr: &mut [f32]) {
+    if batch == 1 {
+        let mut acc = [0f32; 8];
+        let (wc, wr) = w.split_at(w.len() / 8 * 8);
+        let (xc, xr) = x.split_at(wc.len());
+        for (a, b) in wc.chunks_exact(8).zip(xc.chunks_exact(8)) {
+            for j in 0..8 {
+                acc[j] += a[j] * b[j];
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (a, b) in wr.iter().zip(xr) {
+            s += a * b;
+        }
+        yr[0] = s;
+        return;
+    }
+    yr.fill(0.0);
+    for (c, &wv) in w.iter().enumerate() {
+        let xs = &x[c * batch..(c + 1) * batch];
+        for (y, &v) in yr.iter_mut().zip(xs) {
+            *y += wv * v;
         }
     }
 }

@@ -42,6 +42,15 @@ fn check(arch: &str, cfg: &ArchConfig, sparsity: f64, bits: u8, batch: usize) ->
         "{arch}: top-1 differs from candle"
     );
 
+    // The dense-decoded baseline computes the same logits and holds dense f32 bytes.
+    let mut dd = model.clone();
+    dd.decode_dense();
+    assert_eq!(dd.weight_bytes(), dd.dense_bytes());
+    let d = rel_diff(&dd.forward(&input, batch).unwrap(), &dense);
+    assert!(d < 1e-4, "{arch}: dense-decoded vs dense reference: {d}");
+    let d = rel_diff(&dd.forward(&input[..per], 1).unwrap(), &dense[..classes]);
+    assert!(d < 1e-4, "{arch}: dense-decoded batch 1: {d}");
+
     // Batch 1 (the parallel-over-rows / channels path) gives the same logits as the batch.
     let one = model.forward(&input[..per], 1).unwrap();
     let d = rel_diff(&one, &ours[..classes]);
