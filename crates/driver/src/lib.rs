@@ -24,6 +24,7 @@
 
 pub mod bench;
 pub mod compress;
+pub mod engine;
 pub mod epoch;
 pub mod error;
 pub mod fsutil;

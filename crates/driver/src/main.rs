@@ -138,6 +138,21 @@ enum Cmd {
         #[arg(long = "key-map")]
         key_map: Vec<String>,
     },
+    /// Run a `.dcz` with the compressed engine (no decoding) over a recipe's test set: top-1, top-5,
+    /// forward time, weight bytes.
+    Run {
+        /// The `.dcz` file.
+        model: PathBuf,
+        /// Recipe giving the dataset, normalization and batching.
+        #[arg(long, default_value = "lenet300-fashion")]
+        recipe: String,
+        /// Dataset folder or archive.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print JSON instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure throughput (training, Huffman, k-means) and write JSON.
     Bench {
         /// Where to write the JSON figures.
@@ -390,6 +405,33 @@ fn run() -> Result<()> {
             let map = (!map.is_empty()).then_some(map.as_slice());
             let (top1, top5) = pipeline::eval_file(&r, &model, data.as_deref(), map)?;
             outln!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
+        }
+        Cmd::Run {
+            model,
+            recipe,
+            data,
+            json,
+        } => {
+            let r = recipe::load(&recipe)?.recipe;
+            let rep = deepcomp_driver::engine::run_file(&r, &model, data.as_deref())?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                outln!(
+                    "{}: top-1 {:.4}  top-5 {:.4}  {} examples in {:.3} s ({:.0} ex/s, batch {})  \
+                     weights {} B compressed vs {} B dense f32 ({:.1}x)",
+                    model.display(),
+                    rep.top1,
+                    rep.top5,
+                    rep.examples,
+                    rep.forward_seconds,
+                    rep.ex_per_s,
+                    rep.batch_size,
+                    rep.weight_bytes,
+                    rep.dense_bytes,
+                    rep.dense_bytes as f64 / rep.weight_bytes.max(1) as f64
+                );
+            }
         }
         Cmd::Bench {
             json,

@@ -118,6 +118,7 @@ fn every_command_has_help() {
         "decompress",
         "inspect",
         "eval",
+        "run",
         "bench",
         "recipes",
     ] {

@@ -331,7 +331,7 @@ pub fn train_epoch(
         tally.add(&host_logits, &host_labels, classes, loss);
         n_batches += 1;
         bar.inc(1);
-        if n_batches % 16 == 0 || Some(n_batches) == len {
+        if n_batches.is_multiple_of(16) || Some(n_batches) == len {
             let rate = tally.examples as f64 / start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
                 "loss {:.4} top1 {:.2}% {:.0} ex/s",
@@ -340,7 +340,7 @@ pub fn train_epoch(
                 rate
             ));
         }
-        if progress.log_every > 0 && n_batches % progress.log_every == 0 {
+        if progress.log_every > 0 && n_batches.is_multiple_of(progress.log_every) {
             let rate = tally.examples as f64 / start.elapsed().as_secs_f64().max(1e-9);
             log_line(
                 &bar,

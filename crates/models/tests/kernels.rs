@@ -216,7 +216,8 @@ fn conv_case(
     // candle 0.11's conv2d backward returns an input gradient of the wrong shape when the last window
     // does not end on the input's edge ((size + 2·pad − k) not a multiple of the stride); there only
     // the finite differences (f64) judge our gradients.
-    let aligned = (hw.0 + 2 * pad - k) % stride == 0 && (hw.1 + 2 * pad - k) % stride == 0;
+    let aligned =
+        (hw.0 + 2 * pad - k).is_multiple_of(stride) && (hw.1 + 2 * pad - k).is_multiple_of(stride);
     assert!(aligned || dtype == DType::F64, "unaligned cases need f64");
     let g2 = if aligned {
         grads_of(reference, &inputs, &r).1
