@@ -61,7 +61,12 @@ pub fn eval_compressed(
 /// forward time and weight bytes.
 pub fn run_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Result<RunReport> {
     let mut model = load_compressed(path)?;
-    let data = load_data(recipe, data_path, false)?;
+    let data = load_data(
+        recipe,
+        data_path,
+        false,
+        deepcomp_datasets::Splits::TestOnly,
+    )?;
     let cfg = BatchConfig {
         batch_size: recipe.data.eval_batch_size,
         shuffle: false,

@@ -133,6 +133,10 @@ enum Cmd {
         /// Per-channel normalization standard deviation, comma-separated; goes with --mean.
         #[arg(long, value_delimiter = ',', requires = "mean")]
         std: Option<Vec<f32>>,
+        /// How a `.dcz` is run: `dense` (decoded into the training model) or `compressed` (kept
+        /// compressed, deepcomp-runtime's kernels).
+        #[arg(long, value_enum, default_value = "dense")]
+        engine: Engine,
         /// Rename a safetensors file's keys before loading: REGEX=REPLACEMENT (repeatable, applied in
         /// order), e.g. --key-map '^module\.='.
         #[arg(long = "key-map")]
@@ -167,6 +171,15 @@ enum Cmd {
     },
     /// List the built-in recipes.
     Recipes,
+}
+
+/// How `eval` runs a `.dcz`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Engine {
+    /// Decoded to dense tensors in the training model.
+    Dense,
+    /// Kept compressed (deepcomp-runtime).
+    Compressed,
 }
 
 /// Reads a `.dcz` file; the error names the file.
@@ -386,6 +399,7 @@ fn run() -> Result<()> {
             mean,
             std,
             key_map,
+            engine,
         } => {
             let loaded = recipe::load(&recipe)?;
             let mut r = loaded.recipe;
@@ -403,7 +417,12 @@ fn run() -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let map = (!map.is_empty()).then_some(map.as_slice());
-            let (top1, top5) = pipeline::eval_file(&r, &model, data.as_deref(), map)?;
+            let (top1, top5) = match engine {
+                Engine::Compressed => {
+                    deepcomp_driver::engine::eval_compressed(&r, &model, data.as_deref())?
+                }
+                Engine::Dense => pipeline::eval_file(&r, &model, data.as_deref(), map)?,
+            };
             outln!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
         }
         Cmd::Run {
