@@ -3,8 +3,9 @@
 //! Each figure is the best of a few repetitions on generated data with fixed seeds, on a rayon pool of
 //! the given number of threads (deepcomp's kernels split work across the pool they run in; the
 //! `deepcomp` binary gives candle's own pool one thread). The criterion benches under
-//! `crates/entropy/benches` and `crates/quant/benches` measure the same kernels with statistics; this
-//! module gives one JSON a regression script can read.
+//! `crates/entropy/benches`, `crates/quant/benches` and `crates/models/benches` (conv kernels, fused
+//! BatchNorm epilogue) measure the same kernels with statistics; this module gives one JSON a
+//! regression script can read.
 
 use std::time::Instant;
 
