@@ -272,15 +272,16 @@ fn bench(rest: &[String]) -> Result<()> {
     deepcomp(&args)?;
     // `deepcomp bench` printed the figures; check the file it wrote is there and parses.
     let mut figures = read_json(&out)?;
-    torch_reference(&root, &out, &mut figures)?;
+    let quick = rest.iter().any(|a| a == "--quick");
+    torch_reference(&root, &out, &mut figures, quick)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
 }
 
-/// When PyTorch is installed, times the same two training steps with it on the same number of threads
+/// When PyTorch is installed, times the same training / evaluation steps with it on the same number of threads
 /// (`xtask/bench/torch_cpu_train.py`) and adds `pytorch_*_ex_s` and `ratio_*` (deepcomp ÷ PyTorch) to
 /// the bench figures. Without PyTorch it says so and leaves the figures alone.
-fn torch_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
+fn torch_reference(root: &Path, out: &Path, figures: &mut Value, quick: bool) -> Result<()> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = Command::new(&python)
         .args(["-c", "import torch"])
@@ -295,6 +296,12 @@ fn torch_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
     let output = Command::new(&python)
         .arg(&script)
         .arg(threads.to_string())
+        // Steps: LeNet-300-100, LeNet-5, the CIFAR nets; eval batches (as `deepcomp bench`).
+        .args(if quick {
+            ["20", "4", "2", "4"]
+        } else {
+            ["100", "20", "5", "10"]
+        })
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !output.status.success() {
@@ -309,16 +316,38 @@ fn torch_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
     let Some(map) = figures.as_object_mut() else {
         bail!("{}: not a JSON object", out.display());
     };
-    for arch in ["lenet300", "lenet5"] {
-        let theirs = get_f64(&torch, &format!("{arch}_ex_s"), &script)?;
+    // (figure name in bench.json, PyTorch's key, ratio key)
+    let pairs = [
+        ("train_lenet300_ex_s", "lenet300_ex_s", "ratio_lenet300"),
+        ("train_lenet5_ex_s", "lenet5_ex_s", "ratio_lenet5"),
+        ("train_resnet20_ex_s", "resnet20_ex_s", "ratio_resnet20"),
+        (
+            "train_vgg16_half_ex_s",
+            "vgg16_half_ex_s",
+            "ratio_vgg16_half",
+        ),
+        (
+            "finetune_resnet20_ex_s",
+            "finetune_resnet20_ex_s",
+            "ratio_finetune_resnet20",
+        ),
+        (
+            "eval_resnet20_ex_s",
+            "eval_resnet20_ex_s",
+            "ratio_eval_resnet20",
+        ),
+    ];
+    for (ours_key, torch_key, ratio_key) in pairs {
+        let theirs = get_f64(&torch, torch_key, &script)?;
         let ours = map
-            .get(&format!("train_{arch}_ex_s"))
+            .get(ours_key)
             .and_then(Value::as_f64)
-            .with_context(|| format!("{}: missing train_{arch}_ex_s", out.display()))?;
-        map.insert(format!("pytorch_{arch}_ex_s"), theirs.into());
-        map.insert(format!("ratio_{arch}"), (ours / theirs).into());
+            .with_context(|| format!("{}: missing {ours_key}", out.display()))?;
+        map.insert(format!("pytorch_{torch_key}"), theirs.into());
+        map.insert(ratio_key.into(), (ours / theirs).into());
         eprintln!(
-            "xtask: {arch:<9} deepcomp {ours:>8.0} ex/s   PyTorch {theirs:>8.0} ex/s   ratio {:.2}",
+            "xtask: {:<22} deepcomp {ours:>8.0} ex/s   PyTorch {theirs:>8.0} ex/s   ratio {:.2}",
+            ratio_key.trim_start_matches("ratio_"),
             ours / theirs
         );
     }

@@ -3,8 +3,9 @@
 //! Each figure is the best of a few repetitions on generated data with fixed seeds, on a rayon pool of
 //! the given number of threads (deepcomp's kernels split work across the pool they run in; the
 //! `deepcomp` binary gives candle's own pool one thread). The criterion benches under
-//! `crates/entropy/benches` and `crates/quant/benches` measure the same kernels with statistics; this
-//! module gives one JSON a regression script can read.
+//! `crates/entropy/benches`, `crates/quant/benches` and `crates/models/benches` (conv kernels, fused
+//! BatchNorm epilogue) measure the same kernels with statistics; this module gives one JSON a
+//! regression script can read.
 
 use std::time::Instant;
 
@@ -22,6 +23,16 @@ pub struct BenchFigures {
     pub train_lenet300_ex_s: f64,
     /// LeNet-5 training, SGD + momentum, batch 128: examples per second.
     pub train_lenet5_ex_s: f64,
+    /// ResNet-20 (CIFAR-10 shape) training, SGD + momentum, batch 128: examples per second.
+    pub train_resnet20_ex_s: f64,
+    /// VGG16-half (CIFAR-10 shape) training, SGD + momentum, batch 128: examples per second.
+    pub train_vgg16_half_ex_s: f64,
+    /// ResNet-20 masked fine-tuning at 80 % sparsity (percentile pruning of every conv / fc weight,
+    /// the driver's `MaskHook` on every step), batch 128: examples per second.
+    pub finetune_resnet20_ex_s: f64,
+    /// ResNet-20 evaluation (eval-mode forward, loss and top-1/top-5 tally), batch 128: examples per
+    /// second.
+    pub eval_resnet20_ex_s: f64,
     /// Canonical Huffman encoding, 10M symbols of a skewed 32-symbol distribution: million symbols/s.
     pub huffman_encode_msym_s: f64,
     /// Table-driven Huffman decoding of the same stream: million symbols/s.
@@ -42,11 +53,9 @@ fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
     Ok(best)
 }
 
-/// Training throughput of `arch` with batch 128: the best of three runs of `steps` steps (after one
-/// warm-up step).
-pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
+/// Four seeded batches of 128 generated inputs of `model`'s shape, with labels.
+fn generated_batches(model: &dyn deepcomp_models::Model) -> Result<Vec<(Tensor, Tensor)>> {
     let device = Device::Cpu;
-    let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
     let [c, h, w] = model.input_shape();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let batch = 128;
@@ -61,6 +70,48 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
             Tensor::from_vec(y, batch, &device)?,
         ));
     }
+    Ok(batches)
+}
+
+/// Training throughput of `arch` with batch 128: the best of three runs of `steps` steps (after one
+/// warm-up step).
+pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
+    train_throughput_masked(arch, steps, None)
+}
+
+/// [`train_throughput`], as masked fine-tuning when `sparsity` is given: every conv / fc weight is
+/// pruned to that fraction by magnitude (the percentile criterion) and the driver's [`MaskHook`]
+/// zeroes pruned gradients, weights and momentum on every step, as the pipeline's finetune stage does.
+///
+/// [`MaskHook`]: crate::hooks::MaskHook
+pub fn train_throughput_masked(arch: &str, steps: usize, sparsity: Option<f64>) -> Result<f64> {
+    let device = Device::Cpu;
+    let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
+    let batches = generated_batches(model.as_ref())?;
+    let mut mask_hook = match sparsity {
+        Some(f) => {
+            let prunable = model.prunable();
+            let weights: Vec<(&str, &Tensor)> = prunable
+                .iter()
+                .map(|p| (p.name.as_str(), p.var.as_tensor()))
+                .collect();
+            let masks = deepcomp_sparsity::compute_masks(
+                &weights,
+                &deepcomp_sparsity::Criterion::Percentile { q: f * 100.0 },
+                None,
+                None,
+            )?;
+            let hook = crate::hooks::MaskHook::new(&masks, &device)?;
+            hook.apply_to_weights(model.as_ref())?;
+            Some(hook)
+        }
+        None => None,
+    };
+    let mut no_hook = deepcomp_models::NoHook;
+    let hook: &mut dyn deepcomp_models::TrainHook = match mask_hook.as_mut() {
+        Some(h) => h,
+        None => &mut no_hook,
+    };
     let mut opt = deepcomp_models::OptimizerConfig::Sgd(deepcomp_models::SgdConfig {
         lr: 0.01,
         momentum: 0.9,
@@ -68,7 +119,6 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
     })
     .build()?;
     let progress = deepcomp_models::ProgressConfig::default();
-    let mut hook = deepcomp_models::NoHook;
     let one = |n: usize| {
         batches
             .iter()
@@ -76,14 +126,7 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
             .take(n)
             .map(|(x, y)| Ok((x.clone(), y.clone())))
     };
-    deepcomp_models::train_epoch(
-        model.as_ref(),
-        opt.as_mut(),
-        one(1),
-        &mut hook,
-        0,
-        &progress,
-    )?;
+    deepcomp_models::train_epoch(model.as_ref(), opt.as_mut(), one(1), hook, 0, &progress)?;
     let mut epoch = 0;
     let seconds = best_of(3, || {
         epoch += 1;
@@ -92,13 +135,37 @@ pub fn train_throughput(arch: &str, steps: usize) -> Result<f64> {
             model.as_ref(),
             opt.as_mut(),
             one(steps),
-            &mut hook,
+            hook,
             epoch,
             &progress,
         )?;
         Ok(t.elapsed().as_secs_f64())
     })?;
-    Ok((steps * batch) as f64 / seconds)
+    Ok((steps * 128) as f64 / seconds)
+}
+
+/// Evaluation throughput of `arch` (eval-mode forward, loss and accuracy tally, batch 128): the best
+/// of three runs over `batches` batches (after one warm-up batch).
+pub fn eval_throughput(arch: &str, batches: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
+    let data = generated_batches(model.as_ref())?;
+    let run = |n: usize| {
+        deepcomp_models::evaluate(
+            model.as_ref(),
+            data.iter()
+                .cycle()
+                .take(n)
+                .map(|(x, y)| Ok((x.clone(), y.clone()))),
+        )
+    };
+    run(1)?;
+    let seconds = best_of(3, || {
+        let t = Instant::now();
+        run(batches)?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    Ok((batches * 128) as f64 / seconds)
 }
 
 /// A skewed 32-symbol stream (geometric-like, as cluster codes of a pruned layer).
@@ -191,6 +258,15 @@ fn measure(quick: bool) -> Result<BenchFigures> {
     eprintln!("bench: train lenet300 {train_lenet300_ex_s:.0} ex/s");
     let train_lenet5_ex_s = train_throughput("lenet5", if quick { 4 } else { 20 })?;
     eprintln!("bench: train lenet5 {train_lenet5_ex_s:.0} ex/s");
+    let conv_steps = if quick { 2 } else { 5 };
+    let train_resnet20_ex_s = train_throughput("resnet20", conv_steps)?;
+    eprintln!("bench: train resnet20 {train_resnet20_ex_s:.0} ex/s");
+    let train_vgg16_half_ex_s = train_throughput("vgg16_half", conv_steps)?;
+    eprintln!("bench: train vgg16_half {train_vgg16_half_ex_s:.0} ex/s");
+    let finetune_resnet20_ex_s = train_throughput_masked("resnet20", conv_steps, Some(0.8))?;
+    eprintln!("bench: masked finetune resnet20 (80 % sparse) {finetune_resnet20_ex_s:.0} ex/s");
+    let eval_resnet20_ex_s = eval_throughput("resnet20", if quick { 4 } else { 10 })?;
+    eprintln!("bench: eval resnet20 {eval_resnet20_ex_s:.0} ex/s");
     let (huffman_encode_msym_s, huffman_decode_msym_s) = huffman_throughput(10_000_000, reps)?;
     eprintln!("bench: huffman encode {huffman_encode_msym_s:.0} Msym/s, decode {huffman_decode_msym_s:.0} Msym/s");
     let kmeans_235k_s = kmeans_seconds(235_200, reps)?;
@@ -199,6 +275,10 @@ fn measure(quick: bool) -> Result<BenchFigures> {
     Ok(BenchFigures {
         train_lenet300_ex_s,
         train_lenet5_ex_s,
+        train_resnet20_ex_s,
+        train_vgg16_half_ex_s,
+        finetune_resnet20_ex_s,
+        eval_resnet20_ex_s,
         huffman_encode_msym_s,
         huffman_decode_msym_s,
         kmeans_235k_s,

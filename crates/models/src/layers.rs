@@ -315,7 +315,22 @@ impl BatchNorm {
     /// Normalizes `xs` of shape (N, C) or (N, C, H, W). With `train`, uses batch statistics and updates
     /// the running statistics in place (through `Var::set`, so `&self` suffices).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(xs, train, None, false)
+    }
+
+    /// `act(BN(xs) [+ residual])`: [`BatchNorm::forward_t`], then the `residual` (a tensor of the
+    /// input's shape) added and a ReLU when `relu`. On the CPU the three are one op in both modes
+    /// ([`crate::kernels::bn::batch_norm_train_act`], [`crate::kernels::bn::channel_affine`]); on other
+    /// devices they are composed from candle ops.
+    pub fn forward_act(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
         let dims = xs.dims();
+        let fused = xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64);
         let c = self.num_features;
         let (bshape, reduce): (Vec<usize>, Vec<usize>) = match dims.len() {
             2 => (vec![1, c], vec![0]),
@@ -347,38 +362,44 @@ impl BatchNorm {
                     ),
                 });
             }
-            let (ys, mean, var) =
-                if xs.device().is_cpu() && matches!(xs.dtype(), DType::F32 | DType::F64) {
-                    // Our fused op: one node, statistics in f64, dx/dγ/dβ in one backward pass.
-                    let (ys, stats) = crate::kernels::bn::batch_norm_train(
-                        xs,
-                        self.weight.as_tensor(),
-                        self.bias.as_tensor(),
-                        self.eps,
-                    )?;
-                    let stat = |v: &[f64]| -> Result<Tensor> {
-                        Ok(Tensor::new(v, xs.device())?.to_dtype(self.running_mean.dtype())?)
-                    };
-                    (ys, stat(&stats.mean)?, stat(&stats.var)?)
-                } else {
-                    let inv_n = 1.0 / count as f64;
-                    let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
-                    let centered = xs.broadcast_sub(&mean)?;
-                    let var = (centered.sqr()?.sum_keepdim(reduce.as_slice())? * inv_n)?;
-                    // scale = gamma / sqrt(var + eps), applied to the centered input, then shift by beta.
-                    let scale = self
-                        .weight
-                        .reshape(bshape.as_slice())?
-                        .broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
-                    let ys = centered
-                        .broadcast_mul(&scale)?
-                        .broadcast_add(&self.bias.reshape(bshape.as_slice())?)?;
-                    (
-                        ys,
-                        mean.detach().flatten_all()?,
-                        var.detach().flatten_all()?,
-                    )
+            let (ys, mean, var) = if fused {
+                // Our fused op: one node, statistics in f64, dx/dγ/dβ(/dr) in one backward pass.
+                let (ys, stats) = crate::kernels::bn::batch_norm_train_act(
+                    xs,
+                    self.weight.as_tensor(),
+                    self.bias.as_tensor(),
+                    self.eps,
+                    residual,
+                    relu,
+                )?;
+                let stat = |v: &[f64]| -> Result<Tensor> {
+                    Ok(Tensor::new(v, xs.device())?.to_dtype(self.running_mean.dtype())?)
                 };
+                (ys, stat(&stats.mean)?, stat(&stats.var)?)
+            } else {
+                let inv_n = 1.0 / count as f64;
+                let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
+                let centered = xs.broadcast_sub(&mean)?;
+                let var = (centered.sqr()?.sum_keepdim(reduce.as_slice())? * inv_n)?;
+                // scale = gamma / sqrt(var + eps), applied to the centered input, then shift by beta.
+                let scale = self
+                    .weight
+                    .reshape(bshape.as_slice())?
+                    .broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
+                let ys = centered
+                    .broadcast_mul(&scale)?
+                    .broadcast_add(&self.bias.reshape(bshape.as_slice())?)?;
+                let ys = match residual {
+                    Some(r) => (ys + r)?,
+                    None => ys,
+                };
+                let ys = if relu { ys.relu()? } else { ys };
+                (
+                    ys,
+                    mean.detach().flatten_all()?,
+                    var.detach().flatten_all()?,
+                )
+            };
             // Running statistics: detached, unbiased variance as in PyTorch.
             let m = self.momentum;
             let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
@@ -392,9 +413,17 @@ impl BatchNorm {
             let scale =
                 (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
-            Ok(xs
+            if fused && scale.dtype() == xs.dtype() {
+                return crate::kernels::bn::channel_affine(xs, &scale, &shift, residual, relu);
+            }
+            let ys = xs
                 .broadcast_mul(&scale.reshape(bshape.as_slice())?)?
-                .broadcast_add(&shift.reshape(bshape.as_slice())?)?)
+                .broadcast_add(&shift.reshape(bshape.as_slice())?)?;
+            let ys = match residual {
+                Some(r) => (ys + r)?,
+                None => ys,
+            };
+            Ok(if relu { ys.relu()? } else { ys })
         }
     }
 }

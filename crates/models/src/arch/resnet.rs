@@ -67,9 +67,8 @@ impl BasicBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let out = self
             .bn1
-            .forward_t(&self.conv1.forward(xs)?, train)?
-            .relu()?;
-        let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
+            .forward_act(&self.conv1.forward(xs)?, train, None, true)?;
+        let out = self.conv2.forward(&out)?;
         let short = match self.shortcut_pad {
             None => xs.clone(),
             Some(pad) => {
@@ -80,7 +79,8 @@ impl BasicBlock {
                     .pad_with_zeros(1, pad, pad)?
             }
         };
-        Ok((out + short)?.relu()?)
+        // bn2, the shortcut and the ReLU in one op.
+        self.bn2.forward_act(&out, train, Some(&short), true)
     }
 }
 
@@ -232,8 +232,7 @@ impl Model for ResNet20 {
         check_input(xs, self.input)?;
         let mut x = self
             .bn1
-            .forward_t(&self.conv1.forward(xs)?, train)?
-            .relu()?;
+            .forward_act(&self.conv1.forward(xs)?, train, None, true)?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }

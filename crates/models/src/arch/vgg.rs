@@ -166,13 +166,17 @@ impl Model for Vgg16Half {
         let mut x = xs.clone();
         for stage in &self.features {
             x = match stage {
-                Stage::Conv(conv, bn) => bn.forward_t(&conv.forward(&x)?, train)?.relu()?,
+                Stage::Conv(conv, bn) => bn.forward_act(&conv.forward(&x)?, train, None, true)?,
                 Stage::Pool => max_pool2d(&x, 2)?,
             };
         }
         let x = global_avg_pool(&x)?;
-        let x = self.bn1.forward_t(&self.fc1.forward(&x)?, train)?.relu()?;
-        let x = self.bn2.forward_t(&self.fc2.forward(&x)?, train)?.relu()?;
+        let x = self
+            .bn1
+            .forward_act(&self.fc1.forward(&x)?, train, None, true)?;
+        let x = self
+            .bn2
+            .forward_act(&self.fc2.forward(&x)?, train, None, true)?;
         self.fc3.forward(&x)
     }
 

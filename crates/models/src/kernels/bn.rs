@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{buffer, contiguous, tensor, threads, with_cpu, Elem};
@@ -212,36 +212,137 @@ fn cast<T: Elem>(v: impl IntoIterator<Item = f64>) -> Vec<T> {
     v.into_iter().map(T::from_f64).collect()
 }
 
-/// The forward op: (x, γ, β) → y with the statistics computed beforehand.
+/// What the fused op does after the normalization: add a residual input, then apply a ReLU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Epilogue {
+    /// Add a residual tensor of the input's shape after the affine transform.
+    pub residual: bool,
+    /// Apply `max(0, ·)` last.
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// The plain normalization.
+    pub const NONE: Self = Self {
+        residual: false,
+        relu: false,
+    };
+    /// Normalization, then ReLU.
+    pub const RELU: Self = Self {
+        residual: false,
+        relu: true,
+    };
+    /// Normalization, plus the residual, then ReLU (the end of a residual block).
+    pub const ADD_RELU: Self = Self {
+        residual: true,
+        relu: true,
+    };
+}
+
+/// `y = act(x·scale + shift [+ r])` over the `n` batch rows of `out`, per channel `scale`/`shift`.
+fn affine_rows<T: Elem>(
+    g: &Geom,
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    r: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
+    let mut y = buffer::<T>(g.len());
+    per_row(g, &mut y, |out, i| {
+        let span = i * g.c * g.s..(i + 1) * g.c * g.s;
+        let xr = &x[span.clone()];
+        let rr = r.map(|r| &r[span]);
+        for ch in 0..g.c {
+            let (sc, sh) = (scale[ch], shift[ch]);
+            let cr = ch * g.s..(ch + 1) * g.s;
+            let o = &mut out[cr.clone()];
+            match rr {
+                Some(rr) => {
+                    for ((o, &v), &rv) in o.iter_mut().zip(&xr[cr.clone()]).zip(&rr[cr.clone()]) {
+                        *o = v * sc + sh + rv;
+                    }
+                }
+                None => {
+                    for (o, &v) in o.iter_mut().zip(&xr[cr.clone()]) {
+                        *o = v * sc + sh;
+                    }
+                }
+            }
+            if relu {
+                for o in o.iter_mut() {
+                    if *o < T::ZERO {
+                        *o = T::ZERO;
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// The incoming gradient with the ReLU's mask applied: `dy` where `y > 0`, else 0.
+#[inline]
+fn masked<T: Elem>(dy: T, y: T) -> T {
+    if y > T::ZERO {
+        dy
+    } else {
+        T::ZERO
+    }
+}
+
+/// (Σ dz, Σ dz·(x − mean)) in f64, with `dz = dy` masked by `y > 0` when `y` is given.
+#[inline]
+fn sum_dz_dot<T: Elem>(dy: &[T], y: Option<&[T]>, x: &[T], mean: f64) -> (f64, f64) {
+    match y {
+        None => sum_dy_dot(dy, x, mean),
+        Some(y) => {
+            let (mut a, mut b) = ([0f64; 8], [0f64; 8]);
+            let (dyc, yc, xc) = (dy.chunks_exact(8), y.chunks_exact(8), x.chunks_exact(8));
+            let (dyr, yr, xr) = (dyc.remainder(), yc.remainder(), xc.remainder());
+            for ((d8, y8), x8) in dyc.zip(yc).zip(xc) {
+                for i in 0..8 {
+                    let d = masked(d8[i], y8[i]).to_f64();
+                    a[i] += d;
+                    b[i] += d * (x8[i].to_f64() - mean);
+                }
+            }
+            let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+            for ((&d, &yv), &xv) in dyr.iter().zip(yr).zip(xr) {
+                let d = masked(d, yv).to_f64();
+                sa += d;
+                sb += d * (xv.to_f64() - mean);
+            }
+            (sa, sb)
+        }
+    }
+}
+
+/// The forward op: (x, γ, β) → y, or (x, [γ; β], r) → y with a residual, with the statistics
+/// computed beforehand.
 #[derive(Debug)]
 struct BatchNormTrain {
     g: Geom,
     stats: Arc<Stats>,
-}
-
-/// The input-gradient op of the backward pass: (x, dy, γ) → dx, with Σ dy and Σ dy·(x − μ) computed
-/// beforehand.
-#[derive(Debug)]
-struct BatchNormBackward {
-    g: Geom,
-    stats: Arc<Stats>,
-    sum_dy: Vec<f64>,
-    sum_dy_xc: Vec<f64>,
+    epilogue: Epilogue,
 }
 
 fn check_shapes(
     g: &Geom,
+    epilogue: Epilogue,
     l1: &Layout,
     l2: &Layout,
     l3: &Layout,
-    second: &[usize],
 ) -> candle_core::Result<()> {
-    if l1.shape().elem_count() != g.len()
-        || l2.shape().dims() != second
-        || l3.shape().dims() != [g.c]
-    {
+    let ok = l1.shape().elem_count() == g.len()
+        && if epilogue.residual {
+            l2.shape().dims() == [2 * g.c] && l3.shape().elem_count() == g.len()
+        } else {
+            l2.shape().dims() == [g.c] && l3.shape().dims() == [g.c]
+        };
+    if !ok {
         candle_core::bail!(
-            "{NAME}: shapes {:?}, {:?}, {:?} do not fit the planned geometry {g:?}",
+            "{NAME}: shapes {:?}, {:?}, {:?} do not fit the planned geometry {g:?} ({epilogue:?})",
             l1.shape(),
             l2.shape(),
             l3.shape()
@@ -251,28 +352,152 @@ fn check_shapes(
 }
 
 impl BatchNormTrain {
-    fn run<T: Elem>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    fn run<T: Elem>(&self, x: &[T], a2: &[T], a3: &[T]) -> Vec<T> {
         let g = self.g;
         let st = &*self.stats;
-        let mean: Vec<T> = cast(st.mean.iter().copied());
-        let scale: Vec<T> = cast(
-            gamma
-                .iter()
-                .zip(&st.invstd)
-                .map(|(gm, is)| gm.to_f64() * is),
+        let (gamma, beta, r) = if self.epilogue.residual {
+            (&a2[..g.c], &a2[g.c..], Some(a3))
+        } else {
+            (a2, a3, None)
+        };
+        // y = (x − μ)·γ/σ̂ + β = x·scale + shift.
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&st.invstd)
+            .map(|(gm, is)| gm.to_f64() * is)
+            .collect();
+        let shift: Vec<T> = cast(
+            beta.iter()
+                .zip(&scale)
+                .zip(&st.mean)
+                .map(|((b, sc), mu)| b.to_f64() - mu * sc),
         );
-        let mut y = buffer::<T>(g.len());
-        per_row(&g, &mut y, |out, i| {
-            let xr = &x[i * g.c * g.s..(i + 1) * g.c * g.s];
-            for ch in 0..g.c {
-                let (mu, sc, b) = (mean[ch], scale[ch], beta[ch]);
-                let r = ch * g.s..(ch + 1) * g.s;
-                for (o, &v) in out[r.clone()].iter_mut().zip(&xr[r]) {
-                    *o = (v - mu) * sc + b;
+        let scale: Vec<T> = cast(scale);
+        affine_rows(&g, x, &scale, &shift, r, self.epilogue.relu)
+    }
+
+    /// (dx, dγ, dβ, dr) from the input, the output, the output gradient and γ.
+    #[allow(clippy::type_complexity)]
+    fn grads<T: Elem>(
+        &self,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        gamma: &[T],
+    ) -> candle_core::Result<(Vec<T>, Vec<f64>, Vec<f64>, Option<Vec<T>>)> {
+        let g = self.g;
+        if x.len() != g.len() || y.len() != g.len() || dy.len() != g.len() || gamma.len() < g.c {
+            candle_core::bail!("{NAME}: input, output or output gradient does not fit {g:?}");
+        }
+        let st = &*self.stats;
+        let ym = self.epilogue.relu.then_some(y);
+        // Per channel (Σ dz, Σ dz·(x − μ)) with dz the gradient after the ReLU's mask.
+        let sums: Vec<(f64, f64)> = if g.s == 1 {
+            let (mut a, mut b) = (vec![0f64; g.c], vec![0f64; g.c]);
+            for (i, (xr, dr)) in x.chunks_exact(g.c).zip(dy.chunks_exact(g.c)).enumerate() {
+                let yr = &y[i * g.c..(i + 1) * g.c];
+                for ch in 0..g.c {
+                    let d = if ym.is_some() {
+                        masked(dr[ch], yr[ch])
+                    } else {
+                        dr[ch]
+                    }
+                    .to_f64();
+                    a[ch] += d;
+                    b[ch] += d * (xr[ch].to_f64() - st.mean[ch]);
                 }
             }
-        });
-        y
+            a.into_iter().zip(b).collect()
+        } else {
+            per_channel(&g, |ch| {
+                let ys: Box<dyn Iterator<Item = Option<&[T]>>> = match ym {
+                    Some(y) => Box::new(segments(y, g, ch).map(Some)),
+                    None => Box::new(std::iter::repeat(None)),
+                };
+                segments(dy, g, ch)
+                    .zip(ys)
+                    .zip(segments(x, g, ch))
+                    .map(|((d, yv), xs)| sum_dz_dot(d, yv, xs, st.mean[ch]))
+                    .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+            })
+        };
+        let (sum_dz, sum_dz_xc): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
+        let m = g.count() as f64;
+        // Per channel, with σ̂ = √(σ² + ε): dx = a·dz + b·(x − μ) + d, where a = γ/σ̂,
+        // b = −a·Σdz·(x − μ)/(σ̂²·M) (the x̂·dγ/M term) and d = −a·Σdz/M.
+        let mut a = Vec::with_capacity(g.c);
+        let mut b = Vec::with_capacity(g.c);
+        let mut d = Vec::with_capacity(g.c);
+        for ch in 0..g.c {
+            let is = st.invstd[ch];
+            let sc = gamma[ch].to_f64() * is;
+            a.push(T::from_f64(sc));
+            b.push(T::from_f64(-sc * is * is * sum_dz_xc[ch] / m));
+            d.push(T::from_f64(-sc * sum_dz[ch] / m));
+        }
+        let mean: Vec<T> = cast(st.mean.iter().copied());
+        let row = g.c * g.s;
+        let mut dx = buffer::<T>(g.len());
+        let mut dr = if self.epilogue.residual {
+            buffer::<T>(g.len())
+        } else {
+            Vec::new()
+        };
+        let body = |out: &mut [T], rout: Option<&mut [T]>, i: usize| {
+            let span = i * row..(i + 1) * row;
+            let (xr, dyr, yr) = (&x[span.clone()], &dy[span.clone()], &y[span]);
+            let mut rout = rout;
+            for ch in 0..g.c {
+                let (ac, bc, dc, mu) = (a[ch], b[ch], d[ch], mean[ch]);
+                let cr = ch * g.s..(ch + 1) * g.s;
+                let (o, xs, ds, ys) = (
+                    &mut out[cr.clone()],
+                    &xr[cr.clone()],
+                    &dyr[cr.clone()],
+                    &yr[cr.clone()],
+                );
+                if ym.is_some() {
+                    for (((o, &xv), &dv), &yv) in o.iter_mut().zip(xs).zip(ds).zip(ys) {
+                        *o = ac * masked(dv, yv) + bc * (xv - mu) + dc;
+                    }
+                    if let Some(ro) = rout.as_deref_mut() {
+                        for ((o, &dv), &yv) in ro[cr].iter_mut().zip(ds).zip(ys) {
+                            *o = masked(dv, yv);
+                        }
+                    }
+                } else {
+                    for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
+                        *o = ac * dv + bc * (xv - mu) + dc;
+                    }
+                    if let Some(ro) = rout.as_deref_mut() {
+                        ro[cr].copy_from_slice(ds);
+                    }
+                }
+            }
+        };
+        if row > 0 {
+            let tasks = g.rows_per_task();
+            match (self.epilogue.residual, g.parallel()) {
+                (true, true) => dx
+                    .par_chunks_mut(row)
+                    .zip(dr.par_chunks_mut(row))
+                    .enumerate()
+                    .with_min_len(tasks)
+                    .for_each(|(i, (o, r))| body(o, Some(r), i)),
+                (true, false) => dx
+                    .chunks_mut(row)
+                    .zip(dr.chunks_mut(row))
+                    .enumerate()
+                    .for_each(|(i, (o, r))| body(o, Some(r), i)),
+                (false, _) => per_row(&g, &mut dx, |o, i| body(o, None, i)),
+            }
+        }
+        let dgamma = sum_dz_xc
+            .iter()
+            .zip(&st.invstd)
+            .map(|(s, is)| s * is)
+            .collect();
+        Ok((dx, dgamma, sum_dz, self.epilogue.residual.then_some(dr)))
     }
 }
 
@@ -290,17 +515,17 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        check_shapes(&self.g, l1, l2, l3, &[self.g.c])?;
+        check_shapes(&self.g, self.epilogue, l1, l2, l3)?;
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(self.run(
                 contiguous::<f32>(NAME, "input", s1, l1)?,
                 contiguous::<f32>(NAME, "weight", s2, l2)?,
-                contiguous::<f32>(NAME, "bias", s3, l3)?,
+                contiguous::<f32>(NAME, "bias or residual", s3, l3)?,
             )),
             CpuStorage::F64(_) => CpuStorage::F64(self.run(
                 contiguous::<f64>(NAME, "input", s1, l1)?,
                 contiguous::<f64>(NAME, "weight", s2, l2)?,
-                contiguous::<f64>(NAME, "bias", s3, l3)?,
+                contiguous::<f64>(NAME, "bias or residual", s3, l3)?,
             )),
             _ => candle_core::bail!(
                 "{NAME}: only f32 and f64 are supported, got {:?}",
@@ -313,144 +538,52 @@ impl CustomOp3 for BatchNormTrain {
     fn bwd(
         &self,
         x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        _res: &Tensor,
+        a2: &Tensor,
+        _a3: &Tensor,
+        res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.g;
-        let dy = dy.contiguous()?;
-        let sums = |what: DType| -> candle_core::Result<Vec<(f64, f64)>> {
-            match what {
-                DType::F32 => reduce_backward::<f32>(g, &self.stats, x, &dy),
-                DType::F64 => reduce_backward::<f64>(g, &self.stats, x, &dy),
-                other => {
-                    candle_core::bail!("{NAME}: only f32 and f64 are supported, got {other:?}")
-                }
-            }
-        };
-        let (sum_dy, sum_dy_xc): (Vec<f64>, Vec<f64>) = sums(x.dtype())?.into_iter().unzip();
-        let dgamma: Vec<f64> = sum_dy_xc
-            .iter()
-            .zip(&self.stats.invstd)
-            .map(|(s, is)| s * is)
-            .collect();
-        let (dgamma, dbeta) = match x.dtype() {
-            DType::F32 => (
-                tensor(cast::<f32>(dgamma), &[g.c])?,
-                tensor(cast::<f32>(sum_dy.iter().copied()), &[g.c])?,
-            ),
-            _ => (tensor(dgamma, &[g.c])?, tensor(sum_dy.clone(), &[g.c])?),
-        };
-        let op = BatchNormBackward {
-            g,
-            stats: self.stats.clone(),
-            sum_dy,
-            sum_dy_xc,
-        };
-        let dx = x.contiguous()?.apply_op3_no_bwd(&dy, gamma, &op)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
-    }
-}
-
-/// Per channel (Σ dy, Σ dy·(x − μ)).
-fn reduce_backward<T: Elem>(
-    g: Geom,
-    stats: &Stats,
-    x: &Tensor,
-    dy: &Tensor,
-) -> candle_core::Result<Vec<(f64, f64)>> {
-    with_cpu::<T, _>(NAME, "input", x, |x| {
-        with_cpu::<T, _>(NAME, "output gradient", dy, |dy| {
-            if x.len() != g.len() || dy.len() != g.len() {
-                candle_core::bail!("{NAME}: input or output gradient does not fit {g:?}");
-            }
-            Ok(if g.s == 1 {
-                let (mut a, mut b) = (vec![0f64; g.c], vec![0f64; g.c]);
-                for (xr, dr) in x.chunks_exact(g.c).zip(dy.chunks_exact(g.c)) {
-                    for ch in 0..g.c {
-                        let d = dr[ch].to_f64();
-                        a[ch] += d;
-                        b[ch] += d * (xr[ch].to_f64() - stats.mean[ch]);
-                    }
-                }
-                a.into_iter().zip(b).collect()
-            } else {
-                per_channel(&g, |ch| {
-                    segments(dy, g, ch)
-                        .zip(segments(x, g, ch))
-                        .map(|(d, xs)| sum_dy_dot(d, xs, stats.mean[ch]))
-                        .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+        let shape = x.dims().to_vec();
+        fn run<T: Elem>(
+            op: &BatchNormTrain,
+            x: &Tensor,
+            a2: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+            shape: &[usize],
+        ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let c = op.g.c;
+            let (dx, dgamma, dbeta, dr) = with_cpu::<T, _>(NAME, "input", x, |x| {
+                with_cpu::<T, _>(NAME, "output", y, |y| {
+                    with_cpu::<T, _>(NAME, "output gradient", dy, |dy| {
+                        with_cpu::<T, _>(NAME, "weight", a2, |gamma| op.grads(x, y, dy, gamma))
+                    })
                 })
-            })
-        })
-    })
-}
-
-impl BatchNormBackward {
-    fn run<T: Elem>(&self, x: &[T], dy: &[T], gamma: &[T]) -> Vec<T> {
-        let g = self.g;
-        let st = &*self.stats;
-        let m = g.count() as f64;
-        // Per channel, with σ̂ = √(σ² + ε): dx = a·dy + b·(x − μ) + d, where a = γ/σ̂,
-        // b = −a·Σdy·(x − μ)/(σ̂²·M) (the x̂·dγ/M term) and d = −a·Σdy/M.
-        let mut a = Vec::with_capacity(g.c);
-        let mut b = Vec::with_capacity(g.c);
-        let mut d = Vec::with_capacity(g.c);
-        for ch in 0..g.c {
-            let is = st.invstd[ch];
-            let sc = gamma[ch].to_f64() * is;
-            a.push(T::from_f64(sc));
-            b.push(T::from_f64(-sc * is * is * self.sum_dy_xc[ch] / m));
-            d.push(T::from_f64(-sc * self.sum_dy[ch] / m));
-        }
-        let mean: Vec<T> = cast(st.mean.iter().copied());
-        let mut dx = buffer::<T>(g.len());
-        per_row(&g, &mut dx, |out, i| {
-            let span = i * g.c * g.s..(i + 1) * g.c * g.s;
-            let (xr, dr) = (&x[span.clone()], &dy[span]);
-            for ch in 0..g.c {
-                let (ac, bc, dc, mu) = (a[ch], b[ch], d[ch], mean[ch]);
-                let r = ch * g.s..(ch + 1) * g.s;
-                for ((o, &xv), &dv) in out[r.clone()].iter_mut().zip(&xr[r.clone()]).zip(&dr[r]) {
-                    *o = ac * dv + bc * (xv - mu) + dc;
+            })?;
+            let dx = tensor(dx, shape)?;
+            Ok(match dr {
+                Some(dr) => {
+                    let dgb: Vec<T> = cast(dgamma.into_iter().chain(dbeta));
+                    (
+                        Some(dx),
+                        Some(tensor(dgb, &[2 * c])?),
+                        Some(tensor(dr, shape)?),
+                    )
                 }
-            }
-        });
-        dx
-    }
-}
-
-impl CustomOp3 for BatchNormBackward {
-    fn name(&self) -> &'static str {
-        "deepcomp-batch-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        check_shapes(&self.g, l1, l2, l3, l1.shape().dims())?;
-        let op = self.name();
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run(
-                contiguous::<f32>(op, "input", s1, l1)?,
-                contiguous::<f32>(op, "output gradient", s2, l2)?,
-                contiguous::<f32>(op, "weight", s3, l3)?,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run(
-                contiguous::<f64>(op, "input", s1, l1)?,
-                contiguous::<f64>(op, "output gradient", s2, l2)?,
-                contiguous::<f64>(op, "weight", s3, l3)?,
-            )),
-            _ => candle_core::bail!("{op}: only f32 and f64 are supported, got {:?}", s1.dtype()),
-        };
-        Ok((out, l1.shape().clone()))
+                None => (
+                    Some(dx),
+                    Some(tensor(cast::<T>(dgamma), &[c])?),
+                    Some(tensor(cast::<T>(dbeta), &[c])?),
+                ),
+            })
+        }
+        let _ = g;
+        match x.dtype() {
+            DType::F32 => run::<f32>(self, x, a2, res, dy, &shape),
+            DType::F64 => run::<f64>(self, x, a2, res, dy, &shape),
+            other => candle_core::bail!("{NAME}: only f32 and f64 are supported, got {other:?}"),
+        }
     }
 }
 
@@ -472,6 +605,24 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    batch_norm_train_act(xs, gamma, beta, eps, None, false)
+}
+
+/// [`batch_norm_train`] followed, inside the same op, by `+ residual` (a tensor of the input's shape)
+/// and a ReLU: `y = act(BN(x) [+ r])`. Backward masks the output gradient with `y > 0` once and
+/// yields dx, dγ, dβ (and dr) in two passes, so the ReLU and the addition add no nodes, buffers or
+/// passes of their own to candle's graph.
+///
+/// # Errors
+/// As [`batch_norm_train`]; [`ModelError::Shape`] for a residual of another shape.
+pub fn batch_norm_train_act(
+    xs: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    residual: Option<&Tensor>,
+    relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
     let config = |field: &str, reason: String| ModelError::Config {
         field: field.into(),
@@ -539,15 +690,28 @@ pub fn batch_norm_train(
         DType::F32 => with_cpu::<f32, _>(NAME, "input", &xs, |x| Ok(channel_stats(x, g, eps)))?,
         _ => with_cpu::<f64, _>(NAME, "input", &xs, |x| Ok(channel_stats(x, g, eps)))?,
     };
+    if let Some(r) = residual {
+        if r.dims() != dims || r.dtype() != dtype || !r.device().is_cpu() {
+            return Err(ModelError::Shape {
+                name: format!("batch norm residual ({:?})", r.dtype()),
+                expected: dims.to_vec(),
+                found: r.dims().to_vec(),
+            });
+        }
+    }
     let stats = Arc::new(stats);
-    let ys = xs.apply_op3(
-        &gamma.contiguous()?,
-        &beta.contiguous()?,
-        BatchNormTrain {
-            g,
-            stats: stats.clone(),
+    let op = BatchNormTrain {
+        g,
+        stats: stats.clone(),
+        epilogue: Epilogue {
+            residual: residual.is_some(),
+            relu,
         },
-    )?;
+    };
+    let ys = match residual {
+        Some(r) => xs.apply_op3(&Tensor::cat(&[gamma, beta], 0)?, &r.contiguous()?, op)?,
+        None => xs.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?,
+    };
     Ok((
         ys,
         BatchStats {
@@ -556,4 +720,243 @@ pub fn batch_norm_train(
             count: g.count(),
         },
     ))
+}
+
+/// The eval-mode op: (x, [scale; shift]) → act(x·scale + shift), or (x, [scale; shift], r) →
+/// act(x·scale + shift + r), per channel.
+#[derive(Debug)]
+struct ChannelAffine {
+    g: Geom,
+    epilogue: Epilogue,
+}
+
+impl ChannelAffine {
+    const NAME: &'static str = "deepcomp-channel-affine";
+
+    fn fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        r: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let op = Self::NAME;
+        if l1.shape().elem_count() != g.len()
+            || l2.shape().dims() != [2 * g.c]
+            || r.is_some_and(|(_, l)| l.shape().elem_count() != g.len())
+        {
+            candle_core::bail!("{op}: shapes do not fit the planned geometry {g:?}");
+        }
+        fn run<T: Elem>(
+            me: &ChannelAffine,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            r: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<Vec<T>> {
+            let op = ChannelAffine::NAME;
+            let x = contiguous::<T>(op, "input", s1, l1)?;
+            let ss = contiguous::<T>(op, "scale and shift", s2, l2)?;
+            let r = r
+                .map(|(s, l)| contiguous::<T>(op, "residual", s, l))
+                .transpose()?;
+            let c = me.g.c;
+            Ok(affine_rows(
+                &me.g,
+                x,
+                &ss[..c],
+                &ss[c..],
+                r,
+                me.epilogue.relu,
+            ))
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(run(self, s1, l1, s2, l2, r)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run(self, s1, l1, s2, l2, r)?),
+            _ => candle_core::bail!("{op}: only f32 and f64 are supported, got {:?}", s1.dtype()),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// (dx, d[scale; shift], dr).
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        &self,
+        x: &Tensor,
+        ss: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        fn run<T: Elem>(
+            me: &ChannelAffine,
+            x: &Tensor,
+            ss: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+        ) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+            let g = me.g;
+            let op = ChannelAffine::NAME;
+            let shape = x.dims().to_vec();
+            with_cpu::<T, _>(op, "input", x, |x| {
+                with_cpu::<T, _>(op, "output", y, |y| {
+                    with_cpu::<T, _>(op, "output gradient", dy, |dy| {
+                        with_cpu::<T, _>(op, "scale and shift", ss, |ss| {
+                            if x.len() != g.len() || y.len() != g.len() || dy.len() != g.len() {
+                                candle_core::bail!("{op}: tensors do not fit {g:?}");
+                            }
+                            // dz = dy masked by the ReLU; dx = dz·scale, dscale = Σ dz·x,
+                            // dshift = Σ dz, dr = dz.
+                            let dz: Vec<T> = if me.epilogue.relu {
+                                dy.iter().zip(y).map(|(&d, &yv)| masked(d, yv)).collect()
+                            } else {
+                                dy.to_vec()
+                            };
+                            let mut dx = buffer::<T>(g.len());
+                            per_row(&g, &mut dx, |out, i| {
+                                let row = g.c * g.s;
+                                let dzr = &dz[i * row..(i + 1) * row];
+                                for ch in 0..g.c {
+                                    let sc = ss[ch];
+                                    let cr = ch * g.s..(ch + 1) * g.s;
+                                    for (o, &d) in out[cr.clone()].iter_mut().zip(&dzr[cr]) {
+                                        *o = d * sc;
+                                    }
+                                }
+                            });
+                            let (mut dscale, mut dshift) = (vec![0f64; g.c], vec![0f64; g.c]);
+                            for ch in 0..g.c {
+                                for (d, xs) in segments(&dz, g, ch).zip(segments(x, g, ch)) {
+                                    let (a, b) = sum_dy_dot(d, xs, 0.0);
+                                    dshift[ch] += a;
+                                    dscale[ch] += b;
+                                }
+                            }
+                            let dss: Vec<T> = cast(dscale.into_iter().chain(dshift));
+                            Ok((
+                                tensor(dx, &shape)?,
+                                tensor(dss, &[2 * g.c])?,
+                                if me.epilogue.residual {
+                                    Some(tensor(dz, &shape)?)
+                                } else {
+                                    None
+                                },
+                            ))
+                        })
+                    })
+                })
+            })
+        }
+        match x.dtype() {
+            DType::F32 => run::<f32>(self, x, ss, y, dy),
+            DType::F64 => run::<f64>(self, x, ss, y, dy),
+            d => candle_core::bail!("{}: unsupported dtype {d:?}", Self::NAME),
+        }
+    }
+}
+
+impl CustomOp2 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(s1, l1, s2, l2, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        ss: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dss, _) = self.grads(x, ss, res, dy)?;
+        Ok((Some(dx), Some(dss)))
+    }
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(s1, l1, s2, l2, Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        ss: &Tensor,
+        _r: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dss, dr) = self.grads(x, ss, res, dy)?;
+        Ok((Some(dx), Some(dss), dr))
+    }
+}
+
+/// Geometry of a (N, C) or (N, C, H, W) input with `c` channels, or a shape error.
+fn geom_of(dims: &[usize], c: usize) -> Result<Geom> {
+    match *dims {
+        [n, cc] if cc == c => Ok(Geom { n, c, s: 1 }),
+        [n, cc, h, w] if cc == c => Ok(Geom { n, c, s: h * w }),
+        _ => Err(ModelError::Shape {
+            name: "batch norm input (N, C) or (N, C, H, W)".into(),
+            expected: vec![0, c],
+            found: dims.to_vec(),
+        }),
+    }
+}
+
+/// `act(xs·scale + shift [+ residual])` with per-channel `scale` and `shift` of shape (C) for `xs`
+/// (N, C) or (N, C, H, W): eval-mode BatchNorm with its epilogue in one pass. Gradients flow to all
+/// inputs (dscale = Σ dz·x, dshift = Σ dz, dr = dz, with dz the output gradient masked by the ReLU).
+///
+/// CPU only, f32 or f64; the caller checks devices and dtypes (see [`crate::layers::BatchNorm`]).
+pub fn channel_affine(
+    xs: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    let c = scale.elem_count();
+    let g = geom_of(xs.dims(), c)?;
+    if shift.dims() != [c] || residual.is_some_and(|r| r.dims() != xs.dims()) {
+        return Err(ModelError::Shape {
+            name: "batch norm shift or residual".into(),
+            expected: xs.dims().to_vec(),
+            found: residual.map_or(shift.dims(), |r| r.dims()).to_vec(),
+        });
+    }
+    let ss = Tensor::cat(&[scale, shift], 0)?;
+    let epilogue = Epilogue {
+        residual: residual.is_some(),
+        relu,
+    };
+    let op = ChannelAffine { g, epilogue };
+    let xs = xs.contiguous()?;
+    Ok(match residual {
+        Some(r) => xs.apply_op3(&ss, &r.contiguous()?, op)?,
+        None => xs.apply_op2(&ss, op)?,
+    })
 }

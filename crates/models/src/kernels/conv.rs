@@ -5,7 +5,9 @@
 //!
 //! - forward:  `y_n = W · col_n + b` (W viewed as O × C·k·k; the bias is preloaded into `y_n`);
 //! - backward: `dW += dy_n · col_nᵀ` into a per-thread partial sum (the partials are added at the end),
-//!   `db += Σ dy_n`, and, when the input needs a gradient, `dx_n = col2im(Wᵀ · dy_n)`.
+//!   `db += Σ dy_n`, and, when the input needs a gradient, `dx_n = col2im(Wᵀ · dy_n)`, or for a
+//!   stride-1 "same" convolution (3×3 with padding 1, as in ResNet and VGG) `dx_n = W̃ · im2col(dy_n)`,
+//!   the input gradient as the convolution of `dy` with the rotated, channel-swapped kernel W̃.
 //!
 //! The column matrix is rebuilt in backward instead of being kept from forward: unfolding costs a
 //! fraction of the gemm that follows it and keeping it would hold C·k·k·Ho·Wo values per image between
@@ -179,6 +181,44 @@ impl Geom {
         }
     }
 
+    /// For a stride-1 "same" convolution (2·padding = k − 1, so H × W in, H × W out), the geometry of
+    /// the convolution that computes the input gradient: `dx = conv(dy, W̃)` with W̃ the weight with
+    /// its two channel axes swapped and its kernel rotated by 180° (`flipped_weight`), O input
+    /// channels and C outputs. Unfolding `dy` and one gemm of depth O·k·k replace the gemm of depth O
+    /// (Wᵀ·dy, C·k·k × H·W values written) and the scatter-add of col2im; both cost the same
+    /// multiply-adds.
+    fn transposed(&self) -> Option<Self> {
+        (self.stride == 1 && 2 * self.pad + 1 == self.k && !self.identity_cols()).then(|| Self {
+            n: self.n,
+            c: self.o,
+            h: self.ho,
+            w: self.wo,
+            o: self.c,
+            k: self.k,
+            stride: 1,
+            pad: self.k - 1 - self.pad,
+            ho: self.h,
+            wo: self.w,
+        })
+    }
+
+    /// W̃ for [`Geom::transposed`]: (C, O, k, k) with `W̃[c][o][k−1−ky][k−1−kx] = W[o][c][ky][kx]`.
+    fn flipped_weight<T: Elem>(&self, wt: &[T]) -> Vec<T> {
+        let (c, o, k) = (self.c, self.o, self.k);
+        let kk = k * k;
+        let mut out = buffer::<T>(wt.len());
+        for oi in 0..o {
+            for ci in 0..c {
+                let src = &wt[(oi * c + ci) * kk..(oi * c + ci + 1) * kk];
+                let dst = &mut out[(ci * o + oi) * kk..(ci * o + oi + 1) * kk];
+                for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = v;
+                }
+            }
+        }
+        out
+    }
+
     /// Images per thread-chunk.
     fn chunk(&self) -> usize {
         self.n.div_ceil(threads()).max(1)
@@ -313,6 +353,13 @@ impl ConvOp {
         let wmat = MatRef::rows(wt, g.o, kd);
         let chunk = g.chunk();
         let (in_len, out_len) = (g.in_len(), g.out_len());
+        // The input gradient as a convolution of dy where that is possible (see `Geom::transposed`).
+        let tg = g.transposed().filter(|_| self.input_grad);
+        let wflip = tg.map(|_| g.flipped_weight(wt));
+        let wfmat = wflip
+            .as_deref()
+            .zip(tg)
+            .map(|(w, t)| MatRef::rows(w, t.o, t.kdim()));
         let mut dx = if self.input_grad {
             buffer::<T>(g.n * in_len)
         } else {
@@ -331,6 +378,7 @@ impl ConvOp {
                 let mut dw = buffer::<T>(g.o * kd);
                 let mut db = vec![T::ZERO; g.o];
                 let mut col = buffer::<T>(kd * p);
+                let mut col_t = tg.map_or_else(Vec::new, |t| buffer::<T>(t.kdim() * t.p()));
                 for (i, (xn, dyn_)) in xs
                     .chunks_exact(in_len)
                     .zip(dys.chunks_exact(out_len))
@@ -360,7 +408,17 @@ impl ConvOp {
                     }
                     if let Some(dxs) = dxs.as_deref_mut() {
                         let dxn = &mut dxs[i * in_len..(i + 1) * in_len];
-                        if g.identity_cols() {
+                        if let (Some(t), Some(wf)) = (tg, wfmat) {
+                            t.im2col(dyn_, &mut col_t);
+                            gemm(
+                                dxn,
+                                t.p(),
+                                wf,
+                                MatRef::rows(&col_t, t.kdim(), t.p()),
+                                false,
+                                false,
+                            )?;
+                        } else if g.identity_cols() {
                             gemm(dxn, p, wmat.t(), dymat, false, false)?;
                         } else {
                             gemm(&mut col, p, wmat.t(), dymat, false, false)?;
