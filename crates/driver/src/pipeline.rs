@@ -136,25 +136,18 @@ pub fn load_state_dict(
 /// against the number of channels.
 pub fn apply_normalization(recipe: &Recipe, data: &mut Dataset) -> Result<()> {
     if let (Some(mean), Some(std)) = (&recipe.data.mean, &recipe.data.std) {
-        let c = data.mean.len();
-        if mean.len() != c {
-            return Err(crate::recipe::RecipeError::Field {
-                origin: recipe.name.clone(),
-                field: "data.mean".into(),
-                reason: format!("{} values for {c} channel(s)", mean.len()),
-            }
-            .into());
-        }
-        if std.len() != c {
-            return Err(crate::recipe::RecipeError::Field {
-                origin: recipe.name.clone(),
-                field: "data.std".into(),
-                reason: format!("{} values for {c} channel(s)", std.len()),
-            }
-            .into());
-        }
-        data.mean = mean.clone();
-        data.std = std.clone();
+        data.set_normalization(mean.clone(), std.clone())
+            .map_err(|e| match e {
+                deepcomp_datasets::DatasetError::Config { field, message } => {
+                    crate::recipe::RecipeError::Field {
+                        origin: recipe.name.clone(),
+                        field: format!("data.{field}"),
+                        reason: message,
+                    }
+                    .into()
+                }
+                other => DriverError::from(other),
+            })?;
     }
     Ok(())
 }
@@ -238,22 +231,28 @@ pub fn split_validation(recipe: &Recipe, data: &mut Dataset) -> Result<Option<Sp
 impl Ctx<'_> {
     /// Top-1 and top-5 on the test split: the figures a report gives.
     fn evaluate(&self, model: &dyn Model) -> Result<(f64, f64)> {
-        self.evaluate_on(&self.data.test, model)
+        self.evaluate_on(&self.data.test, self.recipe.data.test_limit, model)
     }
 
     /// Top-1 on the validation split, the one the pipeline makes its choices on (NaN without one).
     fn validate(&self, model: &dyn Model) -> Result<f64> {
         match &self.val {
-            Some(v) => Ok(self.evaluate_on(v, model)?.0),
+            Some(v) => Ok(self.evaluate_on(v, None, model)?.0),
             None => Ok(f64::NAN),
         }
     }
 
-    fn evaluate_on(&self, split: &Split, model: &dyn Model) -> Result<(f64, f64)> {
-        let mut cfg = batch_config(self.recipe, false, 0);
-        if !std::ptr::eq(split, &self.data.test) {
-            cfg.limit = None;
-        }
+    /// Top-1 and top-5 on the first `limit` examples of `split` (all with `None`).
+    fn evaluate_on(
+        &self,
+        split: &Split,
+        limit: Option<usize>,
+        model: &dyn Model,
+    ) -> Result<(f64, f64)> {
+        let cfg = BatchConfig {
+            limit,
+            ..batch_config(self.recipe, false, 0)
+        };
         let batches = split.batches(&cfg, &self.data.mean, &self.data.std, 0, &self.device)?;
         let s = deepcomp_models::evaluate(model, batches)?;
         Ok((s.top1, s.top5.unwrap_or(f64::NAN)))
