@@ -12,6 +12,9 @@
 //! - `cargo xtask bench [--quick] [--criterion]`: training / Huffman / k-means throughput into
 //!   `target/deepcomp/bench.json`, with PyTorch's training throughput on the same threads and the ratios
 //!   when PyTorch is installed; `--criterion` first runs the criterion benches (entropy, quant).
+//!   It also runs the compressed engine's latency bench (`deepcomp-runtime`'s `bench` example) and
+//!   PyTorch's dense eval latency (`crates/runtime/benches/torch_dense.py`) and puts them side by side
+//!   under `runtime` in the same file.
 //! - `cargo xtask gpu-build`: the CUDA build (feature `cuda`) with nvcc and the CUDA libraries taken
 //!   from pinned PyPI wheels, staged with the PyTorch comparison in `target/gpu/` (see [`gpu`]).
 
@@ -33,7 +36,8 @@ commands:
   ci             short regression run; fails when ratio/accuracy drop below .ci/baseline.json
   bench [--quick] [--criterion]
                  measure throughput; writes target/deepcomp/bench.json (with PyTorch's figures and
-                 the ratios when PyTorch is installed); --criterion also runs the criterion benches
+                 the ratios when PyTorch is installed) and the compressed engine's latency next to
+                 dense candle and PyTorch (`runtime`); --criterion also runs the criterion benches
                  of deepcomp-entropy and deepcomp-quant (reports in target/criterion)
   gpu-build      build `deepcomp` with --features cuda (CUDA 13.0 from PyPI wheels, sm_90) and stage
                  target/gpu/ (binary, torch_epoch.py, run.sh) for the GPU machine
@@ -274,6 +278,7 @@ fn bench(rest: &[String]) -> Result<()> {
     let mut figures = read_json(&out)?;
     let quick = rest.iter().any(|a| a == "--quick");
     torch_reference(&root, &out, &mut figures, quick)?;
+    runtime_reference(&root, &out, &mut figures)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
 }
@@ -354,6 +359,178 @@ fn torch_reference(root: &Path, out: &Path, figures: &mut Value, quick: bool) ->
     if let Some(v) = torch.get("torch") {
         map.insert("pytorch_version".into(), v.clone());
     }
+    let text = serde_json::to_string_pretty(figures)?;
+    std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// Parses JSON lines (one object per line; other lines, e.g. warnings, are skipped).
+fn json_lines(text: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Latency at batch 1 and 128 and resident weight bytes of the compressed engine (`deepcomp-runtime`'s
+/// `bench` example: generated pruned + shared LeNet-300-100, LeNet-5, ResNet-20), next to the same
+/// network dense-decoded in the runtime's loops, deepcomp's dense (candle) forward from `deepcomp bench`
+/// and, when installed, PyTorch's dense eval on the same threads. Adds `runtime` (one row per model and
+/// thread count) to the bench figures.
+fn runtime_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "deepcomp-runtime",
+        "--example",
+        "bench",
+    ]);
+    eprintln!("xtask: running {c:?}");
+    let output = c
+        .output()
+        .with_context(|| format!("could not start {c:?}"))?;
+    if !output.status.success() {
+        bail!("{c:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let mut rows = json_lines(&output.stdout);
+    if rows.is_empty() {
+        bail!("the runtime bench printed no figures");
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = root.join("crates/runtime/benches/torch_dense.py");
+    let torch = match Command::new(&python).arg(&script).output() {
+        Ok(o) if o.status.success() => json_lines(&o.stdout),
+        Ok(o) => {
+            eprintln!(
+                "xtask: {} failed (no PyTorch?); the runtime rows have no PyTorch figures: {}",
+                script.display(),
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!(
+                "xtask: cannot run `{python}`: {e}; the runtime rows have no PyTorch figures"
+            );
+            Vec::new()
+        }
+    };
+    let threads = figures.get("threads").and_then(Value::as_u64);
+    let candle: Vec<Value> = figures
+        .get("dense_forward")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    eprintln!(
+        "xtask: {:<9} {:>3} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "model",
+        "thr",
+        "cmp b1 us",
+        "candle b1",
+        "torch b1",
+        "cmp b128 ms",
+        "candle b128",
+        "torch b128",
+        "w bytes÷"
+    );
+    for row in &mut rows {
+        let model = row
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let t = row.get("threads").and_then(Value::as_u64);
+        let Some(map) = row.as_object_mut() else {
+            continue;
+        };
+        if t == threads {
+            for c in &candle {
+                if c.get("model").and_then(Value::as_str) != Some(model.as_str()) {
+                    continue;
+                }
+                let secs = num(c, "seconds").unwrap_or(f64::NAN);
+                match c.get("batch").and_then(Value::as_u64) {
+                    Some(1) => {
+                        map.insert("candle_dense_b1_us".into(), (secs * 1e6).into());
+                    }
+                    Some(128) => {
+                        map.insert("candle_dense_b128_ms".into(), (secs * 1e3).into());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(tr) = torch.iter().find(|r| {
+            r.get("model").and_then(Value::as_str) == Some(model.as_str())
+                && r.get("threads").and_then(Value::as_u64) == t
+        }) {
+            for k in ["torch_b1_us", "torch_b128_ms", "torch_param_bytes"] {
+                if let Some(v) = tr.get(k) {
+                    map.insert(k.into(), v.clone());
+                }
+            }
+        }
+        let get = |k: &str| map.get(k).and_then(Value::as_f64);
+        let pairs = [
+            (
+                "speedup_b1_vs_torch",
+                get("torch_b1_us"),
+                get("compressed_b1_us"),
+            ),
+            (
+                "speedup_b128_vs_torch",
+                get("torch_b128_ms"),
+                get("compressed_b128_ms"),
+            ),
+            (
+                "speedup_b1_vs_candle",
+                get("candle_dense_b1_us"),
+                get("compressed_b1_us"),
+            ),
+            (
+                "speedup_b128_vs_candle",
+                get("candle_dense_b128_ms"),
+                get("compressed_b128_ms"),
+            ),
+            (
+                "weight_bytes_reduction",
+                get("dense_weight_bytes"),
+                get("compressed_weight_bytes"),
+            ),
+        ];
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let line = format!(
+            "xtask: {model:<9} {:>3} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+            t.unwrap_or(0),
+            fmt(get("compressed_b1_us")),
+            fmt(get("candle_dense_b1_us")),
+            fmt(get("torch_b1_us")),
+            fmt(get("compressed_b128_ms")),
+            fmt(get("candle_dense_b128_ms")),
+            fmt(get("torch_b128_ms")),
+            fmt(get("dense_weight_bytes")
+                .zip(get("compressed_weight_bytes"))
+                .map(|(a, b)| a / b)),
+        );
+        for (k, theirs, ours) in pairs {
+            if let (Some(a), Some(b)) = (theirs, ours) {
+                map.insert(k.into(), (a / b).into());
+            }
+        }
+        eprintln!("{line}");
+    }
+    let Some(map) = figures.as_object_mut() else {
+        bail!("{}: not a JSON object", out.display());
+    };
+    map.insert("runtime".into(), Value::Array(rows));
     let text = serde_json::to_string_pretty(figures)?;
     std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     Ok(())

@@ -41,8 +41,22 @@ pub struct BenchFigures {
     pub kmeans_235k_s: f64,
     /// 1-D k-means, k = 32, linear init, 2,359,296 Gaussian weights: seconds.
     pub kmeans_2359k_s: f64,
+    /// Dense (candle) eval-mode forward latency of LeNet-300-100, LeNet-5 and ResNet-20 at batch 1
+    /// and 128: the dense side of the compressed-engine comparison (`deepcomp-runtime`'s bench).
+    pub dense_forward: Vec<ForwardLatency>,
     /// Threads the training kernels split work across (rayon's pool).
     pub threads: usize,
+}
+
+/// Median latency of one eval-mode forward pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardLatency {
+    /// Architecture id (`lenet300`, `lenet5`, `resnet20`).
+    pub model: String,
+    /// Examples per forward pass.
+    pub batch: usize,
+    /// Median seconds of one forward pass.
+    pub seconds: f64,
 }
 
 fn best_of<F: FnMut() -> Result<f64>>(reps: usize, mut f: F) -> Result<f64> {
@@ -142,6 +156,30 @@ pub fn train_throughput_masked(arch: &str, steps: usize, sparsity: Option<f64>) 
         Ok(t.elapsed().as_secs_f64())
     })?;
     Ok((steps * 128) as f64 / seconds)
+}
+
+/// Median seconds of one eval-mode forward of `batch` generated inputs through `arch` (candle, the
+/// dense path `deepcomp eval` takes): repeated until ~0.3 s or 200 runs, at least 5, after a warm-up.
+pub fn forward_latency(arch: &str, batch: usize) -> Result<f64> {
+    let device = Device::Cpu;
+    let model = deepcomp_models::build(arch, &deepcomp_models::ArchConfig::default(), 1, &device)?;
+    let [c, h, w] = model.input_shape();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x: Vec<f32> = (0..batch * c * h * w)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let x = Tensor::from_vec(x, (batch, c, h, w), &device)?;
+    let once = || -> Result<f64> {
+        let t = Instant::now();
+        std::hint::black_box(model.forward_t(&x, false)?);
+        Ok(t.elapsed().as_secs_f64())
+    };
+    once()?;
+    let first = once()?;
+    let reps = ((0.3 / first.max(1e-7)) as usize).clamp(5, 200);
+    let mut v = (0..reps).map(|_| once()).collect::<Result<Vec<f64>>>()?;
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
 }
 
 /// Evaluation throughput of `arch` (eval-mode forward, loss and accuracy tally, batch 128): the best
@@ -272,6 +310,21 @@ fn measure(quick: bool) -> Result<BenchFigures> {
     let kmeans_235k_s = kmeans_seconds(235_200, reps)?;
     let kmeans_2359k_s = kmeans_seconds(2_359_296, reps)?;
     eprintln!("bench: k-means 235k {kmeans_235k_s:.4} s, 2359k {kmeans_2359k_s:.4} s");
+    let mut dense_forward = Vec::new();
+    for model in ["lenet300", "lenet5", "resnet20"] {
+        for batch in [1, 128] {
+            let seconds = forward_latency(model, batch)?;
+            eprintln!(
+                "bench: dense forward {model} batch {batch}: {:.1} us",
+                seconds * 1e6
+            );
+            dense_forward.push(ForwardLatency {
+                model: model.into(),
+                batch,
+                seconds,
+            });
+        }
+    }
     Ok(BenchFigures {
         train_lenet300_ex_s,
         train_lenet5_ex_s,
@@ -283,6 +336,7 @@ fn measure(quick: bool) -> Result<BenchFigures> {
         huffman_decode_msym_s,
         kmeans_235k_s,
         kmeans_2359k_s,
+        dense_forward,
         threads,
     })
 }
