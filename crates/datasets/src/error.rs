@@ -49,6 +49,20 @@ pub enum DatasetError {
         hint: String,
     },
 
+    /// The data set was found nowhere and downloading it failed (typically: no network). The message
+    /// says what to do instead (a system package, `DEEPCOMP_DATA`, an explicit path).
+    #[error("{dataset}: not found on this machine, and the download failed: {download}\nLooked in:\n{}\n{hint}", format_looked(.looked))]
+    Unavailable {
+        /// Data-set name (`fashion-mnist`, ...).
+        dataset: String,
+        /// Each local candidate location with the reason it was rejected.
+        looked: Vec<(PathBuf, String)>,
+        /// The download error.
+        download: Box<DatasetError>,
+        /// What the user can do about it.
+        hint: String,
+    },
+
     /// A file's digest matches none of the digests the manifest accepts for it.
     #[error("{file}: checksum mismatch: got {algorithm} {actual}{}, expected {}", format_found(.algorithm, .actual_sha256), format_accepted(.algorithm, .expected, .accepted))]
     Checksum {

@@ -569,7 +569,17 @@ pub fn load_with_manifest(
             match (&roots.cache, can_download) {
                 (Some(cache), true) => {
                     let dir = cache.join(id.name());
-                    downloader.fetch_all(manifest, &dir)?;
+                    if let Err(e) = downloader.fetch_all(manifest, &dir) {
+                        if !matches!(e, DatasetError::Download { .. }) {
+                            return Err(e);
+                        }
+                        return Err(DatasetError::Unavailable {
+                            dataset: id.name().to_string(),
+                            looked,
+                            download: Box::new(e),
+                            hint: offline_hint(id),
+                        });
+                    }
                     discover::probe(id, &dir, opts.splits, Some(manifest)).map_err(|why| {
                         DatasetError::Inconsistent {
                             file: dir.clone(),
@@ -610,6 +620,28 @@ pub fn load_with_manifest(
         }
     }
     read_located(id, &located, opts)
+}
+
+/// What to do when a data set is neither on disk nor downloadable.
+fn offline_hint(id: DatasetId) -> String {
+    let package = match id {
+        DatasetId::FashionMnist => Some("dataset-fashion-mnist"),
+        _ => None,
+    };
+    let mut ways = Vec::new();
+    if let Some(p) = package {
+        ways.push(format!(
+            "install the Debian/Ubuntu package (`apt-get install {p}`, files in /usr/share/datasets/{})",
+            id.name()
+        ));
+    }
+    ways.push(format!(
+        "set DEEPCOMP_DATA=<dir> with the files in <dir>/{}",
+        id.name()
+    ));
+    ways.push("pass the folder with `--data PATH` (or `[data] path` in the recipe)".to_string());
+    ways.push("retry where the download URLs above are reachable".to_string());
+    format!("To get it, do one of:\n  - {}", ways.join("\n  - "))
 }
 
 fn read_located(

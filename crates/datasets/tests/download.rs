@@ -313,3 +313,61 @@ fn load_downloads_into_the_cache_only_when_allowed() {
     load_with_manifest(DatasetId::FashionMnist, &manifest, &dl, &opts).unwrap();
     assert_eq!(server.log().len(), 4);
 }
+
+#[test]
+fn offline_first_run_says_what_to_do() {
+    // Every URL answers 404, as a blocked network or a dead mirror would.
+    let files = common::idx_files(30, 10, 28, 28);
+    let routes: Vec<Route> = files
+        .iter()
+        .map(|(n, _)| route(&format!("/fm/{n}"), b"", Behaviour::NotFound))
+        .collect();
+    let server = Server::start(routes, 8);
+    let mut toml = String::from(
+        "[dataset]\nid='fashion-mnist'\ntitle='t'\nhomepage='h'\nlicence='l'\ncitation='c'\n",
+    );
+    for (n, d) in &files {
+        toml.push_str(&format!(
+            "[[file]]\nname='{n}'\nurls=['{}']\nsha256='{}'\n",
+            server.url(&format!("/fm/{n}")),
+            common::sha256_hex(d)
+        ));
+    }
+    let manifest = Manifest::parse("test.toml", &toml).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = LoadOptions {
+        roots: Some(SearchRoots {
+            data_env: None,
+            cache: Some(tmp.path().join("cache")),
+            system: vec![tmp.path().join("sys")],
+        }),
+        allow_download: true,
+        ..LoadOptions::default()
+    };
+    let e = load_with_manifest(
+        DatasetId::FashionMnist,
+        &manifest,
+        &Downloader::direct(false),
+        &opts,
+    )
+    .unwrap_err();
+    assert!(matches!(e, DatasetError::Unavailable { .. }), "{e}");
+    let msg = e.to_string();
+    for needle in [
+        "fashion-mnist: not found on this machine",
+        "404",
+        "apt-get install dataset-fashion-mnist",
+        "DEEPCOMP_DATA",
+        "--data",
+        "sys",
+    ] {
+        assert!(msg.contains(needle), "`{needle}` missing from: {msg}");
+    }
+    // No partial download is left in the cache.
+    let cached = tmp.path().join("cache/fashion-mnist");
+    assert!(
+        !cached.exists() || common::listing(&cached).is_empty(),
+        "{:?}",
+        common::listing(&cached)
+    );
+}
