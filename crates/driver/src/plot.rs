@@ -110,12 +110,20 @@ pub fn fmt_tick(v: f64, span: f64) -> String {
     if mag >= 1e6 || (mag > 0.0 && mag < 1e-3) {
         return format!("{v:.2e}");
     }
-    let decimals = if span > 0.0 {
-        (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
+    // Two significant digits of the span, or more when the tick itself needs them (0.025).
+    let mut decimals = if span > 0.0 {
+        (1.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
     } else {
         3
     };
-    let s = format!("{v:.decimals$}");
+    let mut s = format!("{v:.decimals$}");
+    while decimals < 6
+        && s.parse::<f64>()
+            .map_or(false, |r| (r - v).abs() > span * 1e-6)
+    {
+        decimals += 1;
+        s = format!("{v:.decimals$}");
+    }
     if s.trim_start_matches('-')
         .chars()
         .all(|c| c == '0' || c == '.')
@@ -179,13 +187,15 @@ fn histogram_panel<DB: DrawingBackend>(
     bar_label: &str,
     color: RGBColor,
     marks: Option<(&[f32], &str)>,
+    legend_at: SeriesLabelPosition,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let e = |e| plot_err(caption, e);
     let counts = bin_counts(values, lo, hi, bins);
-    let ymax = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.12;
+    // Headroom above the highest bar for the legend.
+    let ymax = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.3;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 15))
         .margin(8)
@@ -204,6 +214,8 @@ where
         .y_desc("count")
         .x_label_formatter(&|v| fmt_tick(*v, span))
         .y_label_formatter(&|v| fmt_count(*v))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.12))
         .axis_desc_style((FONT, 13))
         .label_style((FONT, 12))
         .draw()
@@ -245,7 +257,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_at)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 12))
@@ -300,6 +312,7 @@ pub fn weight_distribution(
             "dense weights",
             PALETTE[7],
             None,
+            SeriesLabelPosition::UpperRight,
         )?;
         let kept = if dense.is_empty() {
             String::new()
@@ -313,7 +326,7 @@ pub fn weight_distribution(
         histogram_panel(
             &bottom,
             &format!(
-                "after pruning + finetune: {} nonzero weights{kept}; weight sharing",
+                "after pruning + finetune: {} nonzero weights{kept}, and the shared values",
                 nonzero.len()
             ),
             xr,
@@ -322,6 +335,8 @@ pub fn weight_distribution(
             "nonzero weights after pruning",
             PALETTE[0],
             Some((centroids, &centroid_label)),
+            // Pruning empties the middle of the axis: the legend goes there.
+            SeriesLabelPosition::UpperMiddle,
         )?;
         root.present().map_err(|e| plot_err(&title, e))?;
     }
@@ -372,6 +387,8 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
             .y_labels(6)
             .y_desc("top-1 (test split)")
             .y_label_formatter(&|v| fmt_tick(*v, span))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.12))
             .axis_desc_style((FONT, 13))
             .label_style((FONT, 12))
             .draw()
@@ -483,7 +500,8 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             .y_desc(ylabel)
             .x_label_formatter(&|v| fmt_tick(*v, xspan))
             .y_label_formatter(&|v| fmt_tick(*v, yspan))
-            .light_line_style(BLACK.mix(0.05))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.12))
             .axis_desc_style((FONT, 13))
             .label_style((FONT, 12))
             .draw()
@@ -612,8 +630,10 @@ mod tests {
         assert_eq!(fmt_tick(0.0, 0.1), "0");
         assert_eq!(fmt_tick(0.875, 0.06), "0.875");
         assert_eq!(fmt_tick(0.9, 0.06), "0.900");
-        assert_eq!(fmt_tick(50.0, 80.0), "50.0");
-        assert_eq!(fmt_tick(-0.15, 0.5), "-0.150");
+        assert_eq!(fmt_tick(0.84, 0.11), "0.84");
+        assert_eq!(fmt_tick(50.0, 80.0), "50");
+        assert_eq!(fmt_tick(-0.15, 0.5), "-0.15");
+        assert_eq!(fmt_tick(0.025, 0.4), "0.025");
         assert_eq!(fmt_count(12_000.0), "12k");
         assert_eq!(fmt_count(0.2), "0");
     }
