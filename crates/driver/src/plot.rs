@@ -117,10 +117,7 @@ pub fn fmt_tick(v: f64, span: f64) -> String {
         3
     };
     let mut s = format!("{v:.decimals$}");
-    while decimals < 6
-        && s.parse::<f64>()
-            .map_or(false, |r| (r - v).abs() > span * 1e-6)
-    {
+    while decimals < 6 && s.parse::<f64>().is_ok_and(|r| (r - v).abs() > span * 1e-6) {
         decimals += 1;
         s = format!("{v:.decimals$}");
     }

@@ -39,7 +39,7 @@ fn num(v: &Value, ptr: &str) -> f64 {
         .unwrap_or_else(|| panic!("{ptr} missing or not a number in {v}"))
 }
 
-fn s<'a>(p: &'a Path) -> &'a str {
+fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
