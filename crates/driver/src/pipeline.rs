@@ -1392,7 +1392,7 @@ pub fn stage_points(report: &Report) -> Vec<plot::StagePoint> {
         p(
             "decoded",
             a.decoded,
-            format!("P+Q+H {:.1}×, file {:.1}×", st.pqh, report.ratio.file),
+            format!("P+Q+H {:.1}×\nfile {:.1}×", st.pqh, report.ratio.file),
         ),
     ]
 }
@@ -1424,12 +1424,13 @@ fn write_outputs(
     }
     let svg = plot::stage_accuracy(
         &format!(
-            "top-1 per stage ({} split, {} examples); ratio: seeds' formula",
+            "top-1 per stage ({} split, {} examples) and compression ratio",
             report.drop.split, report.examples.test
         ),
         &stage_points(report),
         "pruned: after the last pruning step, before its finetune; quantized: k-means sharing, \
-         before centroid finetune; P = pruning, Q = sharing, H = Huffman",
+         before centroid finetune.\nRatios: the seeds' formula (P pruning, Q sharing, H Huffman); \
+         file: measured on model.dcz.",
     )?;
     fsutil::write_atomic(&plots.join("accuracy.svg"), svg.as_bytes())?;
     if !report.sensitivity.is_empty() {

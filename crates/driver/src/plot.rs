@@ -341,8 +341,8 @@ pub fn weight_distribution(
 }
 
 /// Top-1 after each stage on a zoomed y axis (see [`zoomed_range`]): a line through the stages, each
-/// point labelled with its value above and its `note` below; `footnote` (if not empty) is written under
-/// the chart.
+/// point labelled with its value above and its `note` below (one line per `\n`); `footnote`, if not
+/// empty, is written under the chart (one line per `\n`).
 pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Result<String> {
     let mut svg = String::new();
     {
@@ -363,7 +363,8 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
         let (main, foot) = if footnote.is_empty() {
             (root.clone(), None)
         } else {
-            let (m, f) = root.split_vertically(H - 24);
+            let lines = footnote.lines().count() as u32;
+            let (m, f) = root.split_vertically(H - 10 - 14 * lines);
             (m, Some(f))
         };
         let n = points.len();
@@ -419,14 +420,27 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
                         let label = format!("{:.4}", p.accuracy);
                         EmptyElement::at((i as f64, p.accuracy))
                             + Text::new(label, (-20, -20), font.clone())
-                            + Text::new(
-                                p.note.clone(),
-                                (-(3 * p.note.len() as i32), 10),
-                                small.clone(),
-                            )
                     }),
             )
             .map_err(e)?;
+        // Notes under each point, one text per line, centred (by an estimate of the text width).
+        for (i, p) in points.iter().enumerate() {
+            if !p.accuracy.is_finite() {
+                continue;
+            }
+            for (k, line) in p.note.lines().enumerate() {
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((i as f64, p.accuracy))
+                            + Text::new(
+                                line.to_string(),
+                                (-(3 * line.chars().count() as i32), 10 + 14 * k as i32),
+                                small.clone(),
+                            ),
+                    ))
+                    .map_err(e)?;
+            }
+        }
         let (px, _) = chart.plotting_area().get_pixel_range();
         let (_, py) = chart.plotting_area().get_pixel_range();
         let step = (px.end - px.start) as f64 / n.max(1) as f64;
@@ -445,8 +459,14 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
         ))
         .map_err(e)?;
         if let Some(f) = foot {
-            f.draw(&Text::new(footnote, (12, 4), (FONT, 11).into_font()))
+            for (k, line) in footnote.lines().enumerate() {
+                f.draw(&Text::new(
+                    line,
+                    (12, 2 + 14 * k as i32),
+                    (FONT, 11).into_font(),
+                ))
                 .map_err(e)?;
+            }
         }
         root.present().map_err(e)?;
     }
