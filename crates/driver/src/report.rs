@@ -629,4 +629,53 @@ mod tests {
             "{md}"
         );
     }
+
+    #[test]
+    fn markdown_states_the_drop_the_build_and_the_recipe_and_leaves_unmeasured_cells_empty() {
+        let mut r = Report {
+            version: "9.9.9".into(),
+            commit: "abc123".into(),
+            recipe_text: "name = \"x\"\n# a ```fence``` inside\n".into(),
+            accuracy: Accuracy {
+                dense: 0.9,
+                decoded: 0.8875,
+                shared: 0.88,
+                ..Default::default()
+            },
+            examples: Examples {
+                test: 300,
+                ..Default::default()
+            },
+            history: vec![EpochRow {
+                stage: "shared".into(),
+                sparsity: 0.9,
+                val_top1: f64::NAN,
+                test_top1: 0.88,
+                test_top5: 0.99,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        r.compute_ratios();
+        assert!((r.drop.points - 1.25).abs() < 1e-9);
+        let md = r.to_markdown();
+        assert!(md.contains("deepcomp 9.9.9, commit `abc123`."), "{md}");
+        assert!(
+            md.contains("Accuracy drop, dense → decoded: 1.25 points (top-1 0.9000 → 0.8875, on the test split, 300 examples)."),
+            "{md}"
+        );
+        assert!(
+            md.contains("````toml\nname = \"x\"\n# a ```fence``` inside\n````"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| shared | | | 0.900 | | | |  | 0.8800 | 0.9900 | |"),
+            "{md}"
+        );
+        r.accuracy.decoded = 0.91;
+        r.compute_ratios();
+        assert!(r
+            .to_markdown()
+            .contains("Accuracy gain, dense → decoded: 1.00 points"));
+    }
 }
