@@ -293,28 +293,28 @@ fn measure(quick: bool) -> Result<BenchFigures> {
     let reps = if quick { 1 } else { 3 };
     let threads = deepcomp_models::kernels::threads();
     let train_lenet300_ex_s = train_throughput("lenet300", if quick { 20 } else { 100 })?;
-    eprintln!("bench: train lenet300 {train_lenet300_ex_s:.0} ex/s");
+    crate::note!("bench: train lenet300 {train_lenet300_ex_s:.0} ex/s");
     let train_lenet5_ex_s = train_throughput("lenet5", if quick { 4 } else { 20 })?;
-    eprintln!("bench: train lenet5 {train_lenet5_ex_s:.0} ex/s");
+    crate::note!("bench: train lenet5 {train_lenet5_ex_s:.0} ex/s");
     let conv_steps = if quick { 2 } else { 5 };
     let train_resnet20_ex_s = train_throughput("resnet20", conv_steps)?;
-    eprintln!("bench: train resnet20 {train_resnet20_ex_s:.0} ex/s");
+    crate::note!("bench: train resnet20 {train_resnet20_ex_s:.0} ex/s");
     let train_vgg16_half_ex_s = train_throughput("vgg16_half", conv_steps)?;
-    eprintln!("bench: train vgg16_half {train_vgg16_half_ex_s:.0} ex/s");
+    crate::note!("bench: train vgg16_half {train_vgg16_half_ex_s:.0} ex/s");
     let finetune_resnet20_ex_s = train_throughput_masked("resnet20", conv_steps, Some(0.8))?;
-    eprintln!("bench: masked finetune resnet20 (80 % sparse) {finetune_resnet20_ex_s:.0} ex/s");
+    crate::note!("bench: masked finetune resnet20 (80 % sparse) {finetune_resnet20_ex_s:.0} ex/s");
     let eval_resnet20_ex_s = eval_throughput("resnet20", if quick { 4 } else { 10 })?;
-    eprintln!("bench: eval resnet20 {eval_resnet20_ex_s:.0} ex/s");
+    crate::note!("bench: eval resnet20 {eval_resnet20_ex_s:.0} ex/s");
     let (huffman_encode_msym_s, huffman_decode_msym_s) = huffman_throughput(10_000_000, reps)?;
-    eprintln!("bench: huffman encode {huffman_encode_msym_s:.0} Msym/s, decode {huffman_decode_msym_s:.0} Msym/s");
+    crate::note!("bench: huffman encode {huffman_encode_msym_s:.0} Msym/s, decode {huffman_decode_msym_s:.0} Msym/s");
     let kmeans_235k_s = kmeans_seconds(235_200, reps)?;
     let kmeans_2359k_s = kmeans_seconds(2_359_296, reps)?;
-    eprintln!("bench: k-means 235k {kmeans_235k_s:.4} s, 2359k {kmeans_2359k_s:.4} s");
+    crate::note!("bench: k-means 235k {kmeans_235k_s:.4} s, 2359k {kmeans_2359k_s:.4} s");
     let mut dense_forward = Vec::new();
     for model in ["lenet300", "lenet5", "resnet20"] {
         for batch in [1, 128] {
             let seconds = forward_latency(model, batch)?;
-            eprintln!(
+            crate::note!(
                 "bench: dense forward {model} batch {batch}: {:.1} us",
                 seconds * 1e6
             );

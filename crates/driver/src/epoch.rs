@@ -244,7 +244,7 @@ pub fn train_epochs(opts: &EpochOptions, device: &Device) -> Result<EpochReport>
             top1: st.top1,
             batches: st.batches,
         };
-        eprintln!(
+        crate::note!(
             "train-epoch {} on {}: epoch {epoch}: {:.3} s, {:.0} ex/s, loss {:.4}, top-1 {:.4}",
             opts.arch,
             device_label(device),

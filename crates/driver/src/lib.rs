@@ -13,6 +13,8 @@
 //!   byte by byte in `docs/FORMAT.md`).
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
+//! - [`summary`]: the JSON documents of `compress`, `inspect` and `eval` with `--json`.
+//! - [`verbosity`]: how much goes to standard error (`-q`, `-v`).
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
 //!   affects), the output-folder lock and the clean-up after a kill.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
@@ -34,6 +36,8 @@ pub mod plot;
 pub mod recipe;
 pub mod report;
 pub mod resume;
+pub mod summary;
+pub mod verbosity;
 
 pub use error::{DriverError, Result};
 

@@ -4,12 +4,23 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use deepcomp_driver::{bench, compress, container, epoch, pipeline, recipe};
+use deepcomp_driver::verbosity::{self, Verbosity};
+use deepcomp_driver::{bench, compress, container, epoch, pipeline, recipe, summary};
 
 /// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
 #[derive(Debug, Parser)]
 #[command(name = "deepcomp", version, about, long_about = None)]
 struct Cli {
+    /// Print only errors and the final one-line result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also print one line per epoch, the mask summary and the sensitivity table (on standard error).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Threads for deepcomp's kernels (rayon's pool) [default: $RAYON_NUM_THREADS, else every core;
+    /// `bench`: 2].
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -36,6 +47,9 @@ enum Cmd {
         /// Device for training and evaluation: cpu, cuda or cuda:N (cuda needs a `cargo xtask gpu-build` binary).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Print the whole report.md on standard output (by default: a short summary).
+        #[arg(long)]
+        print_report: bool,
     },
     /// Time training epochs of one architecture on one device (SGD + momentum, seeded data); the
     /// second epoch is the warm one. Compare with `xtask/gpu/torch_epoch.py`.
@@ -99,6 +113,9 @@ enum Cmd {
         /// Relative-index field width (default: the smallest file per layer).
         #[arg(long)]
         index_bits: Option<u8>,
+        /// Print one JSON document (totals and per-layer rows) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Decode a `.dcz` file into a safetensors file (loadable by PyTorch).
     Decompress {
@@ -112,7 +129,7 @@ enum Cmd {
     Inspect {
         /// The `.dcz` file.
         input: PathBuf,
-        /// Print JSON instead of a table.
+        /// Print one JSON document (totals and per-layer rows) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +158,9 @@ enum Cmd {
         /// order), e.g. --key-map '^module\.='.
         #[arg(long = "key-map")]
         key_map: Vec<String>,
+        /// Print one JSON document (accuracy, examples, split, file) instead of a line.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a `.dcz` with the compressed engine (no decoding) over a recipe's test set: top-1, top-5,
     /// forward time, weight bytes.
@@ -162,12 +182,10 @@ enum Cmd {
         /// Where to write the JSON figures.
         #[arg(long, default_value = "target/deepcomp/bench.json")]
         json: PathBuf,
-        /// Fewer repetitions (for a quick look).
+        /// Fewer repetitions (for a quick look). Threads: the global --threads (default 2 here: the
+        /// figures compared with PyTorch use 2).
         #[arg(long)]
         quick: bool,
-        /// Threads for the training kernels (the figures compared with PyTorch use 2).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
     },
     /// List the built-in recipes.
     Recipes,
@@ -204,11 +222,22 @@ fn parse_init(s: &str) -> Result<deepcomp_quant::Init> {
 /// measured on 2 cores, LeNet-300-100 trains at 90k ex/s this way vs 75k with candle's default, and
 /// LeNet-5 at 7.0k vs 6.4k (`cargo run --release -p deepcomp-models --example train_speed`). Called
 /// before any tensor exists.
-fn set_thread_default() {
+///
+/// `--threads N` sets rayon's global pool to N threads (as `RAYON_NUM_THREADS=N` would, and it wins
+/// over that variable); candle keeps its one thread unless `CANDLE_NUM_THREADS` says otherwise.
+fn set_thread_default(threads: Option<u16>) -> Result<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Edition 2021: `set_var` is safe; it runs before any other thread is started.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(n))
+            .build_global()
+            .with_context(|| format!("--threads {n}: cannot start the thread pool"))?;
+    }
+    Ok(())
 }
 
 /// Every op of candle and of our kernels returns a fresh buffer; glibc's allocator hands the large ones
@@ -253,8 +282,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    set_thread_default();
     let cli = Cli::parse();
+    set_thread_default(cli.threads)?;
+    let quiet = cli.quiet;
+    verbosity::set(if quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    });
     match cli.cmd {
         Cmd::Pipeline {
             recipe,
@@ -263,6 +300,7 @@ fn run() -> Result<()> {
             data,
             no_progress,
             device,
+            print_report,
         } => {
             let device = epoch::parse_device(&device)?;
             let recipe = recipe::load(&recipe)?;
@@ -272,12 +310,45 @@ fn run() -> Result<()> {
                 recipe,
                 out: out.clone(),
                 fresh,
-                progress: !no_progress,
+                progress: !no_progress && !quiet,
                 data_path: data,
             };
             let report = pipeline::run_on(&opts, &device)?;
-            outln!("{}", report.to_markdown());
-            outln!("outputs in {}", out.display());
+            if print_report {
+                outln!("{}", report.to_markdown());
+            }
+            let a = &report.accuracy;
+            let report_md = out.join("report.md");
+            if quiet {
+                outln!(
+                    "{}: top-1 {:.4} → {:.4} ({:+.2} points), {} → {} bytes ({:.1}×), report {}",
+                    report.recipe,
+                    a.dense,
+                    a.decoded,
+                    -report.drop.points,
+                    report.bytes.dense_f32,
+                    report.bytes.dcz,
+                    report.ratio.file,
+                    report_md.display()
+                );
+            } else {
+                outln!(
+                    "recipe `{}`: top-1 (test split, {} examples) dense {:.4}, decoded {:.4}",
+                    report.recipe,
+                    report.examples.test,
+                    a.dense,
+                    a.decoded
+                );
+                outln!("{}", report.drop_sentence());
+                outln!(
+                    "{}: {} bytes, {:.1}× smaller than the dense fp32 model ({} bytes)",
+                    out.join("model.dcz").display(),
+                    report.bytes.dcz,
+                    report.ratio.file,
+                    report.bytes.dense_f32
+                );
+                outln!("report: {}", report_md.display());
+            }
         }
         Cmd::TrainEpoch {
             arch,
@@ -314,14 +385,16 @@ fn run() -> Result<()> {
             });
             deepcomp_driver::fsutil::write_json(&json, &report)?;
             outln!("{}", serde_json::to_string_pretty(&report)?);
-            eprintln!(
-                "train-epoch: {} on {}: warm epoch {:.3} s ({:.0} ex/s); wrote {}",
-                report.arch,
-                report.device,
-                report.warm_seconds,
-                report.warm_ex_per_s,
-                json.display()
-            );
+            if !quiet {
+                eprintln!(
+                    "train-epoch: {} on {}: warm epoch {:.3} s ({:.0} ex/s); wrote {}",
+                    report.arch,
+                    report.device,
+                    report.warm_seconds,
+                    report.warm_ex_per_s,
+                    json.display()
+                );
+            }
         }
         Cmd::Compress {
             input,
@@ -332,6 +405,7 @@ fn run() -> Result<()> {
             conv_bits,
             init,
             index_bits,
+            json,
         } => {
             deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let tensors = compress::read_safetensors(&input)?;
@@ -357,13 +431,24 @@ fn run() -> Result<()> {
                     output.display()
                 );
             }
-            outln!(
-                "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
-                input.display(),
-                output.display(),
-                dense_bytes as f64 / bytes.max(1) as f64
-            );
-            out!("{}", container::stats_table(&back)?);
+            if json {
+                let mut sum =
+                    summary::file_summary("compress", &output, Some(&input), &back, bytes)?;
+                // The input's every tensor as fp32 (what `compress` read), not only what it kept.
+                sum.bytes_in = dense_bytes;
+                sum.ratio = dense_bytes as f64 / bytes.max(1) as f64;
+                outln!("{}", serde_json::to_string_pretty(&sum)?);
+            } else {
+                outln!(
+                    "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
+                    input.display(),
+                    output.display(),
+                    dense_bytes as f64 / bytes.max(1) as f64
+                );
+                if !quiet {
+                    out!("{}", container::stats_table(&back)?);
+                }
+            }
         }
         Cmd::Decompress { input, output } => {
             deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
@@ -373,13 +458,13 @@ fn run() -> Result<()> {
         }
         Cmd::Inspect { input, json } => {
             let file = read_dcz(&input)?;
+            let size = std::fs::metadata(&input)
+                .with_context(|| input.display().to_string())?
+                .len();
             if json {
-                let stats = container::layer_stats(&file)?;
-                outln!("{}", serde_json::to_string_pretty(&stats)?);
+                let sum = summary::file_summary("inspect", &input, None, &file, size)?;
+                outln!("{}", serde_json::to_string_pretty(&sum)?);
             } else {
-                let size = std::fs::metadata(&input)
-                    .with_context(|| input.display().to_string())?
-                    .len();
                 outln!(
                     "{}: model `{}`, {size} bytes, recipe hash {}",
                     input.display(),
@@ -400,7 +485,9 @@ fn run() -> Result<()> {
             std,
             key_map,
             engine,
+            json,
         } => {
+            let recipe_name = recipe.clone();
             let loaded = recipe::load(&recipe)?;
             let mut r = loaded.recipe;
             if mean.is_some() {
@@ -417,13 +504,34 @@ fn run() -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let map = (!map.is_empty()).then_some(map.as_slice());
-            let (top1, top5) = match engine {
+            let (top1, top5, examples) = match engine {
                 Engine::Compressed => {
-                    deepcomp_driver::engine::eval_compressed(&r, &model, data.as_deref())?
+                    let rep = deepcomp_driver::engine::run_file(&r, &model, data.as_deref())?;
+                    (rep.top1, rep.top5, rep.examples)
                 }
-                Engine::Dense => pipeline::eval_file(&r, &model, data.as_deref(), map)?,
+                Engine::Dense => pipeline::eval_file_counted(&r, &model, data.as_deref(), map)?,
             };
-            outln!("{}: top-1 {top1:.4}  top-5 {top5:.4}", model.display());
+            if json {
+                let sum = summary::EvalSummary {
+                    command: "eval".into(),
+                    file: model.display().to_string(),
+                    recipe: recipe_name,
+                    engine: match engine {
+                        Engine::Dense => "dense".into(),
+                        Engine::Compressed => "compressed".into(),
+                    },
+                    split: "test".into(),
+                    examples,
+                    accuracy: top1,
+                    top5: top5.is_finite().then_some(top5),
+                };
+                outln!("{}", serde_json::to_string_pretty(&sum)?);
+            } else {
+                outln!(
+                    "{}: top-1 {top1:.4}  top-5 {top5:.4}  ({examples} test examples)",
+                    model.display()
+                );
+            }
         }
         Cmd::Run {
             model,
@@ -452,11 +560,8 @@ fn run() -> Result<()> {
                 );
             }
         }
-        Cmd::Bench {
-            json,
-            quick,
-            threads,
-        } => {
+        Cmd::Bench { json, quick } => {
+            let threads = cli.threads.map_or(2, usize::from);
             let figures = bench::run(quick, threads)?;
             deepcomp_driver::fsutil::write_json(&json, &figures)?;
             outln!("{}", serde_json::to_string_pretty(&figures)?);

@@ -303,8 +303,19 @@ impl Ctx<'_> {
                 deepcomp_models::train_epoch(model, opt.as_mut(), batches, hook, epoch, &progress)?;
             let (top1, top5) = self.evaluate(model)?;
             let val = self.validate(model)?;
-            eprintln!(
-                "{stage:>9} epoch {:>3}/{epochs}  lr {lr:.5}  loss {:.4}  train {:.4}  val {val:.4}  test {top1:.4}  {:.0} ex/s",
+            // In the centroid stage the optimizer only moves what is not shared (`quant.other_lr`);
+            // the centroids move at `quant.lr`.
+            let lr_text = if stage == "centroids" {
+                format!(
+                    "centroid lr {:.5}  other lr {:.5}",
+                    self.recipe.quant.lr,
+                    if lr > 1e-300 { lr } else { 0.0 }
+                )
+            } else {
+                format!("lr {lr:.5}")
+            };
+            crate::detail!(
+                "{stage:>9} epoch {:>3}/{epochs}  {lr_text}  loss {:.4}  train {:.4}  val {val:.4}  test {top1:.4}  {:.0} ex/s",
                 epoch + 1,
                 st.loss,
                 st.top1,
@@ -316,6 +327,7 @@ impl Ctx<'_> {
                 epoch: epoch_offset + epoch,
                 sparsity,
                 lr,
+                centroid_lr: (stage == "centroids").then_some(self.recipe.quant.lr),
                 loss: st.loss,
                 train_top1: st.top1,
                 val_top1: val,
@@ -479,7 +491,7 @@ fn reconcile_checkpoints(
             resume::Reuse::Yes(r) => report = Some(*r),
             resume::Reuse::Absent => broken = true,
             resume::Reuse::No(why) => {
-                eprintln!(
+                crate::note!(
                     "deepcomp: not reusing {}: {why}; redoing from this stage",
                     path.display()
                 );
@@ -568,7 +580,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     let _lock = resume::OutputLock::acquire(&opts.out)?;
     let removed = resume::remove_stale_temps(&[opts.out.clone(), ckpt_dir(&opts.out)])?;
     if removed > 0 {
-        eprintln!("deepcomp: removed {removed} temp file(s) left by an interrupted run");
+        crate::note!("deepcomp: removed {removed} temp file(s) left by an interrupted run");
     }
     if opts.fresh {
         for sub in ["checkpoints", "plots"] {
@@ -598,17 +610,6 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     for f in ["model.dcz", "report.json", "report.md"] {
         remove_if_exists(&opts.out.join(f))?;
     }
-    eprintln!(
-        "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} validation / {} test)",
-        recipe.name,
-        opts.recipe.origin,
-        recipe.model,
-        recipe.dataset,
-        data.source.display(),
-        data.train.n,
-        val.as_ref().map_or(0, |v| v.n),
-        data.test.n
-    );
     let ctx = Ctx {
         recipe,
         device: device.clone(),
@@ -636,11 +637,33 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
             .n
             .min(recipe.data.test_limit.unwrap_or(usize::MAX)),
     };
+    let (version, commit) = crate::report::build_info();
+    report.version = version.to_string();
+    report.commit = commit.to_string();
+    report.recipe_text = opts.recipe.text.clone();
+    let limited = |n: usize, all: usize| {
+        if n < all {
+            format!("{n} of {all}")
+        } else {
+            n.to_string()
+        }
+    };
+    crate::note!(
+        "deepcomp: recipe `{}` ({}), model {}, dataset {} from {} ({} train / {} validation / {} test)",
+        recipe.name,
+        opts.recipe.origin,
+        recipe.model,
+        recipe.dataset,
+        ctx.data.source.display(),
+        limited(report.examples.train, ctx.data.train.n),
+        report.examples.validation,
+        limited(report.examples.test, ctx.data.test.n)
+    );
 
     // --- train ---------------------------------------------------------------------------------
     let dense_ckpt = ckpt_dir(&ctx.out).join("dense.safetensors");
     if dense_ckpt.exists() {
-        eprintln!(
+        crate::note!(
             "deepcomp: resuming: dense model from {}",
             dense_ckpt.display()
         );
@@ -648,7 +671,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     } else {
         let t = Instant::now();
         if let Some(ck) = &recipe.train.checkpoint {
-            eprintln!("deepcomp: loading dense weights from {}", ck.display());
+            crate::note!("deepcomp: loading dense weights from {}", ck.display());
             load_state_dict(model.as_ref(), ck, recipe.train.key_map.as_deref())?;
         }
         if recipe.train.epochs > 0 {
@@ -670,7 +693,13 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         save_stage(model.as_ref(), &dense_ckpt, &ctx.inputs.dense, &report)?;
         fsutil::write_json(&progress_path, &report)?;
     }
-    eprintln!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
+    crate::note!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
+    // The dense weights, for the weight-distribution plots.
+    let dense_values: Vec<(String, Vec<f32>)> = model
+        .prunable()
+        .iter()
+        .map(|p| Ok((p.name.clone(), weight_values(model.as_ref(), &p.name)?)))
+        .collect::<Result<_>>()?;
 
     // --- sensitivity (optional) ------------------------------------------------------------------
     if recipe.prune.sensitivity && report.sensitivity.is_empty() {
@@ -681,7 +710,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     // --- prune + masked finetune ---------------------------------------------------------------------
     let pruned_ckpt = ckpt_dir(&ctx.out).join("pruned.safetensors");
     let masks = if pruned_ckpt.exists() {
-        eprintln!(
+        crate::note!(
             "deepcomp: resuming: pruned model from {}",
             pruned_ckpt.display()
         );
@@ -693,7 +722,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         fsutil::write_json(&progress_path, &report)?;
         m
     };
-    eprintln!("{}", masks.summary());
+    crate::detail!("{}", masks.summary());
 
     // --- quantize + centroid finetune -----------------------------------------------------------------
     let quant_ckpt = ckpt_dir(&ctx.out).join("quantized.safetensors");
@@ -703,7 +732,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         .map(|p| Ok((p.name.clone(), weight_values(model.as_ref(), &p.name)?)))
         .collect::<Result<_>>()?;
     let shared = if quant_ckpt.exists() {
-        eprintln!(
+        crate::note!(
             "deepcomp: resuming: quantized model from {}",
             quant_ckpt.display()
         );
@@ -731,7 +760,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     let (dec1, dec5) = ctx.evaluate(fresh_model.as_ref())?;
     report.accuracy.decoded = dec1;
     report.decoded_top5 = dec5;
-    eprintln!(
+    crate::note!(
         "deepcomp: wrote {} ({dcz_bytes} bytes); decoded bit-exact; decoded top-1 {dec1:.4}",
         dcz_path.display()
     );
@@ -741,7 +770,13 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     report.dcz_sha256 = fsutil::sha256_file(&dcz_path)?;
     report.seconds.total += t_total.elapsed().as_secs_f64();
     report.compute_ratios();
-    write_outputs(&ctx.out, &report, &before, model.as_ref())?;
+    if report.accuracy.shared == 0.0 {
+        // A report resumed from a checkpoint of an older version: the history has the figure.
+        if let Some(e) = report.history.iter().find(|e| e.stage == "shared") {
+            report.accuracy.shared = e.test_top1;
+        }
+    }
+    write_outputs(&ctx.out, &report, &dense_values, &before, model.as_ref())?;
     fsutil::write_json(&progress_path, &report)?;
     Ok(report)
 }
@@ -848,7 +883,7 @@ fn prune_and_finetune(
             for (i, r) in rounds.iter().enumerate() {
                 let round_ckpt = ckpt_dir(&ctx.out).join(format!("prune-round{i}.safetensors"));
                 if round_ckpt.exists() {
-                    eprintln!(
+                    crate::note!(
                         "deepcomp: resuming: pruning round {i} from {}",
                         round_ckpt.display()
                     );
@@ -865,7 +900,7 @@ fn prune_and_finetune(
                 let (acc, _) = ctx.evaluate(model)?;
                 report.accuracy.pruned = acc;
                 let s = m.summary();
-                eprintln!(
+                crate::note!(
                     "deepcomp: round {}/{}: sparsity {:.4} ({} of {} kept), top-1 before finetune {acc:.4}",
                     i + 1,
                     rounds.len(),
@@ -919,10 +954,15 @@ fn quantize(
     let mut hook = CentroidHook::new(layers, recipe.quant.lr as f32, ctx.device.clone());
     hook.write_weights(model)?;
     let (acc, top5) = ctx.evaluate(model)?;
-    eprintln!("deepcomp: weight sharing done; top-1 before centroid training {acc:.4}");
+    crate::note!("deepcomp: weight sharing done; top-1 before centroid training {acc:.4}");
+    report.accuracy.shared = acc;
+    let sparsity = masks.summary().total_sparsity();
+    let val = ctx.validate(model)?;
     report.history.retain(|e| e.stage != "shared");
     report.history.push(EpochRow {
         stage: "shared".into(),
+        sparsity,
+        val_top1: val,
         test_top1: acc,
         test_top5: top5,
         ..Default::default()
@@ -1245,8 +1285,15 @@ fn fill_sizes(
                 .iter()
                 .find(|m| format!("{}.weight", m.name) == l.name)
                 .map_or(0, |m| m.macs),
+            ..Default::default()
         })
         .collect();
+    for l in &mut report.layers {
+        // Every weight is used once per output position: MACs = weights × positions.
+        let positions = l.macs / l.params.max(1);
+        l.macs_dense = l.macs;
+        l.macs_pruned = l.nonzero * positions;
+    }
     report.prunable_params = report.layers.iter().map(|l| l.params).sum();
     report.prunable_nonzero = report.layers.iter().map(|l| l.nonzero).sum();
     Ok(())
@@ -1287,7 +1334,7 @@ fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> 
             p.var.set(t)?;
         }
     }
-    eprintln!("deepcomp: sensitivity scan\n{table}");
+    crate::detail!("deepcomp: sensitivity scan\n{table}");
     Ok(table
         .rows
         .iter()
@@ -1303,9 +1350,57 @@ fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> 
         .collect())
 }
 
+/// File name of a layer's weight-distribution plot.
+pub fn hist_file_name(layer: &str) -> String {
+    let safe: String = layer
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("hist-{safe}.svg")
+}
+
+/// The accuracy-per-stage points of the report's chart, each noted with the seeds' formula ratio at
+/// that stage (P after pruning, P+Q after sharing, P+Q+H and the measured file ratio at the end).
+pub fn stage_points(report: &Report) -> Vec<plot::StagePoint> {
+    let a = &report.accuracy;
+    let st = report.stage_ratios();
+    let p = |stage: &str, accuracy: f64, note: String| plot::StagePoint {
+        stage: stage.into(),
+        accuracy,
+        note,
+    };
+    vec![
+        p("dense", a.dense, "1×".into()),
+        p("pruned", a.pruned, format!("P {:.1}×", st.p)),
+        p("finetuned", a.finetuned, format!("P {:.1}×", st.p)),
+        p(
+            "quantized",
+            if a.shared > 0.0 { a.shared } else { f64::NAN },
+            format!("P+Q {:.1}×", st.pq),
+        ),
+        p(
+            "centroid-trained",
+            a.quantized,
+            format!("P+Q {:.1}×", st.pq),
+        ),
+        p(
+            "decoded",
+            a.decoded,
+            format!("P+Q+H {:.1}×\nfile {:.1}×", st.pqh, report.ratio.file),
+        ),
+    ]
+}
+
 fn write_outputs(
     out: &Path,
     report: &Report,
+    dense: &[(String, Vec<f32>)],
     before: &[(String, Vec<f32>)],
     model: &dyn Model,
 ) -> Result<()> {
@@ -1314,32 +1409,29 @@ fn write_outputs(
     let plots = out.join("plots");
     fsutil::create_dir_all(&plots)?;
     for (name, vals) in before {
-        let after = weight_values(model, name)?;
-        let b: Vec<f32> = vals.iter().copied().filter(|v| *v != 0.0).collect();
-        let a: Vec<f32> = after.into_iter().filter(|v| *v != 0.0).collect();
-        let svg = plot::histogram(
-            &format!("{name}: nonzero weights before / after weight sharing"),
-            "weight value",
-            &[("pruned + finetuned", &b), ("shared (codebook values)", &a)],
-            80,
-        );
-        fsutil::write_atomic(
-            &plots.join(format!("hist-{}.svg", name.replace('.', "_"))),
-            svg.as_bytes(),
-        )?;
+        let mut centroids: Vec<f32> = weight_values(model, name)?
+            .into_iter()
+            .filter(|v| *v != 0.0)
+            .collect();
+        centroids.sort_by(f32::total_cmp);
+        centroids.dedup_by(|a, b| a.to_bits() == b.to_bits());
+        let dense_vals = dense
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        let svg = plot::weight_distribution(name, dense_vals, vals, &centroids, 80)?;
+        fsutil::write_atomic(&plots.join(hist_file_name(name)), svg.as_bytes())?;
     }
-    let a = &report.accuracy;
-    let svg = plot::bars(
-        "top-1 accuracy per stage",
-        "top-1",
-        &[
-            ("dense", a.dense),
-            ("pruned", a.pruned),
-            ("finetuned", a.finetuned),
-            ("quantized", a.quantized),
-            ("decoded", a.decoded),
-        ],
-    );
+    let svg = plot::stage_accuracy(
+        &format!(
+            "top-1 per stage ({} split, {} examples) and compression ratio",
+            report.drop.split, report.examples.test
+        ),
+        &stage_points(report),
+        "pruned: after the last pruning step, before its finetune; quantized: k-means sharing, \
+         before centroid finetune.\nRatios: the seeds' formula (P pruning, Q sharing, H Huffman); \
+         file: measured on model.dcz.",
+    )?;
     fsutil::write_atomic(&plots.join("accuracy.svg"), svg.as_bytes())?;
     if !report.sensitivity.is_empty() {
         let series: Vec<plot::Series> = report
@@ -1351,11 +1443,11 @@ fn write_outputs(
             })
             .collect();
         let svg = plot::lines(
-            "sensitivity: each layer pruned alone",
-            "pruned %",
+            "sensitivity: each layer pruned alone (validation split)",
+            "pruned % of the layer",
             "top-1",
             &series,
-        );
+        )?;
         fsutil::write_atomic(&plots.join("sensitivity.svg"), svg.as_bytes())?;
     }
     Ok(())
@@ -1369,6 +1461,17 @@ pub fn eval_file(
     data_path: Option<&Path>,
     key_map: Option<&[[String; 2]]>,
 ) -> Result<(f64, f64)> {
+    let (top1, top5, _) = eval_file_counted(recipe, path, data_path, key_map)?;
+    Ok((top1, top5))
+}
+
+/// [`eval_file`], with the number of test examples evaluated.
+pub fn eval_file_counted(
+    recipe: &Recipe,
+    path: &Path,
+    data_path: Option<&Path>,
+    key_map: Option<&[[String; 2]]>,
+) -> Result<(f64, f64, usize)> {
     let device = Device::Cpu;
     let model = build_model(recipe, &device)?;
     if path.extension().is_some_and(|e| e == "dcz") {
@@ -1388,5 +1491,11 @@ pub fn eval_file(
         inputs: StageInputs::default(),
         val: None,
     };
-    ctx.evaluate(model.as_ref())
+    let examples = ctx
+        .data
+        .test
+        .n
+        .min(recipe.data.test_limit.unwrap_or(usize::MAX));
+    let (top1, top5) = ctx.evaluate(model.as_ref())?;
+    Ok((top1, top5, examples))
 }

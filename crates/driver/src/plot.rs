@@ -1,18 +1,35 @@
-//! Small, dependency-free SVG charts for the reports: histograms, bar charts and line charts.
+//! The report's charts, drawn with the `plotters` crate on its SVG backend.
 //!
-//! The output is plain SVG 1.1 text (viewable in any browser) with axes, tick labels and a legend; no
-//! JavaScript, no external fonts. Values are escaped; non-finite values are skipped.
+//! Three kinds, each a self-contained SVG 1.1 document (text as `<text>` elements, no fonts embedded, no
+//! system font library needed to write them):
+//!
+//! - [`weight_distribution`]: one layer's weights, paper-style (Han et al. 2016, Fig. 4/5): the dense
+//!   distribution on top; below it the nonzero weights left after pruning and masked finetuning, with
+//!   the shared values (the k-means centroids after centroid finetuning) as vertical lines.
+//! - [`stage_accuracy`]: top-1 after each stage on a zoomed y axis ([`zoomed_range`]), each point
+//!   annotated with its value and a compression ratio.
+//! - [`lines`]: one line per series (the sensitivity scan).
+//!
+//! Tick labels are rounded to the precision of the axis ([`fmt_tick`]), so 0 is written `0`, never
+//! `-2.8e-17`. Non-finite values are skipped; empty inputs give a chart that says "no data".
 
-use std::fmt::Write as _;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
 
-const W: f64 = 640.0;
-const H: f64 = 360.0;
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 36.0;
-const BOTTOM: f64 = 48.0;
-const COLORS: &[&str] = &[
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+use crate::error::{DriverError, Result};
+
+const W: u32 = 760;
+const H: u32 = 440;
+const FONT: &str = "sans-serif";
+const PALETTE: &[RGBColor] = &[
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
 /// A named series of (x, y) points for a line chart.
@@ -24,294 +41,518 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// One point of the accuracy-per-stage chart.
+#[derive(Debug, Clone)]
+pub struct StagePoint {
+    /// Short stage name, the x-axis label.
+    pub stage: String,
+    /// Top-1 in [0, 1]; a non-finite value leaves the stage without a point.
+    pub accuracy: f64,
+    /// Written under the point (e.g. the compression ratio at that stage); may be empty.
+    pub note: String,
 }
 
-fn header(title: &str, xlabel: &str, ylabel: &str) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{cx}" y="20" text-anchor="middle" font-size="15">{t}</text>
-<text x="{cx}" y="{yl}" text-anchor="middle">{xl}</text>
-<text transform="translate(14,{cy}) rotate(-90)" text-anchor="middle">{yla}</text>
-"#,
-        cx = (LEFT + W - RIGHT) / 2.0,
-        cy = (TOP + H - BOTTOM) / 2.0,
-        yl = H - 8.0,
-        t = esc(title),
-        xl = esc(xlabel),
-        yla = esc(ylabel),
-    );
-    s
+fn plot_err(title: &str, e: impl std::fmt::Display) -> DriverError {
+    DriverError::msg(format!("plot `{title}`: {e}"))
 }
 
-/// "Nice" tick values covering [lo, hi].
-fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-        return vec![lo];
-    }
-    let raw = (hi - lo) / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let mut v = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while v <= hi + step * 1e-9 && out.len() < 50 {
-        out.push(v);
-        v += step;
-    }
-    out
-}
-
-fn fmt_tick(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 1000.0 || v.abs() < 0.01 {
-        format!("{v:.1e}")
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-struct Frame {
-    x0: f64,
-    x1: f64,
-    y0: f64,
-    y1: f64,
-}
-
-impl Frame {
-    fn px(&self, x: f64) -> f64 {
-        LEFT + (x - self.x0) / (self.x1 - self.x0).max(f64::MIN_POSITIVE) * (W - LEFT - RIGHT)
-    }
-    fn py(&self, y: f64) -> f64 {
-        H - BOTTOM - (y - self.y0) / (self.y1 - self.y0).max(f64::MIN_POSITIVE) * (H - TOP - BOTTOM)
-    }
-    fn axes(&self, s: &mut String) {
-        for t in ticks(self.x0, self.x1, 8) {
-            let x = self.px(t);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{x:.1}" y1="{b}" x2="{x:.1}" y2="{b2}" stroke="#333"/><text x="{x:.1}" y="{ty}" text-anchor="middle">{l}</text>"##,
-                b = H - BOTTOM,
-                b2 = H - BOTTOM + 4.0,
-                ty = H - BOTTOM + 16.0,
-                l = fmt_tick(t)
-            );
-        }
-        for t in ticks(self.y0, self.y1, 6) {
-            let y = self.py(t);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{l0}" y1="{y:.1}" x2="{r}" y2="{y:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{l}</text>"##,
-                l0 = LEFT,
-                r = W - RIGHT,
-                tx = LEFT - 4.0,
-                ty = y + 4.0,
-                l = fmt_tick(t)
-            );
-        }
-        let _ = writeln!(
-            s,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{w}" height="{h}" fill="none" stroke="#333"/>"##,
-            w = W - LEFT - RIGHT,
-            h = H - TOP - BOTTOM
-        );
-    }
-}
-
-fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+/// The smallest and largest finite values, if any.
+fn finite_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
-    for v in values.filter(|v| v.is_finite()) {
+    for v in values.into_iter().filter(|v| v.is_finite()) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    if lo > hi {
-        return None;
-    }
-    if lo == hi {
-        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-        return Some((lo - pad, hi + pad));
-    }
-    Some((lo, hi))
+    (lo <= hi).then_some((lo, hi))
 }
 
-/// Histograms of several value sets over a shared x range, overlaid (e.g. a layer's nonzero weights before
-/// and after quantization). `bins` equal-width bins; counts on a linear axis.
-pub fn histogram(title: &str, xlabel: &str, sets: &[(&str, &[f32])], bins: usize) -> String {
-    let bins = bins.max(1);
-    let mut s = header(title, xlabel, "count");
-    let Some((lo, hi)) = range(sets.iter().flat_map(|(_, v)| v.iter().map(|x| *x as f64))) else {
-        s.push_str("<text x=\"320\" y=\"180\" text-anchor=\"middle\">no data</text></svg>\n");
-        return s;
+/// An axis range around the finite `values`: their min..max padded by `pad` × the span on each side
+/// (a span under `min_span` counts as `min_span`, so equal values still get an axis), then clamped to
+/// `clamp` when given. The axis does not start at 0 unless the data comes near it: accuracies in
+/// 0.86..0.90 get an axis around 0.85..0.91, where their differences are visible. `None` without
+/// finite values.
+pub fn zoomed_range(
+    values: impl IntoIterator<Item = f64>,
+    pad: f64,
+    min_span: f64,
+    clamp: Option<(f64, f64)>,
+) -> Option<(f64, f64)> {
+    let (lo, hi) = finite_range(values)?;
+    let span = (hi - lo).max(min_span).max(f64::MIN_POSITIVE);
+    let extra = (span - (hi - lo)) / 2.0;
+    let (mut a, mut b) = (lo - extra - pad * span, hi + extra + pad * span);
+    if let Some((c0, c1)) = clamp {
+        if a < c0 {
+            b = (b + (c0 - a)).min(c1);
+            a = c0;
+        }
+        if b > c1 {
+            a = (a - (b - c1)).max(c0);
+            b = c1;
+        }
+    }
+    Some((a, b))
+}
+
+/// A tick label for `v` on an axis spanning `span`: as many decimals as the span needs (about
+/// three significant digits of the span), trailing zeros kept equal along an axis, and anything that
+/// rounds to zero written `0`. Very large or very small spans use exponent notation.
+pub fn fmt_tick(v: f64, span: f64) -> String {
+    if !v.is_finite() {
+        return String::new();
+    }
+    let span = span.abs();
+    if span > 0.0 && v.abs() < span * 1e-9 {
+        return "0".into();
+    }
+    let mag = v.abs().max(span);
+    if mag >= 1e6 || (mag > 0.0 && mag < 1e-3) {
+        return format!("{v:.2e}");
+    }
+    // Two significant digits of the span, or more when the tick itself needs them (0.025).
+    let mut decimals = if span > 0.0 {
+        (1.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        3
     };
+    let mut s = format!("{v:.decimals$}");
+    while decimals < 6 && s.parse::<f64>().is_ok_and(|r| (r - v).abs() > span * 1e-6) {
+        decimals += 1;
+        s = format!("{v:.decimals$}");
+    }
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+/// A count on a y axis: an integer, thousands as `k`.
+fn fmt_count(v: f64) -> String {
+    if v.abs() < 0.5 {
+        "0".into()
+    } else if v.abs() >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Counts of `values` in `bins` equal bins over [lo, hi].
+fn bin_counts(values: &[f32], lo: f64, hi: f64, bins: usize) -> Vec<u64> {
     let width = (hi - lo) / bins as f64;
-    let counts: Vec<Vec<u64>> = sets
-        .iter()
-        .map(|(_, vals)| {
-            let mut c = vec![0u64; bins];
-            for v in vals.iter().map(|x| *x as f64).filter(|x| x.is_finite()) {
-                let i = (((v - lo) / width) as usize).min(bins - 1);
-                c[i] += 1;
+    let mut c = vec![0u64; bins];
+    for v in values.iter().map(|x| *x as f64).filter(|x| x.is_finite()) {
+        let i = (((v - lo) / width).floor().max(0.0) as usize).min(bins - 1);
+        c[i] += 1;
+    }
+    c
+}
+
+/// A chart area that only says "no data".
+fn no_data<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (w, h) = area.dim_in_pixel();
+    area.titled(title, (FONT, 18))
+        .map_err(|e| plot_err(title, e))?;
+    area.draw(&Text::new(
+        "no data",
+        (w as i32 / 2 - 25, h as i32 / 2),
+        (FONT, 16).into_font(),
+    ))
+    .map_err(|e| plot_err(title, e))?;
+    Ok(())
+}
+
+/// One histogram panel on `area`: bars of `values` in `bins` bins over [lo, hi], optional vertical
+/// lines at `marks`, legend inside the frame.
+fn histogram_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    (lo, hi): (f64, f64),
+    values: &[f32],
+    bins: usize,
+    bar_label: &str,
+    color: RGBColor,
+    marks: Option<(&[f32], &str)>,
+    legend_at: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e| plot_err(caption, e);
+    let counts = bin_counts(values, lo, hi, bins);
+    // Headroom above the highest bar for the legend.
+    let ymax = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.3;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 15))
+        .margin(8)
+        .margin_right(20)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(lo..hi, 0.0..ymax)
+        .map_err(e)?;
+    let span = hi - lo;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(9)
+        .y_labels(5)
+        .x_desc("weight value")
+        .y_desc("count")
+        .x_label_formatter(&|v| fmt_tick(*v, span))
+        .y_label_formatter(&|v| fmt_count(*v))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.12))
+        .axis_desc_style((FONT, 13))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(e)?;
+    let width = span / bins as f64;
+    chart
+        .draw_series(
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| {
+                    let x0 = lo + i as f64 * width;
+                    Rectangle::new(
+                        [(x0, 0.0), (x0 + width, *n as f64)],
+                        color.mix(0.6).filled(),
+                    )
+                }),
+        )
+        .map_err(e)?
+        .label(bar_label)
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.6).filled())
+        });
+    if let Some((marks, label)) = marks {
+        let red = PALETTE[1];
+        let mut first = true;
+        for m in marks.iter().map(|m| *m as f64).filter(|m| m.is_finite()) {
+            let s = chart
+                .draw_series(LineSeries::new([(m, 0.0), (m, ymax)], red.stroke_width(1)))
+                .map_err(e)?;
+            if first {
+                s.label(label).legend(move |(x, y)| {
+                    PathElement::new(vec![(x + 6, y - 6), (x + 6, y + 6)], red.stroke_width(2))
+                });
+                first = false;
             }
-            c
-        })
-        .collect();
-    let ymax = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-    let f = Frame {
-        x0: lo,
-        x1: hi,
-        y0: 0.0,
-        y1: ymax * 1.05,
-    };
-    f.axes(&mut s);
-    for (k, c) in counts.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        for (i, &n) in c.iter().enumerate() {
-            if n == 0 {
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 12))
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+/// One layer's weight distribution through the pipeline, paper-style: top, the `dense` weights
+/// (all of them); bottom, the nonzero weights after pruning and masked finetuning (`pruned`, zeros
+/// dropped here) with the shared values `centroids` as vertical lines. Both panels share the x range.
+pub fn weight_distribution(
+    layer: &str,
+    dense: &[f32],
+    pruned: &[f32],
+    centroids: &[f32],
+    bins: usize,
+) -> Result<String> {
+    let bins = bins.max(1);
+    let title = format!("{layer}: weight distribution");
+    let nonzero: Vec<f32> = pruned.iter().copied().filter(|v| *v != 0.0).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, 2 * H - 80)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(&title, e))?;
+        let xr = zoomed_range(
+            dense
+                .iter()
+                .chain(&nonzero)
+                .chain(centroids)
+                .map(|v| *v as f64),
+            0.02,
+            1e-6,
+            None,
+        );
+        let Some(xr) = xr else {
+            no_data(&root, &title)?;
+            root.present().map_err(|e| plot_err(&title, e))?;
+            drop(root);
+            return Ok(svg);
+        };
+        let area = root
+            .titled(&title, (FONT, 18))
+            .map_err(|e| plot_err(&title, e))?;
+        let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
+        histogram_panel(
+            &top,
+            &format!("dense: all {} weights", dense.len()),
+            xr,
+            dense,
+            bins,
+            "dense weights",
+            PALETTE[7],
+            None,
+            SeriesLabelPosition::UpperRight,
+        )?;
+        let kept = if dense.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({:.1} % kept)",
+                100.0 * nonzero.len() as f64 / dense.len() as f64
+            )
+        };
+        let centroid_label = format!("{} shared values (centroids)", centroids.len());
+        histogram_panel(
+            &bottom,
+            &format!(
+                "after pruning + finetune: {} nonzero weights{kept}, and the shared values",
+                nonzero.len()
+            ),
+            xr,
+            &nonzero,
+            bins,
+            "nonzero weights after pruning",
+            PALETTE[0],
+            Some((centroids, &centroid_label)),
+            // Pruning empties the middle of the axis: the legend goes there.
+            SeriesLabelPosition::UpperMiddle,
+        )?;
+        root.present().map_err(|e| plot_err(&title, e))?;
+    }
+    Ok(svg)
+}
+
+/// Top-1 after each stage on a zoomed y axis (see [`zoomed_range`]): a line through the stages, each
+/// point labelled with its value above and its `note` below (one line per `\n`); `footnote`, if not
+/// empty, is written under the chart (one line per `\n`).
+pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let e = |e| plot_err(title, e);
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let Some((y0, y1)) = zoomed_range(
+            points.iter().map(|p| p.accuracy),
+            0.35,
+            0.01,
+            Some((0.0, 1.0)),
+        ) else {
+            no_data(&root, title)?;
+            root.present().map_err(e)?;
+            drop(root);
+            return Ok(svg);
+        };
+        let (main, foot) = if footnote.is_empty() {
+            (root.clone(), None)
+        } else {
+            let lines = footnote.lines().count() as u32;
+            let (m, f) = root.split_vertically(H - 10 - 14 * lines);
+            (m, Some(f))
+        };
+        let n = points.len();
+        let names: Vec<String> = points.iter().map(|p| p.stage.clone()).collect();
+        let mut chart = ChartBuilder::on(&main)
+            .caption(title, (FONT, 18))
+            .margin(10)
+            .margin_right(24)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), y0..y1)
+            .map_err(e)?;
+        let span = y1 - y0;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_desc("top-1 (test split)")
+            .y_label_formatter(&|v| fmt_tick(*v, span))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.12))
+            .axis_desc_style((FONT, 13))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(e)?;
+        // Stage names under the plotting area, one per point (the category axis).
+        let blue = PALETTE[0];
+        let xy: Vec<(f64, f64)> = points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.accuracy.is_finite())
+            .map(|(i, p)| (i as f64, p.accuracy))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(xy.iter().copied(), blue.stroke_width(2)))
+            .map_err(e)?;
+        chart
+            .draw_series(
+                xy.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, blue.filled())),
+            )
+            .map_err(e)?;
+        let font = (FONT, 12).into_font();
+        let small = (FONT, 11).into_font().color(&PALETTE[1]);
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.accuracy.is_finite())
+                    .map(|(i, p)| {
+                        let label = format!("{:.4}", p.accuracy);
+                        EmptyElement::at((i as f64, p.accuracy))
+                            + Text::new(label, (-20, -20), font.clone())
+                    }),
+            )
+            .map_err(e)?;
+        // Notes under each point, one text per line, centred (by an estimate of the text width).
+        for (i, p) in points.iter().enumerate() {
+            if !p.accuracy.is_finite() {
                 continue;
             }
-            let x = f.px(lo + i as f64 * width);
-            let x2 = f.px(lo + (i + 1) as f64 * width);
-            let y = f.py(n as f64);
-            let _ = writeln!(
-                s,
-                r#"<rect x="{x:.2}" y="{y:.2}" width="{w:.2}" height="{h:.2}" fill="{color}" fill-opacity="0.55"/>"#,
-                w = (x2 - x).max(0.5),
-                h = f.py(0.0) - y
-            );
-        }
-    }
-    legend(&mut s, sets.iter().map(|(l, _)| *l));
-    s.push_str("</svg>\n");
-    s
-}
-
-/// A bar chart of labelled values (e.g. accuracy per stage), with the value written above each bar.
-pub fn bars(title: &str, ylabel: &str, items: &[(&str, f64)]) -> String {
-    let mut s = header(title, "", ylabel);
-    let vals = items.iter().map(|(_, v)| *v).filter(|v| v.is_finite());
-    let (lo, hi) = range(vals.chain(std::iter::once(0.0))).unwrap_or((0.0, 1.0));
-    let f = Frame {
-        x0: 0.0,
-        x1: items.len().max(1) as f64,
-        y0: lo.min(0.0),
-        y1: hi * 1.1,
-    };
-    for t in ticks(f.y0, f.y1, 6) {
-        let y = f.py(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{r}" y2="{y:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{l}</text>"##,
-            r = W - RIGHT,
-            tx = LEFT - 4.0,
-            ty = y + 4.0,
-            l = fmt_tick(t)
-        );
-    }
-    for (i, (label, v)) in items.iter().enumerate() {
-        if !v.is_finite() {
-            continue;
-        }
-        let x = f.px(i as f64 + 0.15);
-        let x2 = f.px(i as f64 + 0.85);
-        let y = f.py(*v);
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"/><text x="{cx:.1}" y="{ty:.1}" text-anchor="middle">{val}</text><text x="{cx:.1}" y="{ly}" text-anchor="middle">{l}</text>"#,
-            w = x2 - x,
-            h = (f.py(0.0) - y).max(0.0),
-            c = COLORS[0],
-            cx = (x + x2) / 2.0,
-            ty = y - 4.0,
-            val = fmt_value(*v),
-            ly = H - BOTTOM + 16.0,
-            l = esc(label)
-        );
-    }
-    let _ = writeln!(
-        s,
-        r##"<line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/>"##,
-        b = f.py(0.0),
-        r = W - RIGHT
-    );
-    s.push_str("</svg>\n");
-    s
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.abs() < 10.0 {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-/// A line chart with markers, one line per series (e.g. accuracy vs pruning level per layer).
-pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> String {
-    let mut s = header(title, xlabel, ylabel);
-    let xs = range(series.iter().flat_map(|se| se.points.iter().map(|p| p.0)));
-    let ys = range(series.iter().flat_map(|se| se.points.iter().map(|p| p.1)));
-    let (Some((x0, x1)), Some((y0, y1))) = (xs, ys) else {
-        s.push_str("<text x=\"320\" y=\"180\" text-anchor=\"middle\">no data</text></svg>\n");
-        return s;
-    };
-    let pad = (y1 - y0) * 0.05;
-    let f = Frame {
-        x0,
-        x1,
-        y0: y0 - pad,
-        y1: y1 + pad,
-    };
-    f.axes(&mut s);
-    for (k, se) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", f.px(*x), f.py(*y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            pts.join(" ")
-        );
-        for p in &pts {
-            if let Some((x, y)) = p.split_once(',') {
-                let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            for (k, line) in p.note.lines().enumerate() {
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((i as f64, p.accuracy))
+                            + Text::new(
+                                line.to_string(),
+                                (-(3 * line.chars().count() as i32), 10 + 14 * k as i32),
+                                small.clone(),
+                            ),
+                    ))
+                    .map_err(e)?;
             }
         }
+        let (px, _) = chart.plotting_area().get_pixel_range();
+        let (_, py) = chart.plotting_area().get_pixel_range();
+        let step = (px.end - px.start) as f64 / n.max(1) as f64;
+        for (i, name) in names.iter().enumerate() {
+            let cx = px.start as f64 + step * (i as f64 + 0.5);
+            main.draw(&Text::new(
+                name.clone(),
+                (cx as i32 - (3.3 * name.len() as f64) as i32, py.end + 10),
+                (FONT, 12).into_font(),
+            ))
+            .map_err(e)?;
+        }
+        main.draw(&PathElement::new(
+            vec![(px.start, py.end), (px.end, py.end)],
+            BLACK,
+        ))
+        .map_err(e)?;
+        if let Some(f) = foot {
+            for (k, line) in footnote.lines().enumerate() {
+                f.draw(&Text::new(
+                    line,
+                    (12, 2 + 14 * k as i32),
+                    (FONT, 11).into_font(),
+                ))
+                .map_err(e)?;
+            }
+        }
+        root.present().map_err(e)?;
     }
-    legend(&mut s, series.iter().map(|se| se.label.as_str()));
-    s.push_str("</svg>\n");
-    s
+    Ok(svg)
 }
 
-fn legend<'a>(s: &mut String, labels: impl Iterator<Item = &'a str>) {
-    for (k, label) in labels.enumerate() {
-        let y = TOP + 14.0 + 16.0 * k as f64;
-        let x = W - RIGHT - 150.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x}" y="{ry}" width="10" height="10" fill="{c}"/><text x="{tx}" y="{y}">{l}</text>"#,
-            ry = y - 9.0,
-            c = COLORS[k % COLORS.len()],
-            tx = x + 14.0,
-            l = esc(label)
+/// A line chart with markers, one line per series (e.g. top-1 against pruned % per layer), the legend
+/// inside the frame, the y axis zoomed to the data.
+pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let e = |e| plot_err(title, e);
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let xs = zoomed_range(
+            series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+            0.03,
+            1e-9,
+            None,
         );
+        let ys = zoomed_range(
+            series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+            0.08,
+            0.01,
+            None,
+        );
+        let (Some((x0, x1)), Some((y0, y1))) = (xs, ys) else {
+            no_data(&root, title)?;
+            root.present().map_err(e)?;
+            drop(root);
+            return Ok(svg);
+        };
+        let mut chart: ChartContext<'_, _, Cartesian2d<RangedCoordf64, RangedCoordf64>> =
+            ChartBuilder::on(&root)
+                .caption(title, (FONT, 18))
+                .margin(10)
+                .margin_right(24)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(e)?;
+        let (xspan, yspan) = (x1 - x0, y1 - y0);
+        chart
+            .configure_mesh()
+            .x_labels(10)
+            .y_labels(6)
+            .x_desc(xlabel)
+            .y_desc(ylabel)
+            .x_label_formatter(&|v| fmt_tick(*v, xspan))
+            .y_label_formatter(&|v| fmt_tick(*v, yspan))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.12))
+            .axis_desc_style((FONT, 13))
+            .label_style((FONT, 12))
+            .draw()
+            .map_err(e)?;
+        for (k, s) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .map_err(e)?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font((FONT, 12))
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
     }
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -319,53 +560,98 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_wellformed_svg_with_all_bins_counted() {
-        let a: Vec<f32> = (0..1000).map(|i| (i as f32 / 100.0).sin()).collect();
-        let b: Vec<f32> = a.iter().map(|x| (x * 4.0).round() / 4.0).collect();
-        let svg = histogram(
-            "fc1 <weights>",
-            "value",
-            &[("before", &a), ("after", &b)],
-            40,
+    fn weight_distribution_is_svg_with_both_panels_and_the_centroids() {
+        let dense: Vec<f32> = (0..2000)
+            .map(|i| ((i as f32) / 300.0).sin() * 0.2)
+            .collect();
+        let pruned: Vec<f32> = dense
+            .iter()
+            .map(|v| if v.abs() < 0.1 { 0.0 } else { *v })
+            .collect();
+        let centroids = [-0.18f32, -0.12, 0.12, 0.18];
+        let svg = weight_distribution("fc1.weight <x>", &dense, &pruned, &centroids, 40).unwrap();
+        assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            svg.contains("fc1.weight &lt;x&gt;: weight distribution"),
+            "title escaped"
         );
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("fc1 &lt;weights&gt;"), "title escaped");
-        assert!(svg.contains("before") && svg.contains("after"));
-        assert!(svg.matches("<rect").count() > 10);
+        assert!(svg.contains("dense: all 2000 weights"));
+        assert!(svg.contains("4 shared values (centroids)"));
+        assert!(svg.matches("<rect").count() > 20);
     }
 
     #[test]
     fn empty_and_constant_inputs_do_not_panic() {
-        assert!(histogram("t", "x", &[("none", &[])], 10).contains("no data"));
-        assert!(histogram("t", "x", &[("c", &[1.0, 1.0])], 10).contains("<rect"));
-        assert!(lines("t", "x", "y", &[]).contains("no data"));
-        let svg = lines(
-            "t",
-            "x",
-            "y",
-            &[Series {
-                label: "a".into(),
-                points: vec![(0.5, 0.9)],
-            }],
+        assert!(weight_distribution("t", &[], &[], &[], 10)
+            .unwrap()
+            .contains("no data"));
+        assert!(
+            weight_distribution("t", &[1.0, 1.0], &[1.0, 1.0], &[1.0], 10)
+                .unwrap()
+                .contains("<rect")
         );
-        assert!(svg.contains("<circle"));
+        assert!(lines("t", "x", "y", &[]).unwrap().contains("no data"));
+        let one = Series {
+            label: "a".into(),
+            points: vec![(0.5, 0.9)],
+        };
+        assert!(lines("t", "x", "y", &[one]).unwrap().contains("<circle"));
+        assert!(stage_accuracy("t", &[], "").unwrap().contains("no data"));
+        let nan = StagePoint {
+            stage: "dense".into(),
+            accuracy: f64::NAN,
+            note: String::new(),
+        };
+        assert!(stage_accuracy("t", &[nan], "").unwrap().contains("no data"));
     }
 
     #[test]
-    fn bars_write_their_values() {
-        let svg = bars(
+    fn stage_accuracy_writes_values_notes_and_stage_names() {
+        let p = |s: &str, a: f64, n: &str| StagePoint {
+            stage: s.into(),
+            accuracy: a,
+            note: n.into(),
+        };
+        let svg = stage_accuracy(
             "accuracy",
-            "top-1",
-            &[("dense", 0.9012), ("decoded", 0.8999)],
-        );
-        assert!(svg.contains("0.9012") && svg.contains("0.8999") && svg.contains("decoded"));
+            &[p("dense", 0.9012, "1×"), p("decoded", 0.8999, "file 40.1×")],
+            "footnote here",
+        )
+        .unwrap();
+        for want in [
+            "0.9012",
+            "0.8999",
+            "dense",
+            "decoded",
+            "file 40.1×",
+            "footnote here",
+        ] {
+            assert!(svg.contains(want), "{want} missing");
+        }
     }
 
     #[test]
-    fn ticks_cover_the_range() {
-        let t = ticks(0.0, 1.0, 5);
-        assert_eq!(t.first().copied(), Some(0.0));
-        assert!((t.last().copied().unwrap() - 1.0).abs() < 1e-9);
-        assert!(ticks(-0.13, 0.21, 6).len() >= 3);
+    fn accuracy_axis_is_zoomed_not_from_zero() {
+        let (lo, hi) = zoomed_range([0.86, 0.88, 0.90], 0.35, 0.01, Some((0.0, 1.0))).unwrap();
+        assert!(lo > 0.8 && lo < 0.86, "lo {lo}");
+        assert!(hi > 0.90 && hi <= 1.0, "hi {hi}");
+        // Equal values still get a span; the clamp keeps the axis inside [0, 1] with its width.
+        let (lo, hi) = zoomed_range([0.995, 0.995], 0.35, 0.01, Some((0.0, 1.0))).unwrap();
+        assert!(lo < 0.995 && hi == 1.0 && hi - lo > 0.01 - 1e-12);
+        assert!(zoomed_range([f64::NAN], 0.1, 0.01, None).is_none());
+    }
+
+    #[test]
+    fn ticks_are_clean() {
+        assert_eq!(fmt_tick(-2.8e-17, 0.1), "0");
+        assert_eq!(fmt_tick(0.0, 0.1), "0");
+        assert_eq!(fmt_tick(0.875, 0.06), "0.875");
+        assert_eq!(fmt_tick(0.9, 0.06), "0.900");
+        assert_eq!(fmt_tick(0.84, 0.11), "0.84");
+        assert_eq!(fmt_tick(50.0, 80.0), "50");
+        assert_eq!(fmt_tick(-0.15, 0.5), "-0.15");
+        assert_eq!(fmt_tick(0.025, 0.4), "0.025");
+        assert_eq!(fmt_count(12_000.0), "12k");
+        assert_eq!(fmt_count(0.2), "0");
     }
 }

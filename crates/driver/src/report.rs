@@ -30,6 +30,9 @@ pub struct Accuracy {
     pub pruned: f64,
     /// After masked finetuning.
     pub finetuned: f64,
+    /// After k-means weight sharing, before centroid finetuning (0 in reports of older versions).
+    #[serde(default)]
+    pub shared: f64,
     /// After weight sharing and centroid finetuning.
     pub quantized: f64,
     /// The model decoded from the `.dcz` file (equal to `quantized` when decoding is exact).
@@ -102,8 +105,17 @@ pub struct LayerRow {
     pub index_avg_bits: f64,
     /// Bytes of this layer's section in the file.
     pub bytes: u64,
-    /// Multiply-accumulates per inference of the dense layer.
+    /// Multiply-accumulates per inference of the dense layer (the same as `macs_dense`).
     pub macs: u64,
+    /// Multiply-accumulates per example of the dense layer: weights × output positions.
+    #[serde(default)]
+    pub macs_dense: u64,
+    /// Multiply-accumulates per example left after pruning: nonzero weights × output positions.
+    #[serde(default)]
+    pub macs_pruned: u64,
+    /// This layer's compression ratio: its weights as fp32 / its section of the file.
+    #[serde(default)]
+    pub ratio: f64,
 }
 
 /// One epoch of one training stage.
@@ -117,8 +129,13 @@ pub struct EpochRow {
     pub epoch: usize,
     /// Target sparsity in force (pruning stages).
     pub sparsity: f64,
-    /// Learning rate.
+    /// Learning rate of the optimizer. In the `centroids` stage the optimizer moves only the tensors
+    /// that are not shared (biases, BatchNorm): this is the recipe's `quant.other_lr`, and the
+    /// centroids' own rate is `centroid_lr`.
     pub lr: f64,
+    /// Learning rate of the shared centroids (`quant.lr`); only in the `centroids` stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centroid_lr: Option<f64>,
     /// Mean training loss.
     pub loss: f64,
     /// Training top-1.
@@ -143,11 +160,41 @@ pub struct SensitivityRow {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The accuracy lost from the dense model to the model decoded from the file, stated outright.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AccuracyDrop {
+    /// `100 × (accuracy.dense − accuracy.decoded)`: percentage points of top-1 lost (negative: gained).
+    pub points: f64,
+    /// From this stage (`dense`).
+    pub from: String,
+    /// To this stage (`decoded`).
+    pub to: String,
+    /// The split both accuracies are measured on (`test`).
+    pub split: String,
+    /// Examples of that split used.
+    pub examples: usize,
+}
+
+/// This build of deepcomp: the package version and the git commit it was built from (`unknown` when
+/// it was not built from a git checkout).
+pub fn build_info() -> (&'static str, &'static str) {
+    (env!("CARGO_PKG_VERSION"), env!("DEEPCOMP_GIT_COMMIT"))
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    /// deepcomp version that wrote the report.
+    #[serde(default)]
+    pub version: String,
+    /// Git commit deepcomp was built from (`unknown` outside a git checkout).
+    #[serde(default)]
+    pub commit: String,
     /// Recipe name.
     pub recipe: String,
+    /// The recipe's exact text.
+    #[serde(default)]
+    pub recipe_text: String,
     /// Architecture id.
     pub model: String,
     /// Dataset id.
@@ -161,6 +208,9 @@ pub struct Report {
     pub examples: Examples,
     /// Top-1 per stage.
     pub accuracy: Accuracy,
+    /// Dense → decoded accuracy drop.
+    #[serde(default)]
+    pub drop: AccuracyDrop,
     /// Top-5 of the decoded model.
     pub decoded_top5: f64,
     /// Sizes.
@@ -191,20 +241,103 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// The seeds' formula ratio after each stage, over the prunable weights (dense fp32 = 32 bits each):
+/// what the paper's tables call P, P+Q and P+Q+H, ignoring index bits, codebooks and other tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageRatios {
+    /// Pruning: `total / nonzero`.
+    pub p: f64,
+    /// + weight sharing: `32 × total / Σ nonzero × bits`.
+    pub pq: f64,
+    /// + Huffman coding: [`formula_ratio`].
+    pub pqh: f64,
+}
+
+/// A Markdown fence longer than any run of backticks in `text`.
+fn fence_for(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+/// A table cell: the value with `decimals`, or empty when not finite.
+fn cell(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        String::new()
+    }
+}
+
 impl Report {
-    /// Fills `ratio` from `bytes` and the layer table.
+    /// Fills `ratio` from `bytes` and the layer table, the per-layer ratios, and `drop` from
+    /// `accuracy` and `examples`.
     pub fn compute_ratios(&mut self) {
         self.ratio.file = ratio(self.bytes.dense_f32, self.bytes.dcz);
         self.ratio.pqh = self.ratio.file;
         self.ratio.p = ratio(self.bytes.dense_f32, self.bytes.p);
         self.ratio.pq = ratio(self.bytes.dense_f32, self.bytes.pq);
         self.ratio.formula = formula_ratio(&self.layers);
+        for l in &mut self.layers {
+            l.ratio = ratio(4 * l.params, l.bytes);
+        }
+        self.drop = AccuracyDrop {
+            points: 100.0 * (self.accuracy.dense - self.accuracy.decoded),
+            from: "dense".into(),
+            to: "decoded".into(),
+            split: "test".into(),
+            examples: self.examples.test,
+        };
     }
 
-    /// `report.md`: the same figures as tables.
+    /// The seeds' formula ratio after pruning, sharing and Huffman coding (see [`StageRatios`]).
+    pub fn stage_ratios(&self) -> StageRatios {
+        let total: u64 = self.layers.iter().map(|l| l.params).sum();
+        let nonzero: u64 = self.layers.iter().map(|l| l.nonzero).sum();
+        let shared_bits: u64 = self.layers.iter().map(|l| l.nonzero * l.bits as u64).sum();
+        StageRatios {
+            p: ratio(total, nonzero),
+            pq: ratio(32 * total, shared_bits),
+            pqh: formula_ratio(&self.layers),
+        }
+    }
+
+    /// The accuracy drop as a sentence.
+    pub fn drop_sentence(&self) -> String {
+        let d = &self.drop;
+        let what = if d.points >= 0.0 { "drop" } else { "gain" };
+        format!(
+            "Accuracy {what}, dense → decoded: {:.2} points (top-1 {:.4} → {:.4}, on the {} split, {} examples).",
+            d.points.abs(),
+            self.accuracy.dense,
+            self.accuracy.decoded,
+            d.split,
+            d.examples
+        )
+    }
+
+    /// `report.md`: the same figures as tables, with the recipe and the build that produced them.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# deepcomp report: `{}`\n", self.recipe);
+        let _ = writeln!(
+            s,
+            "deepcomp {}, commit `{}`.\n",
+            if self.version.is_empty() {
+                "?"
+            } else {
+                &self.version
+            },
+            if self.commit.is_empty() {
+                "unknown"
+            } else {
+                &self.commit
+            }
+        );
         let _ = writeln!(
             s,
             "Model `{}` on `{}` (data from `{}`), seed {}.\n",
@@ -219,12 +352,27 @@ impl Report {
             x.train, x.validation, x.test
         );
         let _ = writeln!(s, "## Accuracy (top-1, test split)\n");
-        let _ = writeln!(s, "| dense | pruned | finetuned | quantized | decoded |");
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "**{}**\n", self.drop_sentence());
         let _ = writeln!(
             s,
-            "| {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            "| dense | pruned¹ | finetuned² | shared³ | quantized⁴ | decoded⁵ |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+        let shared = if a.shared > 0.0 {
+            format!("{:.4}", a.shared)
+        } else {
+            "n/a".into()
+        };
+        let _ = writeln!(
+            s,
+            "| {:.4} | {:.4} | {:.4} | {shared} | {:.4} | {:.4} |\n",
             a.dense, a.pruned, a.finetuned, a.quantized, a.decoded
+        );
+        let _ = writeln!(
+            s,
+            "¹ after the last pruning step, before its finetune. ² after masked finetuning. \
+             ³ after k-means weight sharing, before centroid finetuning. ⁴ after centroid finetuning. \
+             ⁵ the model decoded from the `.dcz` file.\n"
         );
         let _ = writeln!(s, "Decoded model top-5: {:.4}.\n", self.decoded_top5);
         let r = &self.ratio;
@@ -240,10 +388,12 @@ impl Report {
             "| + Huffman: the `.dcz` file (P+Q+H) | {} | {:.1}× |",
             b.dcz, r.file
         );
+        let st = self.stage_ratios();
         let _ = writeln!(
             s,
-            "\nSeeds' formula `1/(nonzero/total × bits/32 × huffman_avg/bits)`: {:.1}× (ignores indices, codebooks, biases).",
-            r.formula
+            "\nSeeds' formula `1/(nonzero/total × bits/32 × huffman_avg/bits)`: {:.1}× (ignores indices, codebooks, biases); \
+             the same formula after pruning only: {:.1}×, after weight sharing: {:.1}×.",
+            r.formula, st.p, st.pq
         );
         let _ = writeln!(
             s,
@@ -255,14 +405,17 @@ impl Report {
         let _ = writeln!(s, "## Layers\n");
         let _ = writeln!(
             s,
-            "| layer | kind | shape | params | nonzero | kept % | bits | Huffman bits/code | index bits/nz | bytes | MACs |"
+            "| layer | kind | shape | params | nonzero | kept % | bits | Huffman bits/code | index bits/nz | bytes | ratio | MACs dense | MACs pruned |"
         );
-        let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for l in &self.layers {
             let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {:.3} | {:.3} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {:.3} | {:.3} | {} | {:.1}× | {} | {} |",
                 l.name,
                 l.kind,
                 shape.join("×"),
@@ -273,9 +426,20 @@ impl Report {
                 l.huffman_avg_bits,
                 l.index_avg_bits,
                 l.bytes,
-                l.macs
+                l.ratio,
+                l.macs_dense,
+                l.macs_pruned
             );
         }
+        let md: u64 = self.layers.iter().map(|l| l.macs_dense).sum();
+        let mp: u64 = self.layers.iter().map(|l| l.macs_pruned).sum();
+        let _ = writeln!(
+            s,
+            "\nMACs per example of the prunable layers: {md} dense, {mp} after pruning ({:.1} %); \
+             after pruning = nonzero weights × output positions. Ratio = the layer's fp32 bytes / its \
+             bytes in the file.",
+            100.0 * ratio(mp, md.max(1))
+        );
         let t = &self.seconds;
         let _ = writeln!(s, "\n## Time (seconds)\n");
         let _ = writeln!(
@@ -290,25 +454,17 @@ impl Report {
         );
         if !self.history.is_empty() {
             let _ = writeln!(s, "## Epochs\n");
-            let _ = writeln!(s, "| stage | epoch | sparsity | lr | loss | train top-1 | val top-1 | test top-1 | test top-5 | ex/s |");
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "| stage | round | epoch | sparsity | lr | loss | train top-1 | val top-1 | test top-1 | test top-5 | ex/s |");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for e in &self.history {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {:.3} | {:.5} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} |",
-                    e.stage,
-                    e.epoch,
-                    e.sparsity,
-                    e.lr,
-                    e.loss,
-                    e.train_top1,
-                    e.val_top1,
-                    e.test_top1,
-                    e.test_top5,
-                    e.ex_per_s
-                );
+                let _ = writeln!(s, "{}", history_row(e));
             }
-            s.push('\n');
+            let _ = writeln!(
+                s,
+                "\n`shared`: the model right after k-means weight sharing (no training, so no lr, loss or \
+                 speed). `centroids`: lr is the centroids' (`quant.lr`), then the rate of the other tensors \
+                 (`quant.other_lr`: biases, BatchNorm).\n"
+            );
         }
         if !self.sensitivity.is_empty() {
             let _ = writeln!(
@@ -328,9 +484,46 @@ impl Report {
             }
             s.push('\n');
         }
+        if !self.recipe_text.is_empty() {
+            let fence = fence_for(&self.recipe_text);
+            let _ = writeln!(s, "## Recipe\n");
+            let _ = writeln!(s, "{fence}toml");
+            let _ = writeln!(s, "{}", self.recipe_text.trim_end());
+            let _ = writeln!(s, "{fence}\n");
+        }
         let _ = writeln!(s, "`.dcz` SHA-256: `{}`", self.dcz_sha256);
         s
     }
+}
+
+/// One row of the epoch table; what a stage did not measure is left empty.
+fn history_row(e: &EpochRow) -> String {
+    let lr = match e.centroid_lr {
+        Some(c) => format!("{c:.5} / {:.5}", if e.lr > 1e-300 { e.lr } else { 0.0 }),
+        None => format!("{:.5}", e.lr),
+    };
+    if e.stage == "shared" {
+        return format!(
+            "| shared | | | {:.3} | | | | {} | {} | {} | |",
+            e.sparsity,
+            cell(e.val_top1, 4),
+            cell(e.test_top1, 4),
+            cell(e.test_top5, 4)
+        );
+    }
+    format!(
+        "| {} | {} | {} | {:.3} | {lr} | {:.4} | {:.4} | {} | {:.4} | {} | {:.0} |",
+        e.stage,
+        e.round,
+        e.epoch,
+        e.sparsity,
+        e.loss,
+        e.train_top1,
+        cell(e.val_top1, 4),
+        e.test_top1,
+        cell(e.test_top5, 4),
+        e.ex_per_s
+    )
 }
 
 /// The seeds' ratio `1 / (nonzero/total × bits/32 × huffman_avg/bits)` over all prunable layers:
@@ -435,5 +628,54 @@ mod tests {
             md.contains("| + Huffman: the `.dcz` file (P+Q+H) | 20 | 50.0× |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn markdown_states_the_drop_the_build_and_the_recipe_and_leaves_unmeasured_cells_empty() {
+        let mut r = Report {
+            version: "9.9.9".into(),
+            commit: "abc123".into(),
+            recipe_text: "name = \"x\"\n# a ```fence``` inside\n".into(),
+            accuracy: Accuracy {
+                dense: 0.9,
+                decoded: 0.8875,
+                shared: 0.88,
+                ..Default::default()
+            },
+            examples: Examples {
+                test: 300,
+                ..Default::default()
+            },
+            history: vec![EpochRow {
+                stage: "shared".into(),
+                sparsity: 0.9,
+                val_top1: f64::NAN,
+                test_top1: 0.88,
+                test_top5: 0.99,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        r.compute_ratios();
+        assert!((r.drop.points - 1.25).abs() < 1e-9);
+        let md = r.to_markdown();
+        assert!(md.contains("deepcomp 9.9.9, commit `abc123`."), "{md}");
+        assert!(
+            md.contains("Accuracy drop, dense → decoded: 1.25 points (top-1 0.9000 → 0.8875, on the test split, 300 examples)."),
+            "{md}"
+        );
+        assert!(
+            md.contains("````toml\nname = \"x\"\n# a ```fence``` inside\n````"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| shared | | | 0.900 | | | |  | 0.8800 | 0.9900 | |"),
+            "{md}"
+        );
+        r.accuracy.decoded = 0.91;
+        r.compute_ratios();
+        assert!(r
+            .to_markdown()
+            .contains("Accuracy gain, dense → decoded: 1.00 points"));
     }
 }
