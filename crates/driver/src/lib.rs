@@ -13,6 +13,9 @@
 //!   byte by byte in `docs/FORMAT.md`).
 //! - [`compress`]: data-free compression of any safetensors file, and decompression back to one.
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
+//! - [`overrides`]: `--set KEY=VALUE` on any recipe field, applied to the TOML before it is read.
+//! - [`sweep`] and [`sweep_plot`]: `deepcomp sweep`, the pipeline over a grid of overrides with shared
+//!   stages reused, its summary and its accuracy-vs-ratio chart.
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
 //!   affects), the output-folder lock and the clean-up after a kill.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
@@ -29,11 +32,14 @@ pub mod epoch;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;
+pub mod overrides;
 pub mod pipeline;
 pub mod plot;
 pub mod recipe;
 pub mod report;
 pub mod resume;
+pub mod sweep;
+pub mod sweep_plot;
 
 pub use error::{DriverError, Result};
 

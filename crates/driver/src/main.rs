@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use deepcomp_driver::{bench, compress, container, epoch, pipeline, recipe};
+use deepcomp_driver::{bench, compress, container, epoch, overrides, pipeline, recipe, sweep};
 
 /// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
 #[derive(Debug, Parser)]
@@ -34,6 +34,37 @@ enum Cmd {
         #[arg(long)]
         no_progress: bool,
         /// Device for training and evaluation: cpu, cuda or cuda:N (cuda needs a `cargo xtask gpu-build` binary).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Override a recipe field: KEY=VALUE, KEY a dotted path (`train.epochs`,
+        /// `prune.rounds.0.target`, `quant.bits.fc1.weight`), VALUE a TOML value or a bare word
+        /// (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Run a recipe at every point of a grid of overrides, each into DIR/points/<point>/; reuses the
+    /// stages points share; writes DIR/sweep.json, sweep.md and plots/tradeoff.svg.
+    Sweep {
+        /// Built-in recipe name (see `deepcomp recipes`) or a TOML file.
+        #[arg(long, default_value = "lenet300-fashion")]
+        recipe: String,
+        /// An axis: KEY=V1,V2,… (values split on top-level commas; `[0.5,0.9]` is one value).
+        /// Repeatable: the points are the product of the axes.
+        #[arg(long = "set", value_name = "KEY=V1,V2,...")]
+        sets: Vec<String>,
+        /// Pair the value lists element by element (equal lengths) instead of their product.
+        #[arg(long)]
+        zip: bool,
+        /// Sweep folder [default: target/deepcomp/sweep-<recipe name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Dataset folder (first place looked at).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Hide progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        /// Device for training and evaluation: cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -263,9 +294,10 @@ fn run() -> Result<()> {
             data,
             no_progress,
             device,
+            sets,
         } => {
+            let recipe = overrides::load_with(&recipe, &sets)?;
             let device = epoch::parse_device(&device)?;
-            let recipe = recipe::load(&recipe)?;
             let out =
                 out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
             let opts = pipeline::PipelineOptions {
@@ -278,6 +310,37 @@ fn run() -> Result<()> {
             let report = pipeline::run_on(&opts, &device)?;
             outln!("{}", report.to_markdown());
             outln!("outputs in {}", out.display());
+        }
+        Cmd::Sweep {
+            recipe,
+            sets,
+            zip,
+            out,
+            data,
+            no_progress,
+            device,
+        } => {
+            let out = match out {
+                Some(o) => o,
+                None => {
+                    let name = recipe::load(&recipe)?.recipe.name;
+                    PathBuf::from("target/deepcomp").join(format!("sweep-{name}"))
+                }
+            };
+            let device = epoch::parse_device(&device)?;
+            let opts = sweep::SweepOptions {
+                recipe,
+                sets,
+                zip,
+                out: out.clone(),
+                data_path: data,
+                progress: !no_progress,
+            };
+            let rows = sweep::run(&opts, &device)?;
+            let name =
+                recipe::load(&opts.recipe).map_or_else(|_| opts.recipe.clone(), |r| r.recipe.name);
+            out!("{}", sweep::to_markdown(&name, &rows));
+            outln!("sweep of {} point(s) in {}", rows.len(), out.display());
         }
         Cmd::TrainEpoch {
             arch,
