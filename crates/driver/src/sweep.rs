@@ -477,9 +477,8 @@ pub fn to_markdown(recipe: &str, rows: &[SweepRow]) -> String {
     keys.sort();
     keys.dedup();
     let mut s = format!("# Sweep of `{recipe}`\n\n");
-    let head: Vec<String> = keys
-        .iter()
-        .map(|k| format!("`{k}`"))
+    let head: Vec<String> = std::iter::once("#".to_string())
+        .chain(keys.iter().map(|k| format!("`{k}`")))
         .chain(
             [
                 "dense",
@@ -500,11 +499,13 @@ pub fn to_markdown(recipe: &str, rows: &[SweepRow]) -> String {
         .collect();
     let _ = writeln!(s, "| {} |", head.join(" | "));
     let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let a = &r.accuracy;
-        let mut cells: Vec<String> = keys
-            .iter()
-            .map(|k| r.values.get(*k).map_or_else(String::new, |v| v.to_string()))
+        let mut cells: Vec<String> = std::iter::once((i + 1).to_string())
+            .chain(
+                keys.iter()
+                    .map(|k| r.values.get(*k).map_or_else(String::new, |v| v.to_string())),
+            )
             .collect();
         cells.extend([
             format!("{:.4}", a.dense),
@@ -537,13 +538,18 @@ pub fn write_summary(out: &Path, recipe: &str, rows: &[SweepRow]) -> Result<()> 
     fsutil::create_dir_all(&plots)?;
     let pts: Vec<sweep_plot::TradeoffPoint> = rows
         .iter()
-        .map(|r| sweep_plot::TradeoffPoint {
-            label: r.point.clone(),
+        .enumerate()
+        .map(|(i, r)| sweep_plot::TradeoffPoint {
+            label: (i + 1).to_string(),
             ratio: r.ratio.file,
             accuracy: r.accuracy.decoded,
         })
         .collect();
-    let svg = sweep_plot::tradeoff_svg(&format!("sweep of {recipe}"), &pts).map_err(err)?;
+    let svg = sweep_plot::tradeoff_svg(
+        &format!("sweep of {recipe}: decoded top-1 vs file ratio (numbers: rows of sweep.md)"),
+        &pts,
+    )
+    .map_err(err)?;
     fsutil::write_atomic(&plots.join("tradeoff.svg"), svg.as_bytes())?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 /// One point of the chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TradeoffPoint {
-    /// The point's name (its sweep folder).
+    /// The short text drawn beside the point (the sweep uses its row number in `sweep.md`).
     pub label: String,
     /// `ratio.file`.
     pub ratio: f64,
@@ -42,8 +42,9 @@ pub fn pareto_front(points: &[TradeoffPoint]) -> Vec<usize> {
     front
 }
 
-/// An axis range around `values` with a margin (a single value gets one of its own size).
-fn range(values: impl Iterator<Item = f64>, min_span: f64) -> (f64, f64) {
+/// An axis range around `values`: `below` and `above` times the span of the values as margins (a
+/// span under `min_span` counts as `min_span`).
+fn range(values: impl Iterator<Item = f64>, min_span: f64, below: f64, above: f64) -> (f64, f64) {
     let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return (0.0, 1.0);
@@ -52,7 +53,7 @@ fn range(values: impl Iterator<Item = f64>, min_span: f64) -> (f64, f64) {
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let span = (hi - lo).max(min_span);
     let mid = (lo + hi) / 2.0;
-    (mid - 0.6 * span, mid + 0.6 * span)
+    (mid - (0.5 + below) * span, mid + (0.5 + above) * span)
 }
 
 /// The chart as SVG text.
@@ -72,8 +73,9 @@ fn draw<DB: DrawingBackend>(
     points: &[TradeoffPoint],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
-    let (x0, x1) = range(points.iter().map(|p| p.ratio), 1.0);
-    let (y0, y1) = range(points.iter().map(|p| p.accuracy), 0.01);
+    let (x0, x1) = range(points.iter().map(|p| p.ratio), 1.0, 0.1, 0.1);
+    // Headroom above the points for the legend, so it covers none of them.
+    let (y0, y1) = range(points.iter().map(|p| p.accuracy), 0.01, 0.1, 0.45);
     let (x0, y0) = (x0.max(0.0), y0.max(0.0));
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
@@ -111,25 +113,31 @@ fn draw<DB: DrawingBackend>(
         .iter()
         .map(|&i| (points[i].ratio, points[i].accuracy))
         .collect();
+    let names: Vec<&str> = front.iter().map(|&i| points[i].label.as_str()).collect();
     chart
         .draw_series(LineSeries::new(line.clone(), red.stroke_width(2)))?
-        .label("Pareto front (no point both smaller and more accurate)")
+        .label(format!(
+            "Pareto front: {} (no other point has both a higher ratio and a higher top-1)",
+            names.join(", ")
+        ))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
     chart.draw_series(
         line.iter()
             .map(|&(x, y)| Circle::new((x, y), 7, red.stroke_width(2))),
     )?;
-    // Every point's name beside it, small.
+    // Every point's label above and right of its marker.
     chart.draw_series(ok.iter().map(|p| {
-        Text::new(
-            p.label.clone(),
-            (p.ratio, p.accuracy),
-            ("sans-serif", 11).into_font().color(&RGBColor(60, 60, 60)),
-        )
+        EmptyElement::at((p.ratio, p.accuracy))
+            + Text::new(
+                p.label.clone(),
+                (7, -16),
+                ("sans-serif", 12).into_font().color(&RGBColor(60, 60, 60)),
+            )
     }))?;
+    // A trade-off leaves the upper right (high ratio and high accuracy) empty: the legend goes there.
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font(("sans-serif", 13))
@@ -165,18 +173,14 @@ mod tests {
 
     #[test]
     fn svg_has_axes_legend_and_labels() {
-        let pts = [
-            p("quant.fc_bits=3", 40.0, 0.81),
-            p("quant.fc_bits=5", 30.0, 0.84),
-        ];
+        let pts = [p("1", 40.0, 0.81), p("2", 30.0, 0.84)];
         let svg = tradeoff_svg("sweep of ci", &pts).unwrap();
         for want in [
             "<svg",
             "sweep of ci",
             "decoded top-1",
             "compression ratio",
-            "Pareto front",
-            "quant.fc_bits=3",
+            "Pareto front: 2, 1",
             "<circle",
         ] {
             assert!(svg.contains(want), "no `{want}` in the SVG");
