@@ -207,10 +207,15 @@ fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Resu
                 &mut a[idx]
             }
             other => {
+                let t = other.type_str();
+                let a = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 return Err(format!(
-                    "`{here}` is a {}, not a table: it has no field `{seg}`",
-                    other.type_str()
-                ))
+                    "`{here}` is {a} {t}, not a table: it has no field `{seg}`"
+                ));
             }
         };
     }
