@@ -388,3 +388,39 @@ fn cli_set_errors_name_the_key_and_write_nothing() {
     assert!(String::from_utf8_lossy(&res.stderr).contains("same length"));
     assert!(!out.exists());
 }
+
+/// `deepcomp pipeline --set`: the override changes the run, and a second run with another value
+/// reuses exactly the stages the change leaves alone (the resume check sees the effective recipe).
+#[test]
+fn cli_set_changes_the_run_and_resume_sees_the_effective_recipe() {
+    let s = setup();
+    let out = s.root.join("cli-run");
+    let r = s.recipe.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let report = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    for (bits, reused) in [(4, &[][..]), (3, &["dense", "prune-round0", "pruned"][..])] {
+        let set = format!("quant.fc_bits={bits}");
+        let res = deepcomp(&[
+            "pipeline",
+            "--recipe",
+            r,
+            "--out",
+            o,
+            "--no-progress",
+            "--set",
+            &set,
+            "--set",
+            "data.eval_batch_size=100",
+        ]);
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let rep = report();
+        assert_eq!(rep["layers"][1]["bits"], bits, "{set}");
+        assert_eq!(rep["reused"], serde_json::json!(reused), "{set}");
+    }
+}
