@@ -320,27 +320,22 @@ fn run() -> Result<()> {
             no_progress,
             device,
         } => {
-            let out = match out {
-                Some(o) => o,
-                None => {
-                    let name = recipe::load(&recipe)?.recipe.name;
-                    PathBuf::from("target/deepcomp").join(format!("sweep-{name}"))
-                }
-            };
             let device = epoch::parse_device(&device)?;
             let opts = sweep::SweepOptions {
                 recipe,
                 sets,
                 zip,
-                out: out.clone(),
+                out,
                 data_path: data,
                 progress: !no_progress,
             };
-            let rows = sweep::run(&opts, &device)?;
-            let name =
-                recipe::load(&opts.recipe).map_or_else(|_| opts.recipe.clone(), |r| r.recipe.name);
-            out!("{}", sweep::to_markdown(&name, &rows));
-            outln!("sweep of {} point(s) in {}", rows.len(), out.display());
+            let done = sweep::run(&opts, &device)?;
+            out!("{}", sweep::to_markdown(&done.recipe, &done.rows));
+            outln!(
+                "sweep of {} point(s) in {}",
+                done.rows.len(),
+                done.out.display()
+            );
         }
         Cmd::TrainEpoch {
             arch,

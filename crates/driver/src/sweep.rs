@@ -37,8 +37,8 @@ pub struct SweepOptions {
     pub sets: Vec<String>,
     /// Pair the value lists element-wise instead of taking their product.
     pub zip: bool,
-    /// The sweep's folder.
-    pub out: PathBuf,
+    /// The sweep's folder; `None`: `target/deepcomp/sweep-<recipe name>`.
+    pub out: Option<PathBuf>,
     /// Dataset folder overriding the recipe's (every point).
     pub data_path: Option<PathBuf>,
     /// Show progress bars.
@@ -90,6 +90,17 @@ pub struct SweepRow {
     pub reused: Vec<String>,
     /// The point whose checkpoints seeded this one's folder, when one did.
     pub seeded_from: Option<String>,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    /// The sweep's folder.
+    pub out: PathBuf,
+    /// The recipe's name.
+    pub recipe: String,
+    /// One row per point, in order.
+    pub rows: Vec<SweepRow>,
 }
 
 /// The two ratios a sweep compares.
@@ -557,7 +568,7 @@ pub fn write_summary(out: &Path, recipe: &str, rows: &[SweepRow]) -> Result<()> 
 /// Runs a sweep on `device`: validates every point, then runs them in order, seeding each folder
 /// from the points before it. Writes the summary of the points that finished; when any failed, the
 /// error names them (after the summary is written).
-pub fn run(opts: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
+pub fn run(opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
     let points = plan(&opts.recipe, &opts.sets, opts.zip)?;
     // Every point's stage inputs, before anything runs (this also loads each distinct data
     // configuration once, so a data error shows here).
@@ -581,12 +592,16 @@ pub fn run(opts: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
                 .map_err(|e| err(format!("sweep point {}: {e}", p.slug)))?,
         );
     }
-    let _lock = resume::OutputLock::acquire(&opts.out)?;
-    let points_dir = opts.out.join("points");
-    fsutil::create_dir_all(&points_dir)?;
     let name = points
         .first()
         .map_or_else(String::new, |p| p.recipe.recipe.name.clone());
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/deepcomp").join(format!("sweep-{name}")));
+    let _lock = resume::OutputLock::acquire(&out)?;
+    let points_dir = out.join("points");
+    fsutil::create_dir_all(&points_dir)?;
     let n = points.len();
     let mut rows = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
@@ -643,17 +658,21 @@ pub fn run(opts: &SweepOptions, device: &Device) -> Result<Vec<SweepRow>> {
             }
         }
     }
-    write_summary(&opts.out, &name, &rows)?;
+    write_summary(&out, &name, &rows)?;
     if !failed.is_empty() {
         let list: Vec<String> = failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
         return Err(err(format!(
             "sweep: {} of {n} point(s) failed (the summary in {} has the others): {}",
             failed.len(),
-            opts.out.display(),
+            out.display(),
             list.join("; ")
         )));
     }
-    Ok(rows)
+    Ok(SweepOutcome {
+        out,
+        recipe: name,
+        rows,
+    })
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn opts(s: &Setup, sets: &[&str], zip: bool, out: &Path) -> SweepOptions {
         recipe: s.recipe.display().to_string(),
         sets: sets.iter().map(|x| x.to_string()).collect(),
         zip,
-        out: out.to_path_buf(),
+        out: Some(out.to_path_buf()),
         data_path: None,
         progress: false,
     }
@@ -94,7 +94,7 @@ fn a_sweep_over_bits_trains_once_and_a_rerun_redoes_nothing() {
     let s = setup();
     let out = s.root.join("sweep");
     let o = opts(&s, &["quant.bits.fc1.weight=3,6"], false, &out);
-    let rows = sweep::run(&o, &candle_core::Device::Cpu).unwrap();
+    let rows = sweep::run(&o, &candle_core::Device::Cpu).unwrap().rows;
     assert_eq!(rows.len(), 2);
     let (a, b) = (&rows[0], &rows[1]);
     assert_eq!(a.point, "quant.bits.fc1.weight=3");
@@ -189,7 +189,7 @@ fn a_sweep_over_bits_trains_once_and_a_rerun_redoes_nothing() {
         .chain(&ckpts(&b.point))
         .map(|p| inode(p))
         .collect();
-    let again = sweep::run(&o, &candle_core::Device::Cpu).unwrap();
+    let again = sweep::run(&o, &candle_core::Device::Cpu).unwrap().rows;
     for r in &again {
         assert_eq!(
             r.reused,
@@ -227,7 +227,7 @@ fn points_share_exactly_the_stages_whose_inputs_agree() {
         false,
         &out,
     );
-    let rows = sweep::run(&o, &candle_core::Device::Cpu).unwrap();
+    let rows = sweep::run(&o, &candle_core::Device::Cpu).unwrap().rows;
     let got: Vec<(&str, Vec<String>)> = rows
         .iter()
         .map(|r| (r.point.as_str(), r.reused.clone()))
