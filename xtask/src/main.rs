@@ -3,8 +3,9 @@
 //! xtask depends on nothing of ours (so it builds in seconds); every real piece of work is done by the
 //! `deepcomp` binary, which this program builds and runs through `$CARGO`. The commands:
 //!
-//! - `cargo xtask pipeline [--recipe NAME|PATH] [--out DIR]`: the main job; default recipe
-//!   `lenet300-fashion` (LeNet-300-100 on Fashion-MNIST).
+//! - `cargo xtask pipeline [--recipe NAME|PATH] [--out DIR] [--set KEY=VALUE]...`: the main job;
+//!   default recipe `lenet300-fashion` (LeNet-300-100 on Fashion-MNIST); every argument, `--set`
+//!   overrides included, goes to `deepcomp pipeline`.
 //! - `cargo xtask test`: the whole test suite (`cargo test --workspace`).
 //! - `cargo xtask ci`: short regression runs (`ci` on Fashion-MNIST, `ci-mnist` on the real MNIST in
 //!   `../shared/data`); writes `target/deepcomp/ci.json` and fails when the
@@ -30,8 +31,9 @@ const USAGE: &str = "\
 cargo xtask <command>
 
 commands:
-  pipeline [--recipe NAME|PATH] [--out DIR] [-- extra deepcomp args]
-                 run the compression pipeline end to end (default recipe: lenet300-fashion)
+  pipeline [--recipe NAME|PATH] [--out DIR] [--set KEY=VALUE]... [-- extra deepcomp args]
+                 run the compression pipeline end to end (default recipe: lenet300-fashion);
+                 --set overrides any recipe field (train.epochs=3, prune.rounds.0.target=0.8)
   test           run the whole test suite (cargo test --workspace)
   ci             short regression run; fails when ratio/accuracy drop below .ci/baseline.json
   bench [--quick] [--criterion]
@@ -105,6 +107,12 @@ fn deepcomp(args: &[String]) -> Result<()> {
 }
 
 fn pipeline(rest: &[String]) -> Result<()> {
+    deepcomp(&pipeline_args(rest))
+}
+
+/// The `deepcomp` arguments of `cargo xtask pipeline REST`: the default recipe unless one is given,
+/// then every argument (`--set KEY=VALUE` overrides included) as it is.
+fn pipeline_args(rest: &[String]) -> Vec<String> {
     let mut args = vec!["pipeline".to_string()];
     if !rest
         .iter()
@@ -114,7 +122,7 @@ fn pipeline(rest: &[String]) -> Result<()> {
         args.push("lenet300-fashion".into());
     }
     args.extend(rest.iter().filter(|a| a.as_str() != "--").cloned());
-    deepcomp(&args)
+    args
 }
 
 fn test(rest: &[String]) -> Result<()> {
@@ -534,4 +542,29 @@ fn runtime_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()>
     let text = serde_json::to_string_pretty(figures)?;
     std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_passes_overrides_through() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pipeline_args(&args(&["--set", "train.epochs=3", "--set=seed=43"])),
+            args(&[
+                "pipeline",
+                "--recipe",
+                "lenet300-fashion",
+                "--set",
+                "train.epochs=3",
+                "--set=seed=43"
+            ])
+        );
+        assert_eq!(
+            pipeline_args(&args(&["--recipe", "ci", "--", "--set", "quant.fc_bits=4"])),
+            args(&["pipeline", "--recipe", "ci", "--set", "quant.fc_bits=4"])
+        );
+    }
 }

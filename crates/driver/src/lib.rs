@@ -15,6 +15,9 @@
 //! - [`report`] and [`plot`]: `report.json`, `report.md` and SVG charts.
 //! - [`summary`]: the JSON documents of `compress`, `inspect` and `eval` with `--json`.
 //! - [`verbosity`]: how much goes to standard error (`-q`, `-v`).
+//! - [`overrides`]: `--set KEY=VALUE` on any recipe field, applied to the TOML before it is read.
+//! - [`sweep`] and [`sweep_plot`]: `deepcomp sweep`, the pipeline over a grid of overrides with shared
+//!   stages reused, its summary and its accuracy-vs-ratio chart.
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
 //!   affects), the output-folder lock and the clean-up after a kill.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
@@ -31,12 +34,15 @@ pub mod epoch;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;
+pub mod overrides;
 pub mod pipeline;
 pub mod plot;
 pub mod recipe;
 pub mod report;
 pub mod resume;
 pub mod summary;
+pub mod sweep;
+pub mod sweep_plot;
 pub mod verbosity;
 
 pub use error::{DriverError, Result};

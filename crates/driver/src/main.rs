@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use deepcomp_driver::verbosity::{self, Verbosity};
-use deepcomp_driver::{bench, compress, container, epoch, pipeline, recipe, summary};
+use deepcomp_driver::{
+    bench, compress, container, epoch, overrides, pipeline, recipe, summary, sweep,
+};
 
 /// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
 #[derive(Debug, Parser)]
@@ -50,6 +52,37 @@ enum Cmd {
         /// Print the whole report.md on standard output (by default: a short summary).
         #[arg(long)]
         print_report: bool,
+        /// Override a recipe field: KEY=VALUE, KEY a dotted path (`train.epochs`,
+        /// `prune.rounds.0.target`, `quant.bits.fc1.weight`), VALUE a TOML value or a bare word
+        /// (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Run a recipe at every point of a grid of overrides, each into DIR/points/<point>/; reuses the
+    /// stages points share; writes DIR/sweep.json, sweep.md and plots/tradeoff.svg.
+    Sweep {
+        /// Built-in recipe name (see `deepcomp recipes`) or a TOML file.
+        #[arg(long, default_value = "lenet300-fashion")]
+        recipe: String,
+        /// An axis: KEY=V1,V2,… (values split on top-level commas; `[0.5,0.9]` is one value).
+        /// Repeatable: the points are the product of the axes.
+        #[arg(long = "set", value_name = "KEY=V1,V2,...")]
+        sets: Vec<String>,
+        /// Pair the value lists element by element (equal lengths) instead of their product.
+        #[arg(long)]
+        zip: bool,
+        /// Sweep folder [default: target/deepcomp/sweep-<recipe name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Dataset folder (first place looked at).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Hide progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        /// Device for training and evaluation: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Time training epochs of one architecture on one device (SGD + momentum, seeded data); the
     /// second epoch is the warm one. Compare with `xtask/gpu/torch_epoch.py`.
@@ -301,9 +334,10 @@ fn run() -> Result<()> {
             no_progress,
             device,
             print_report,
+            sets,
         } => {
+            let recipe = overrides::load_with(&recipe, &sets)?;
             let device = epoch::parse_device(&device)?;
-            let recipe = recipe::load(&recipe)?;
             let out =
                 out.unwrap_or_else(|| PathBuf::from("target/deepcomp").join(&recipe.recipe.name));
             let opts = pipeline::PipelineOptions {
@@ -349,6 +383,32 @@ fn run() -> Result<()> {
                 );
                 outln!("report: {}", report_md.display());
             }
+        }
+        Cmd::Sweep {
+            recipe,
+            sets,
+            zip,
+            out,
+            data,
+            no_progress,
+            device,
+        } => {
+            let device = epoch::parse_device(&device)?;
+            let opts = sweep::SweepOptions {
+                recipe,
+                sets,
+                zip,
+                out,
+                data_path: data,
+                progress: !no_progress && !quiet,
+            };
+            let done = sweep::run(&opts, &device)?;
+            out!("{}", sweep::to_markdown(&done.recipe, &done.rows));
+            outln!(
+                "sweep of {} point(s) in {}",
+                done.rows.len(),
+                done.out.display()
+            );
         }
         Cmd::TrainEpoch {
             arch,

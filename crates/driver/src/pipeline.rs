@@ -458,7 +458,11 @@ fn save_stage(model: &dyn Model, path: &Path, inputs: &Value, report: &Report) -
 }
 
 /// The checkpoints of a run, in stage order, with the inputs each depends on.
-fn stage_files(out: &Path, recipe: &Recipe, inputs: &StageInputs) -> Vec<(PathBuf, Value)> {
+pub(crate) fn stage_files(
+    out: &Path,
+    recipe: &Recipe,
+    inputs: &StageInputs,
+) -> Vec<(PathBuf, Value)> {
     let dir = ckpt_dir(out);
     let mut v = vec![(dir.join("dense.safetensors"), inputs.dense.clone())];
     if matches!(recipe.prune.schedule.as_str(), "rounds" | "oneshot") {
@@ -552,6 +556,32 @@ pub fn check_layer_names(recipe: &Recipe, model: &dyn Model) -> Result<()> {
     Ok(())
 }
 
+/// The description of the loaded data that every checkpoint's stage inputs record (source and split
+/// sizes).
+fn data_inputs(data: &Dataset, val: Option<&Split>) -> Value {
+    serde_json::json!({
+        "source": data.source.display().to_string(),
+        "train": data.train.n,
+        "validation": val.map_or(0, |v| v.n),
+        "test": data.test.n,
+    })
+}
+
+/// Loads the recipe's data as a run would and describes it as the stage inputs record it (see
+/// [`StageInputs::new`]); `data_path` is the run's `--data`.
+pub fn data_description(recipe: &Recipe, data_path: Option<&Path>) -> Result<Value> {
+    let mut data = load_data(recipe, data_path, false, Splits::Both)?;
+    let val = split_validation(recipe, &mut data)?;
+    Ok(data_inputs(&data, val.as_ref()))
+}
+
+/// The checks a run makes before it creates any file that need no data: the model builds and every
+/// layer name the recipe gives is one of its layers.
+pub fn check_recipe(recipe: &Recipe) -> Result<()> {
+    let model = build_model(recipe, &Device::Cpu)?;
+    check_layer_names(recipe, model.as_ref())
+}
+
 /// [`run`] with the model, the batches and the training on `device` (see
 /// [`crate::epoch::parse_device`]); k-means, encoding and the report work on host copies.
 pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
@@ -568,15 +598,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         Splits::Both,
     )?;
     let val = split_validation(recipe, &mut data)?;
-    let inputs = StageInputs::new(
-        &opts.recipe,
-        serde_json::json!({
-            "source": data.source.display().to_string(),
-            "train": data.train.n,
-            "validation": val.as_ref().map_or(0, |v| v.n),
-            "test": data.test.n,
-        }),
-    )?;
+    let inputs = StageInputs::new(&opts.recipe, data_inputs(&data, val.as_ref()))?;
     let _lock = resume::OutputLock::acquire(&opts.out)?;
     let removed = resume::remove_stale_temps(&[opts.out.clone(), ckpt_dir(&opts.out)])?;
     if removed > 0 {
@@ -597,6 +619,11 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     // The report comes from the last checkpoint kept, never from progress.json (which a kill may
     // leave one step behind).
     let mut report = reconcile_checkpoints(&opts.out, recipe, &inputs)?.unwrap_or_default();
+    report.reused = stage_files(&opts.out, recipe, &inputs)
+        .iter()
+        .filter(|(p, _)| p.exists())
+        .filter_map(|(p, _)| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
     let progress_path = opts.out.join("progress.json");
     if let Ok(Some(earlier)) = fsutil::read_json::<Report>(&progress_path) {
         let kept = |f: &str| ckpt_dir(&opts.out).join(f).exists();

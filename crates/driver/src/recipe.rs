@@ -77,6 +77,14 @@ pub enum RecipeError {
     /// Neither a built-in name nor an existing file.
     #[error("unknown recipe `{0}`: not a built-in ({1}) and no such file")]
     Unknown(String, String),
+    /// A `--set KEY=VALUE` override that cannot be applied (see [`crate::overrides`]).
+    #[error("--set {assignment}: {reason}")]
+    Override {
+        /// The override as given (`KEY=VALUE`).
+        assignment: String,
+        /// Why it is rejected; names the key and, for a bad value, the value.
+        reason: String,
+    },
 }
 
 /// A whole pipeline run.
@@ -416,8 +424,15 @@ pub fn builtin_names() -> Vec<&'static str> {
 
 /// Loads a recipe by built-in name or file path, parses and validates it.
 pub fn load(name_or_path: &str) -> Result<LoadedRecipe, RecipeError> {
+    let (text, origin) = load_text(name_or_path)?;
+    parse(&text, &origin)
+}
+
+/// The text of a recipe given by built-in name or file path, and its origin (as errors name it),
+/// unparsed.
+pub fn load_text(name_or_path: &str) -> Result<(String, String), RecipeError> {
     if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-        return parse(text, &format!("built-in `{name}`"));
+        return Ok((text.to_string(), format!("built-in `{name}`")));
     }
     let path = Path::new(name_or_path);
     if path.exists() {
@@ -425,7 +440,7 @@ pub fn load(name_or_path: &str) -> Result<LoadedRecipe, RecipeError> {
             path: path.to_path_buf(),
             source,
         })?;
-        return parse(&text, &path.display().to_string());
+        return Ok((text, path.display().to_string()));
     }
     Err(RecipeError::Unknown(
         name_or_path.to_string(),

@@ -231,6 +231,10 @@ pub struct Report {
     pub sensitivity: Vec<SensitivityRow>,
     /// SHA-256 of the `.dcz` file (hex).
     pub dcz_sha256: String,
+    /// Stages this run took from checkpoints instead of computing them (`dense`, `prune-round0`, …,
+    /// `pruned`, `quantized`): kept from an earlier run in the folder or seeded by a sweep.
+    #[serde(default)]
+    pub reused: Vec<String>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -190,6 +190,8 @@ pub fn check(path: &Path, want: &Value) -> Result<Reuse> {
 pub fn metadata(inputs: &Value, report: &Report) -> Result<deepcomp_models::io::Metadata> {
     let mut r = report.clone();
     r.seconds = Default::default();
+    // Says what one run reused, not what the checkpoint holds.
+    r.reused.clear();
     for row in &mut r.history {
         row.ex_per_s = 0.0;
     }

@@ -114,6 +114,7 @@ fn corrupt_file_is_a_clear_error_naming_it() {
 fn every_command_has_help() {
     for cmd in [
         "pipeline",
+        "sweep",
         "compress",
         "decompress",
         "inspect",
