@@ -157,6 +157,7 @@ fn small_dcz() -> Vec<u8> {
                 data: vec![0.25, -3.0],
             })
             .collect(),
+        channel_scales: Vec::new(),
     }
     .to_bytes()
     .unwrap()

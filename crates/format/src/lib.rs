@@ -47,6 +47,7 @@
 //!         codes: vec![0, 1],
 //!     }],
 //!     dense: vec![DenseTensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.1, 0.2] }],
+//!     channel_scales: Vec::new(),
 //! };
 //! let bytes = file.to_bytes()?;
 //! let back = DczFile::from_bytes(&bytes)?;
@@ -56,7 +57,9 @@
 //! ```
 
 mod atomic;
+pub mod channel;
 mod dcz;
 
 pub use atomic::write_atomic;
+pub use channel::ChannelScales;
 pub use dcz::*;
