@@ -41,6 +41,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "resnet20-cifar10-jpeg",
         include_str!("../recipes/resnet20-cifar10-jpeg.toml"),
     ),
+    (
+        "lenet300-fashion-uniform",
+        include_str!("../recipes/lenet300-fashion-uniform.toml"),
+    ),
+    (
+        "lenet300-fashion-ste",
+        include_str!("../recipes/lenet300-fashion-ste.toml"),
+    ),
     ("ci", include_str!("../recipes/ci.toml")),
     ("ci-mnist", include_str!("../recipes/ci-mnist.toml")),
 ];
@@ -1189,6 +1197,101 @@ mod tests {
             let e = parse(&text, "test").unwrap_err().to_string();
             assert!(e.contains(field), "error `{e}` should name `{field}`");
         }
+    }
+
+    /// The ci recipe with its `[quant]` table replaced by `q`.
+    fn quant(q: &str) -> String {
+        let base = BUILTIN.iter().find(|(n, _)| *n == "ci").unwrap().1;
+        let (head, _) = base.split_once("[quant]").unwrap();
+        format!("{head}[quant]\n{q}\n")
+    }
+
+    #[test]
+    fn quant_methods_are_validated_naming_the_field() {
+        let cases = [
+            (quant("method = \"lloyd\""), "quant.method"),
+            (quant("method = \"uniform\"\nfc_bits = 9"), "quant.fc_bits"),
+            (quant("method = \"ste\"\nconv_bits = 0"), "quant.conv_bits"),
+            (
+                quant("method = \"uniform\"\nbits = { \"fc1.weight\" = 12 }"),
+                "quant.bits.fc1.weight",
+            ),
+            (quant("method = \"uniform\"\nrange = 0.0"), "quant.range"),
+            (quant("method = \"uniform\"\nrange = -1.0"), "quant.range"),
+            (
+                quant("method = \"uniform\"\ngranularity = \"row\""),
+                "quant.granularity",
+            ),
+            (
+                quant("method = \"uniform\"\ngranularity = \"channel\"\nrange = 1.0"),
+                "quant.range",
+            ),
+            // Fields the chosen method would ignore.
+            (quant("range = 1.0"), "quant.range"),
+            (quant("granularity = \"tensor\""), "quant.granularity"),
+            (quant("method = \"uniform\"\nepochs = 2"), "quant.epochs"),
+            (quant("method = \"uniform\"\nlr = 0.01"), "quant.lr"),
+            (quant("method = \"uniform\"\ninit = \"density\""), "quant.init"),
+            (
+                quant("method = \"ste\"\nepochs = 2\nother_lr = 0.01"),
+                "quant.other_lr",
+            ),
+            (
+                quant("method_layers = { \"fc3.weight\" = \"fp8\" }"),
+                "quant.method_layers",
+            ),
+            (
+                quant("float_layers = [\"fc3.weight\"]\nmethod_layers = { \"fc3.weight\" = \"ste\" }"),
+                "quant.method_layers",
+            ),
+            (
+                quant("float_layers = [\"fc3.weight\"]\nbits = { \"fc3.weight\" = 4 }"),
+                "quant.bits",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+        for ok in [
+            "method = \"uniform\"\ngranularity = \"channel\"\nfc_bits = 6",
+            "method = \"uniform\"\nrange = 0.5\nfc_bits = 3",
+            "method = \"ste\"\nepochs = 2\nlr = 0.001\nfloat_layers = [\"fc3.weight\"]",
+            "method_layers = { \"fc3.weight\" = \"uniform\" }\nepochs = 1",
+        ] {
+            let r = parse(&quant(ok), "test").unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(r.recipe.method_for("fc3.weight") != "kmeans");
+        }
+        assert_eq!(load("ci").unwrap().recipe.method_for("fc1.weight"), "kmeans");
+    }
+
+    #[test]
+    fn regularizers_are_validated_naming_the_field() {
+        let reg = |r: &str| with(&format!("lr = 0.05\nregularizer = {r}"), "lr = 0.05");
+        let cases = [
+            (reg("{ kind = \"l1\", lambda = -1.0 }"), "train.regularizer.lambda"),
+            (reg("{ kind = \"l2\", lambda = 1.0 }"), "train.regularizer.kind"),
+            (reg("{ kind = \"trimmed_l1\", lambda = 1.0 }"), "train.regularizer.k"),
+            (reg("{ kind = \"l1\", lambda = 1.0, k = 3 }"), "train.regularizer.k"),
+            (
+                reg("{ kind = \"trimmed_l1\", lambda = 1.0, fraction = 1.5 }"),
+                "train.regularizer.fraction",
+            ),
+            (
+                with(
+                    "lr = 0.01\nregularizer = { kind = \"prox_l1\", lambda = -0.1 }",
+                    "lr = 0.01",
+                ),
+                "prune.regularizer.lambda",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+        let ok = reg("{ kind = \"trimmed_l1\", lambda = 1e-4, fraction = 0.5 }");
+        let r = parse(&ok, "test").unwrap().recipe;
+        assert_eq!(r.train.regularizer.unwrap().fraction, Some(0.5));
     }
 
     #[test]

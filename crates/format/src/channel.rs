@@ -207,3 +207,75 @@ impl DczFile {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dcz::LayerKind;
+
+    fn file(scales: Vec<f32>) -> DczFile {
+        DczFile {
+            model: "tiny".into(),
+            recipe_hash: [0; 32],
+            layers: vec![SparseLayer {
+                name: "fc.weight".into(),
+                kind: LayerKind::Fc,
+                shape: vec![2, 3],
+                bits: 2,
+                index_bits: 2,
+                codebook: vec![-2.0, -1.0, 0.0, 1.0],
+                positions: vec![0, 2, 4],
+                codes: vec![3, 0, 1],
+            }],
+            dense: vec![],
+            channel_scales: vec![ChannelScales {
+                layer: "fc.weight".into(),
+                scales,
+            }],
+        }
+    }
+
+    #[test]
+    fn scales_round_trip_and_multiply_per_channel() {
+        let f = file(vec![0.25, 0.1]);
+        let bytes = f.to_bytes().unwrap();
+        assert!(bytes.windows(4).any(|w| w == TAG_CHANNEL_SCALES));
+        let back = DczFile::from_bytes(&bytes).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        let v = back.layer_values(0);
+        assert_eq!(v, vec![0.25, 0.0, -0.5, 0.0, -1.0f32 * 0.1, 0.0]);
+        // Without scales, no section is written at all.
+        let mut plain = f.clone();
+        plain.channel_scales.clear();
+        let b = plain.to_bytes().unwrap();
+        assert!(!b.windows(4).any(|w| w == TAG_CHANNEL_SCALES));
+        assert_eq!(plain.layer_values(0), plain.layers[0].to_dense());
+    }
+
+    #[test]
+    fn bad_scales_are_refused() {
+        for (scales, why) in [
+            (vec![0.25], "1 channel scales for 2"),
+            (vec![0.25, 0.0], "not finite and positive"),
+            (vec![0.25, f32::NAN], "not finite and positive"),
+        ] {
+            let e = file(scales).to_bytes().unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut f = file(vec![1.0, 2.0]);
+        f.channel_scales[0].layer = "other".into();
+        let e = f.to_bytes().unwrap_err().to_string();
+        assert!(e.contains("no sparse layer"), "{e}");
+        // A flipped bit in the section is a checksum error, not a different model.
+        let mut bytes = file(vec![0.25, 0.1]).to_bytes().unwrap();
+        let at = bytes.windows(4).position(|w| w == TAG_CHANNEL_SCALES).unwrap();
+        bytes[at + 20] ^= 1;
+        assert!(DczFile::from_bytes(&bytes).is_err());
+        // Truncation inside the section is an error too.
+        let bytes = file(vec![0.25, 0.1]).to_bytes().unwrap();
+        for cut in at..bytes.len() {
+            assert!(DczFile::from_bytes(&bytes[..cut]).is_err());
+        }
+    }
+}
