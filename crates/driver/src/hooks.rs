@@ -279,8 +279,9 @@ impl TrainHook for RegularizerHook {
             for name in &self.names {
                 let var = var_of(model, name)?;
                 if let Some(g) = grads.get(var.as_tensor()) {
-                    let sub = deepcomp_sparsity::regularize::l1_subgradient(var.as_tensor(), lambda)
-                        .map_err(hook_err)?;
+                    let sub =
+                        deepcomp_sparsity::regularize::l1_subgradient(var.as_tensor(), lambda)
+                            .map_err(hook_err)?;
                     let g = g.add(&sub)?;
                     grads.insert(var.as_tensor(), g);
                 }
@@ -297,7 +298,9 @@ impl TrainHook for RegularizerHook {
             let w = var.as_tensor();
             let new = match self.reg {
                 Regularizer::L1 { .. } => continue,
-                Regularizer::ProxL1 { lambda } => soft_threshold(w, lr * lambda).map_err(hook_err)?,
+                Regularizer::ProxL1 { lambda } => {
+                    soft_threshold(w, lr * lambda).map_err(hook_err)?
+                }
                 Regularizer::TrimmedL1 {
                     lambda,
                     k,
@@ -336,7 +339,10 @@ pub struct SteLayer {
 impl SteLayer {
     /// The layer's float weights `w` quantized: step `Δ = 2q / 2^bits` with `q = max |w|` of the kept
     /// weights of the tensor or channel (dynamic scaling), levels clipped to `[−2^(bits−1), 2^(bits−1) − 1]`.
-    pub fn quantize(&self, w: &[f32]) -> Result<deepcomp_quant::RangeCodes, deepcomp_quant::QuantError> {
+    pub fn quantize(
+        &self,
+        w: &[f32],
+    ) -> Result<deepcomp_quant::RangeCodes, deepcomp_quant::QuantError> {
         let groups = if self.per_channel {
             self.shape.first().copied().unwrap_or(1).max(1)
         } else {
@@ -375,11 +381,7 @@ pub struct SteHook {
 
 impl SteHook {
     /// A hook over `layers`; `masks` (of these layers) keeps pruned weights at zero.
-    pub fn new(
-        layers: Vec<SteLayer>,
-        masks: Option<MaskHook>,
-        device: Device,
-    ) -> Self {
+    pub fn new(layers: Vec<SteLayer>, masks: Option<MaskHook>, device: Device) -> Self {
         Self {
             layers,
             shadow: BTreeMap::new(),
@@ -410,7 +412,11 @@ impl SteHook {
                 .get(&l.name)
                 .ok_or_else(|| ModelError::UnknownParam(l.name.clone()))?;
             let q = l.quantize(w).map_err(hook_err)?;
-            var.set(&Tensor::from_vec(q.values, l.shape.as_slice(), &self.device)?)?;
+            var.set(&Tensor::from_vec(
+                q.values,
+                l.shape.as_slice(),
+                &self.device,
+            )?)?;
         }
         Ok(())
     }
@@ -449,7 +455,11 @@ impl TrainHook for SteHook {
         for l in &self.layers {
             let var = var_of(model, &l.name)?;
             if let Some(w) = self.shadow.get(&l.name) {
-                var.set(&Tensor::from_vec(w.clone(), l.shape.as_slice(), &self.device)?)?;
+                var.set(&Tensor::from_vec(
+                    w.clone(),
+                    l.shape.as_slice(),
+                    &self.device,
+                )?)?;
             }
         }
         Ok(())

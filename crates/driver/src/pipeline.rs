@@ -602,7 +602,8 @@ pub fn check_layer_names(recipe: &Recipe, model: &dyn Model) -> Result<()> {
     for p in model.prunable() {
         let method = recipe.method_for(&p.name);
         let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
-        if (method == "uniform" || method == "ste") && !crate::recipe::UNIFORM_BITS.contains(&bits) {
+        if (method == "uniform" || method == "ste") && !crate::recipe::UNIFORM_BITS.contains(&bits)
+        {
             let field = if recipe.quant.bits.contains_key(&p.name) {
                 format!("quant.bits.\"{}\"", p.name)
             } else if p.kind == LayerKind::Conv {
@@ -766,7 +767,9 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
                 &mut report.history,
             )?;
         }
-        report.regularizers.retain(|r| r.stage != "train" && r.stage != "prune");
+        report
+            .regularizers
+            .retain(|r| r.stage != "train" && r.stage != "prune");
         if let Some(r) = &recipe.train.regularizer {
             report
                 .regularizers
@@ -1007,7 +1010,9 @@ fn prune_and_finetune(
     report.accuracy.finetuned = acc;
     if let Some(r) = &p.regularizer {
         report.regularizers.retain(|r| r.stage != "prune");
-        report.regularizers.push(regularizer_row("prune", r, model)?);
+        report
+            .regularizers
+            .push(regularizer_row("prune", r, model)?);
         // Zeros the regularizer made are pruned from here on (as a resumed run, which takes its masks
         // from the zeros of the checkpoint, sees them).
         return masks_from_zeros(model);
@@ -1116,7 +1121,12 @@ fn shared_from_model(
                     ))
                 })?;
                 let codes = quantize::codes_from_steps(&values, &keep, steps, bits)?;
-                out.push(quantize::uniform_shared(&p.name, &p.shape, &codes, recipe.per_channel())?);
+                out.push(quantize::uniform_shared(
+                    &p.name,
+                    &p.shape,
+                    &codes,
+                    recipe.per_channel(),
+                )?);
             }
         }
     }

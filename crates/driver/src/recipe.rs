@@ -858,7 +858,10 @@ impl Recipe {
 
     /// The checks of `quant.method` and its companions: unknown values, and fields the methods in use
     /// would ignore.
-    fn validate_methods(&self, err: &dyn Fn(&str, String) -> RecipeError) -> Result<(), RecipeError> {
+    fn validate_methods(
+        &self,
+        err: &dyn Fn(&str, String) -> RecipeError,
+    ) -> Result<(), RecipeError> {
         let q = &self.quant;
         let known = |field: &str, m: &str| {
             if QUANT_METHODS.contains(&m) {
@@ -923,7 +926,10 @@ impl Recipe {
                 ));
             }
             if !(r.is_finite() && r > 0.0) {
-                return Err(err("quant.range", format!("{r} must be a finite value > 0")));
+                return Err(err(
+                    "quant.range",
+                    format!("{r} must be a finite value > 0"),
+                ));
             }
             if self.per_channel() {
                 return Err(err(
@@ -1231,7 +1237,10 @@ mod tests {
             (quant("granularity = \"tensor\""), "quant.granularity"),
             (quant("method = \"uniform\"\nepochs = 2"), "quant.epochs"),
             (quant("method = \"uniform\"\nlr = 0.01"), "quant.lr"),
-            (quant("method = \"uniform\"\ninit = \"density\""), "quant.init"),
+            (
+                quant("method = \"uniform\"\ninit = \"density\""),
+                "quant.init",
+            ),
             (
                 quant("method = \"ste\"\nepochs = 2\nother_lr = 0.01"),
                 "quant.other_lr",
@@ -1241,7 +1250,9 @@ mod tests {
                 "quant.method_layers",
             ),
             (
-                quant("float_layers = [\"fc3.weight\"]\nmethod_layers = { \"fc3.weight\" = \"ste\" }"),
+                quant(
+                    "float_layers = [\"fc3.weight\"]\nmethod_layers = { \"fc3.weight\" = \"ste\" }",
+                ),
                 "quant.method_layers",
             ),
             (
@@ -1262,17 +1273,32 @@ mod tests {
             let r = parse(&quant(ok), "test").unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(r.recipe.method_for("fc3.weight") != "kmeans");
         }
-        assert_eq!(load("ci").unwrap().recipe.method_for("fc1.weight"), "kmeans");
+        assert_eq!(
+            load("ci").unwrap().recipe.method_for("fc1.weight"),
+            "kmeans"
+        );
     }
 
     #[test]
     fn regularizers_are_validated_naming_the_field() {
         let reg = |r: &str| with(&format!("lr = 0.05\nregularizer = {r}"), "lr = 0.05");
         let cases = [
-            (reg("{ kind = \"l1\", lambda = -1.0 }"), "train.regularizer.lambda"),
-            (reg("{ kind = \"l2\", lambda = 1.0 }"), "train.regularizer.kind"),
-            (reg("{ kind = \"trimmed_l1\", lambda = 1.0 }"), "train.regularizer.k"),
-            (reg("{ kind = \"l1\", lambda = 1.0, k = 3 }"), "train.regularizer.k"),
+            (
+                reg("{ kind = \"l1\", lambda = -1.0 }"),
+                "train.regularizer.lambda",
+            ),
+            (
+                reg("{ kind = \"l2\", lambda = 1.0 }"),
+                "train.regularizer.kind",
+            ),
+            (
+                reg("{ kind = \"trimmed_l1\", lambda = 1.0 }"),
+                "train.regularizer.k",
+            ),
+            (
+                reg("{ kind = \"l1\", lambda = 1.0, k = 3 }"),
+                "train.regularizer.k",
+            ),
             (
                 reg("{ kind = \"trimmed_l1\", lambda = 1.0, fraction = 1.5 }"),
                 "train.regularizer.fraction",

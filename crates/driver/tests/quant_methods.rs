@@ -67,9 +67,15 @@ fn uniform_per_tensor_codes_the_grid_and_decodes_exactly() {
         "regularizer = { kind = \"prox_l1\", lambda = 0.02 }\n",
     );
     let (r, file, _tmp) = run_recipe(&text);
-    assert_eq!(r.accuracy.decoded, r.accuracy.quantized, "decoding is exact");
+    assert_eq!(
+        r.accuracy.decoded, r.accuracy.quantized,
+        "decoding is exact"
+    );
     assert!(r.accuracy.decoded > 0.5, "decoded {}", r.accuracy.decoded);
-    assert_eq!(r.quant_methods.get("fc1.weight").map(String::as_str), Some("uniform"));
+    assert_eq!(
+        r.quant_methods.get("fc1.weight").map(String::as_str),
+        Some("uniform")
+    );
     assert!(file.channel_scales.is_empty());
     for (i, l) in file.layers.iter().enumerate() {
         assert_eq!(l.bits, 3);
@@ -81,7 +87,10 @@ fn uniform_per_tensor_codes_the_grid_and_decodes_exactly() {
         assert!(v.iter().all(|x| (-0.25..=0.1875).contains(x)));
     }
     let reg = &r.regularizers[0];
-    assert_eq!((reg.stage.as_str(), reg.kind.as_str()), ("train", "prox_l1"));
+    assert_eq!(
+        (reg.stage.as_str(), reg.kind.as_str()),
+        ("train", "prox_l1")
+    );
     assert!(reg.zero_fraction > 0.0, "prox-L1 makes exact zeros");
 }
 
@@ -96,7 +105,10 @@ fn uniform_per_channel_with_a_float_layer() {
         "",
     );
     let (r, file, _tmp) = run_recipe(&text);
-    assert_eq!(r.accuracy.decoded, r.accuracy.quantized, "decoding is exact");
+    assert_eq!(
+        r.accuracy.decoded, r.accuracy.quantized,
+        "decoding is exact"
+    );
     assert!(file.layers.iter().all(|l| l.name != "fc3.weight"));
     assert!(file.dense.iter().any(|d| d.name == "fc3.weight"));
     assert_eq!(file.channel_scales.len(), 2, "fc1 and fc2");
@@ -110,7 +122,10 @@ fn uniform_per_channel_with_a_float_layer() {
         }
     }
     // Written and read back byte for byte.
-    assert_eq!(DczFile::from_bytes(&file.to_bytes().unwrap()).unwrap(), file);
+    assert_eq!(
+        DczFile::from_bytes(&file.to_bytes().unwrap()).unwrap(),
+        file
+    );
     let rt = deepcomp_runtime::CompressedModel::from_file(&file).unwrap();
     let x = vec![0.5f32; 784 * 2];
     assert_eq!(rt.forward(&x, 2).unwrap().len(), 20);
@@ -162,16 +177,9 @@ fn epochs(model: &dyn Model, hook: &mut dyn TrainHook, epochs: usize, lr: f64) -
     (0..epochs)
         .map(|e| {
             let it = data.iter().cloned().map(Ok);
-            deepcomp_models::train_epoch(
-                model,
-                &mut opt,
-                it,
-                hook,
-                e,
-                &ProgressConfig::default(),
-            )
-            .unwrap()
-            .loss
+            deepcomp_models::train_epoch(model, &mut opt, it, hook, e, &ProgressConfig::default())
+                .unwrap()
+                .loss
         })
         .collect()
 }
@@ -209,7 +217,9 @@ fn ste_trains_on_the_grid_and_keeps_pruned_zeros() {
         for (l, c) in hook.layers.iter().zip(&codes) {
             let v = values(model.as_ref(), &l.name);
             assert!(
-                v.iter().zip(&c.values).all(|(a, b)| a.to_bits() == b.to_bits()),
+                v.iter()
+                    .zip(&c.values)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{}: the model holds the codes' values",
                 l.name
             );
@@ -235,7 +245,12 @@ fn regularizers_make_zeros_and_shrink() {
     let l1_norm = |m: &dyn Model| -> f64 {
         m.prunable()
             .iter()
-            .map(|p| values(m, &p.name).iter().map(|x| f64::from(x.abs())).sum::<f64>())
+            .map(|p| {
+                values(m, &p.name)
+                    .iter()
+                    .map(|x| f64::from(x.abs()))
+                    .sum::<f64>()
+            })
             .sum()
     };
     let zeros = |m: &dyn Model| -> usize {
@@ -286,7 +301,10 @@ fn regularizers_make_zeros_and_shrink() {
     epochs(trimmed.as_ref(), &mut hook, 1, 0.01);
     let after = values(trimmed.as_ref(), "fc3.weight");
     let z = after.iter().filter(|x| **x == 0.0).count();
-    assert!(z > 0 && z <= (0.3 * after.len() as f64).round() as usize, "{z}");
+    assert!(
+        z > 0 && z <= (0.3 * after.len() as f64).round() as usize,
+        "{z}"
+    );
     // The largest weights were not penalized: the largest |w| barely moved.
     let max_b = before.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let max_a = after.iter().fold(0.0f32, |m, x| m.max(x.abs()));

@@ -91,7 +91,12 @@ pub(crate) fn write_sections(file: &DczFile, out: &mut Vec<u8>) -> Result<(), Co
     Ok(())
 }
 
-fn truncated(offset: usize, field: &'static str, needed: usize, available: usize) -> ContainerError {
+fn truncated(
+    offset: usize,
+    field: &'static str,
+    needed: usize,
+    available: usize,
+) -> ContainerError {
     ContainerError::Truncated {
         section: "channel-scales section".into(),
         field,
@@ -156,7 +161,11 @@ pub(crate) fn read_sections(
         if rest.len() != count.saturating_mul(4) {
             return Err(bad(
                 "scales",
-                format!("{count} scales need {} bytes, the payload has {}", count * 4, rest.len()),
+                format!(
+                    "{count} scales need {} bytes, the payload has {}",
+                    count * 4,
+                    rest.len()
+                ),
             ));
         }
         let scales = rest
@@ -269,7 +278,10 @@ mod tests {
         assert!(e.contains("no sparse layer"), "{e}");
         // A flipped bit in the section is a checksum error, not a different model.
         let mut bytes = file(vec![0.25, 0.1]).to_bytes().unwrap();
-        let at = bytes.windows(4).position(|w| w == TAG_CHANNEL_SCALES).unwrap();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == TAG_CHANNEL_SCALES)
+            .unwrap();
         bytes[at + 20] ^= 1;
         assert!(DczFile::from_bytes(&bytes).is_err());
         // Truncation inside the section is an error too.

@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 /// -1; half-way cases round to even (0.125/0.25 = 0.5 → 0, 0.375/0.25 = 1.5 → 2).
 #[test]
 fn fixed_range_golden_q1_l3() {
-    let w = [-1.3f32, -1.0, -0.6, -0.1, 0.0, 0.125, 0.3, 0.375, 0.74, 0.8, 2.0];
+    let w = [
+        -1.3f32, -1.0, -0.6, -0.1, 0.0, 0.125, 0.3, 0.375, 0.74, 0.8, 2.0,
+    ];
     let c = range_codes(&w, None, 1, 3, RangeScale::Fixed(1.0)).unwrap();
     assert_eq!(c.steps, vec![0.25]);
     assert_eq!(c.levels, vec![-4, -4, -2, 0, 0, 0, 1, 2, 3, 3, 3]);
@@ -36,7 +38,13 @@ fn fixed_range_golden_q1_l3() {
 fn values_equal_seed_002_formula() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let w: Vec<f32> = (0..5000).map(|_| rng.random_range(-1.5f32..1.5)).collect();
-    for (q, bits) in [(1.0f32, 3u8), (0.8, 4), (0.3137, 6), (1.234_567, 8), (0.05, 2)] {
+    for (q, bits) in [
+        (1.0f32, 3u8),
+        (0.8, 4),
+        (0.3137, 6),
+        (1.234_567, 8),
+        (0.05, 2),
+    ] {
         let want = range_quantize_slice(&w, q, bits).unwrap();
         let got = range_codes(&w, None, 1, bits, RangeScale::Fixed(q)).unwrap();
         for (i, (a, b)) in want.iter().zip(&got.values).enumerate() {

@@ -92,7 +92,9 @@ pub(super) fn codes_from_steps(
             continue;
         }
         let step = steps[(i / per.max(1)).min(groups - 1)];
-        let k = (v / step).round_ties_even().clamp(-(h as f32), (h - 1) as f32) as i32;
+        let k = (v / step)
+            .round_ties_even()
+            .clamp(-(h as f32), (h - 1) as f32) as i32;
         let back = k as f32 * step;
         if back != *v {
             return Err(DriverError::msg(format!(
