@@ -204,10 +204,10 @@ impl DczFile {
         let mut v = layer.to_dense();
         if let Some(scales) = self.channel_scales_of(&layer.name) {
             let per = v.len().checked_div(scales.len()).unwrap_or(0);
-            if per > 0 {
-                for &p in &layer.positions {
-                    let p = p as usize;
-                    if let (Some(x), Some(s)) = (v.get_mut(p), scales.get(p / per)) {
+            for &p in &layer.positions {
+                let p = p as usize;
+                if let (Some(c), Some(x)) = (p.checked_div(per), v.get_mut(p)) {
+                    if let Some(s) = scales.get(c) {
                         *x *= *s;
                     }
                 }
