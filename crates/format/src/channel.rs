@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(back, f);
         assert_eq!(back.to_bytes().unwrap(), bytes);
         let v = back.layer_values(0);
-        assert_eq!(v, vec![0.25, 0.0, -0.5, 0.0, -1.0f32 * 0.1, 0.0]);
+        assert_eq!(v, vec![0.25, 0.0, -0.5, 0.0, -0.1f32, 0.0]);
         // Without scales, no section is written at all.
         let mut plain = f.clone();
         plain.channel_scales.clear();
