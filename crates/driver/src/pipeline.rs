@@ -988,11 +988,34 @@ fn prune_and_finetune(
                 );
                 let t = Instant::now();
                 let mut reg = regularizer_hook(p.regularizer.as_ref(), model);
+                // Quantization-aware finetuning (prune.qat_bits): the STE hook applies the masks too.
+                let mut ste = match p.qat_bits {
+                    Some(bits) => Some(crate::hooks::SteHook::new(
+                        model
+                            .prunable()
+                            .into_iter()
+                            .map(|q| crate::hooks::SteLayer {
+                                keep: m.get(&q.name).map(|k| k.keep().to_vec()),
+                                name: q.name,
+                                shape: q.shape,
+                                bits,
+                                per_channel: false,
+                            })
+                            .collect(),
+                        Some(MaskHook::new(&m, &ctx.device)?),
+                        ctx.device.clone(),
+                    )),
+                    None => None,
+                };
+                let inner: &mut dyn TrainHook = match ste.as_mut() {
+                    Some(s) => s,
+                    None => &mut hook,
+                };
                 ctx.train(
                     model,
                     &p.optim(),
                     r.epochs,
-                    &mut with_regularizer(&mut reg, &mut hook),
+                    &mut with_regularizer(&mut reg, inner),
                     "finetune",
                     i,
                     0,
@@ -1002,7 +1025,13 @@ fn prune_and_finetune(
                 report.seconds.finetune += t.elapsed().as_secs_f64();
                 save_stage(model, &round_ckpt, &ctx.inputs.rounds[i], report)?;
                 fsutil::write_json(progress_path, report)?;
-                masks = Some(m);
+                // After quantization-aware finetuning, weights quantized to zero are pruned from here
+                // on (as a resumed run, which takes its masks from the zeros, sees them).
+                masks = Some(if ste.is_some() {
+                    masks_from_zeros(model)?
+                } else {
+                    m
+                });
             }
         }
     }

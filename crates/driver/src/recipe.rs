@@ -365,6 +365,11 @@ with_optim_fields! {
         /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
         #[serde(default)]
         pub sensitivity: bool,
+        /// Quantization-aware finetuning in every round (seed 003, Lab 3 (e)): the finetuning trains
+        /// through `qat_bits`-bit fixed-point weights (straight-through estimator, max-|w| scale per
+        /// tensor, pruned weights kept at zero); schedules `rounds` and `oneshot` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub qat_bits: Option<u8>,
     }
 }
 
@@ -742,6 +747,28 @@ impl Recipe {
                     "prune.schedule",
                     format!("`{other}` is not one of rounds, oneshot, linear, agp"),
                 ))
+            }
+        }
+        if let Some(b) = p.qat_bits {
+            if !UNIFORM_BITS.contains(&b) {
+                return Err(err(
+                    "prune.qat_bits",
+                    format!(
+                        "{b} is outside {}..={}",
+                        UNIFORM_BITS.start(),
+                        UNIFORM_BITS.end()
+                    ),
+                ));
+            }
+            if !matches!(p.schedule.as_str(), "rounds" | "oneshot") {
+                return Err(err(
+                    "prune.qat_bits",
+                    format!(
+                        "quantization-aware finetuning runs in the rounds of schedules `rounds` \
+                         and `oneshot`, not `{}`",
+                        p.schedule
+                    ),
+                ));
             }
         }
         if p.method != "std" && !p.std_s.is_empty() {
@@ -1309,6 +1336,10 @@ mod tests {
                     "lr = 0.01",
                 ),
                 "prune.regularizer.lambda",
+            ),
+            (
+                with("lr = 0.01\nqat_bits = 9", "lr = 0.01"),
+                "prune.qat_bits",
             ),
         ];
         for (text, field) in cases {

@@ -104,10 +104,27 @@ fn uniform_per_channel_with_a_float_layer() {
         "method = \"uniform\"\ngranularity = \"channel\"\nfc_bits = 4\nfloat_layers = [\"fc3.weight\"]\n",
         "",
     );
-    let (r, file, _tmp) = run_recipe(&text);
+    let (r, file, tmp) = run_recipe(&text);
     assert_eq!(
         r.accuracy.decoded, r.accuracy.quantized,
         "decoding is exact"
+    );
+    // A re-run resumes from the quantized checkpoint (codes rebuilt from the recorded steps) and writes
+    // the same bytes.
+    let data = tmp.path().join("data");
+    let loaded =
+        recipe::parse(&text.replace("@DATA@", &data.display().to_string()), "test").unwrap();
+    let again = run(&PipelineOptions {
+        recipe: loaded,
+        out: tmp.path().join("out"),
+        fresh: false,
+        progress: false,
+        data_path: None,
+    })
+    .unwrap();
+    assert_eq!(
+        again.dcz_sha256, r.dcz_sha256,
+        "resumed run writes the same file"
     );
     assert!(file.layers.iter().all(|l| l.name != "fc3.weight"));
     assert!(file.dense.iter().any(|d| d.name == "fc3.weight"));
@@ -309,4 +326,39 @@ fn regularizers_make_zeros_and_shrink() {
     let max_b = before.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let max_a = after.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     assert!((max_a - max_b).abs() < 0.05, "{max_b} → {max_a}");
+}
+
+/// Quantization-aware finetuning during iterative pruning (`prune.qat_bits`): every round trains
+/// through 3-bit weights, so the pruned checkpoint holds at most 2^3 distinct values per layer; the
+/// k-means stage and the file work as usual after it.
+#[test]
+fn qat_during_pruning_leaves_weights_on_the_grid() {
+    let text = recipe_with(
+        std::path::Path::new("@DATA@"),
+        "fc_bits = 4\nepochs = 1\nlr = 0.0005\n",
+        "",
+    )
+    .replacen("lr = 0.01\n", "lr = 0.01\nqat_bits = 3\n", 1);
+    assert!(text.contains("qat_bits = 3"));
+    let (r, _file, tmp) = run_recipe(&text);
+    assert_eq!(
+        r.accuracy.decoded, r.accuracy.quantized,
+        "decoding is exact"
+    );
+    assert!(
+        r.accuracy.finetuned > 0.5,
+        "finetuned {}",
+        r.accuracy.finetuned
+    );
+    let (tensors, _) =
+        deepcomp_models::read_safetensors(&tmp.path().join("out/checkpoints/pruned.safetensors"))
+            .unwrap();
+    for (name, t) in tensors.iter().filter(|(n, _)| n.ends_with("weight")) {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            distinct_nonzero(&v) <= 8,
+            "{name}: {}",
+            distinct_nonzero(&v)
+        );
+    }
 }
