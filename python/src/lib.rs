@@ -27,10 +27,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn load_raw<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let file = read(&path)?;
     let out = PyDict::new(py);
-    for l in &file.layers {
-        let dense = l
-            .try_to_dense()
+    for (i, l) in file.layers.iter().enumerate() {
+        l.validate()
             .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))?;
+        // Scaled per channel where the file has channel scales.
+        let dense = file.layer_values(i);
         out.set_item(
             &l.name,
             (l.shape.clone(), PyBytes::new(py, &f32_bytes(&dense))),
@@ -123,6 +124,7 @@ fn write_example(
         recipe_hash: [0; 32],
         layers: vec![],
         dense: vec![],
+        channel_scales: Vec::new(),
     };
     for (name, shape, density, bits) in layers {
         let n: usize = shape.iter().product();

@@ -229,6 +229,7 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
         recipe_hash: hasher.finalize().into(),
         layers,
         dense,
+        channel_scales: Vec::new(),
     })
 }
 
@@ -237,10 +238,11 @@ pub fn decoded_tensors(file: &DczFile) -> Vec<NamedTensor> {
     let mut out: Vec<NamedTensor> = file
         .layers
         .iter()
-        .map(|l| NamedTensor {
+        .enumerate()
+        .map(|(i, l)| NamedTensor {
             name: l.name.clone(),
             shape: l.shape.clone(),
-            data: l.to_dense(),
+            data: file.layer_values(i),
         })
         .collect();
     out.extend(file.dense.iter().map(|d| NamedTensor {

@@ -19,12 +19,14 @@ use deepcomp_sparsity::{compute_masks, Criterion, Mask, MaskSet};
 
 use crate::container::{self, DczFile, DenseTensor, SparseLayer};
 use crate::error::{DriverError, Result};
-use crate::hooks::{CentroidHook, MaskHook, SharedLayer};
+use crate::hooks::{CentroidHook, Chain, MaskHook, Regularizer, RegularizerHook, SharedLayer};
 use crate::recipe::{LoadedRecipe, OptimSection, Recipe};
 use crate::report::{EpochRow, LayerRow, Report, SensitivityRow};
 use crate::resume::{self, StageInputs};
 use crate::{fsutil, plot};
 use serde_json::Value;
+
+mod quantize;
 
 /// How to run a pipeline.
 #[derive(Debug, Clone)]
@@ -436,6 +438,61 @@ fn weight_values(model: &dyn Model, name: &str) -> Result<Vec<f32>> {
     Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// The recipe section's regularizer as a hook over the prunable weights.
+fn regularizer_hook(
+    reg: Option<&crate::recipe::RegularizerSection>,
+    model: &dyn Model,
+) -> Option<RegularizerHook> {
+    reg.map(|r| RegularizerHook {
+        reg: Regularizer::from_recipe(r),
+        names: model.prunable().into_iter().map(|p| p.name).collect(),
+    })
+}
+
+/// `hook` after the regularizer, if any (alone otherwise: the same calls as `hook` by itself).
+fn with_regularizer<'a>(
+    reg: &'a mut Option<RegularizerHook>,
+    hook: &'a mut dyn TrainHook,
+) -> Chain<'a> {
+    let mut v: Vec<&mut dyn TrainHook> = Vec::new();
+    if let Some(r) = reg.as_mut() {
+        v.push(r);
+    }
+    v.push(hook);
+    Chain(v)
+}
+
+/// A report row for the regularizer of `stage`, with the fraction of exactly-zero prunable weights.
+fn regularizer_row(
+    stage: &str,
+    r: &crate::recipe::RegularizerSection,
+    model: &dyn Model,
+) -> Result<crate::report::RegularizerRow> {
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for p in model.prunable() {
+        let v = weight_values(model, &p.name)?;
+        zeros += v.iter().filter(|x| **x == 0.0).count();
+        total += v.len();
+    }
+    let zero_fraction = if total == 0 {
+        0.0
+    } else {
+        zeros as f64 / total as f64
+    };
+    eprintln!(
+        "deepcomp: {stage} regularizer {} (λ {}): {:.4} of the prunable weights are exactly zero",
+        r.kind, r.lambda, zero_fraction
+    );
+    Ok(crate::report::RegularizerRow {
+        stage: stage.into(),
+        kind: r.kind.clone(),
+        lambda: r.lambda,
+        k: r.k,
+        fraction: r.fraction,
+        zero_fraction,
+    })
+}
+
 fn init_of(recipe: &Recipe) -> Init {
     match recipe.quant.init.as_str() {
         "density" => Init::Density,
@@ -532,13 +589,57 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 /// model; a name that matches none would otherwise be ignored without a word.
 pub fn check_layer_names(recipe: &Recipe, model: &dyn Model) -> Result<()> {
     let names: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
-    let fields = recipe.quant.bits.keys().map(|k| ("quant.bits", k)).chain(
-        recipe
-            .prune
-            .layer_scale
-            .keys()
-            .map(|k| ("prune.layer_scale", k)),
-    );
+    let fields = recipe
+        .quant
+        .bits
+        .keys()
+        .map(|k| ("quant.bits", k))
+        .chain(
+            recipe
+                .prune
+                .layer_scale
+                .keys()
+                .map(|k| ("prune.layer_scale", k)),
+        )
+        .chain(
+            recipe
+                .quant
+                .method_layers
+                .keys()
+                .map(|k| ("quant.method_layers", k)),
+        )
+        .chain(
+            recipe
+                .quant
+                .float_layers
+                .iter()
+                .map(|k| ("quant.float_layers", k)),
+        );
+    for p in model.prunable() {
+        let method = recipe.method_for(&p.name);
+        let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
+        if (method == "uniform" || method == "ste") && !crate::recipe::UNIFORM_BITS.contains(&bits)
+        {
+            let field = if recipe.quant.bits.contains_key(&p.name) {
+                format!("quant.bits.\"{}\"", p.name)
+            } else if p.kind == LayerKind::Conv {
+                "quant.conv_bits".into()
+            } else {
+                "quant.fc_bits".into()
+            };
+            return Err(crate::recipe::RecipeError::Field {
+                origin: recipe.name.clone(),
+                field,
+                reason: format!(
+                    "{bits} bits for `{}` (method `{method}`) is outside {}..={}",
+                    p.name,
+                    crate::recipe::UNIFORM_BITS.start(),
+                    crate::recipe::UNIFORM_BITS.end()
+                ),
+            }
+            .into());
+        }
+    }
     for (field, key) in fields {
         if !names.contains(key) {
             return Err(crate::recipe::RecipeError::Field {
@@ -702,17 +803,27 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
             load_state_dict(model.as_ref(), ck, recipe.train.key_map.as_deref())?;
         }
         if recipe.train.epochs > 0 {
+            let mut reg = regularizer_hook(recipe.train.regularizer.as_ref(), model.as_ref());
+            let mut none = deepcomp_models::NoHook;
             ctx.train(
                 model.as_ref(),
                 &recipe.train.optim(),
                 recipe.train.epochs,
-                &mut deepcomp_models::NoHook,
+                &mut with_regularizer(&mut reg, &mut none),
                 "train",
                 0,
                 0,
                 0.0,
                 &mut report.history,
             )?;
+        }
+        report
+            .regularizers
+            .retain(|r| r.stage != "train" && r.stage != "prune");
+        if let Some(r) = &recipe.train.regularizer {
+            report
+                .regularizers
+                .push(regularizer_row("train", r, model.as_ref())?);
         }
         let (top1, _) = ctx.evaluate(model.as_ref())?;
         report.accuracy.dense = top1;
@@ -764,7 +875,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
             quant_ckpt.display()
         );
         deepcomp_models::load_safetensors(model.as_ref(), &quant_ckpt)?;
-        shared_from_model(recipe, model.as_ref(), &masks)?
+        shared_from_model(recipe, model.as_ref(), &masks, &report.quant_steps)?
     } else {
         let t = Instant::now();
         let s = quantize(&ctx, model.as_ref(), &masks, &mut report)?;
@@ -872,12 +983,14 @@ fn prune_and_finetune(
                 o.lr_schedule = "constant".into();
                 let target = sched.target_at(e);
                 let t = Instant::now();
+                let mut reg = regularizer_hook(p.regularizer.as_ref(), model);
                 if sched.allows_regrowth_at(e) {
+                    let mut none = deepcomp_models::NoHook;
                     ctx.train(
                         model,
                         &o,
                         1,
-                        &mut deepcomp_models::NoHook,
+                        &mut with_regularizer(&mut reg, &mut none),
                         "finetune",
                         0,
                         e,
@@ -890,7 +1003,7 @@ fn prune_and_finetune(
                         model,
                         &o,
                         1,
-                        &mut hook,
+                        &mut with_regularizer(&mut reg, &mut hook),
                         "finetune",
                         0,
                         e,
@@ -936,11 +1049,35 @@ fn prune_and_finetune(
                     s.total()
                 );
                 let t = Instant::now();
+                let mut reg = regularizer_hook(p.regularizer.as_ref(), model);
+                // Quantization-aware finetuning (prune.qat_bits): the STE hook applies the masks too.
+                let mut ste = match p.qat_bits {
+                    Some(bits) => Some(crate::hooks::SteHook::new(
+                        model
+                            .prunable()
+                            .into_iter()
+                            .map(|q| crate::hooks::SteLayer {
+                                keep: m.get(&q.name).map(|k| k.keep().to_vec()),
+                                name: q.name,
+                                shape: q.shape,
+                                bits,
+                                per_channel: false,
+                            })
+                            .collect(),
+                        Some(MaskHook::new(&m, &ctx.device)?),
+                        ctx.device.clone(),
+                    )),
+                    None => None,
+                };
+                let inner: &mut dyn TrainHook = match ste.as_mut() {
+                    Some(s) => s,
+                    None => &mut hook,
+                };
                 ctx.train(
                     model,
                     &p.optim(),
                     r.epochs,
-                    &mut hook,
+                    &mut with_regularizer(&mut reg, inner),
                     "finetune",
                     i,
                     0,
@@ -950,12 +1087,27 @@ fn prune_and_finetune(
                 report.seconds.finetune += t.elapsed().as_secs_f64();
                 save_stage(model, &round_ckpt, &ctx.inputs.rounds[i], report)?;
                 fsutil::write_json(progress_path, report)?;
-                masks = Some(m);
+                // After quantization-aware finetuning, weights quantized to zero are pruned from here
+                // on (as a resumed run, which takes its masks from the zeros, sees them).
+                masks = Some(if ste.is_some() {
+                    masks_from_zeros(model)?
+                } else {
+                    m
+                });
             }
         }
     }
     let (acc, _) = ctx.evaluate(model)?;
     report.accuracy.finetuned = acc;
+    if let Some(r) = &p.regularizer {
+        report.regularizers.retain(|r| r.stage != "prune");
+        report
+            .regularizers
+            .push(regularizer_row("prune", r, model)?);
+        // Zeros the regularizer made are pruned from here on (as a resumed run, which takes its masks
+        // from the zeros of the checkpoint, sees them).
+        return masks_from_zeros(model);
+    }
     masks.map_or_else(|| masks_from_zeros(model), Ok)
 }
 
@@ -966,6 +1118,13 @@ fn quantize(
     report: &mut Report,
 ) -> Result<Vec<SharedLayer>> {
     let recipe = ctx.recipe;
+    if model
+        .prunable()
+        .iter()
+        .any(|p| recipe.method_for(&p.name) != "kmeans")
+    {
+        return quantize::quantize_methods(ctx, model, masks, report);
+    }
     let mut layers = Vec::new();
     for p in model.prunable() {
         let values = weight_values(model, &p.name)?;
@@ -976,6 +1135,7 @@ fn quantize(
             name: p.name.clone(),
             shape: p.shape.clone(),
             shared,
+            channel_steps: None,
         });
     }
     let mut hook = CentroidHook::new(layers, recipe.quant.lr as f32, ctx.device.clone());
@@ -1034,17 +1194,37 @@ fn shared_from_model(
     recipe: &Recipe,
     model: &dyn Model,
     masks: &MaskSet,
+    steps: &std::collections::BTreeMap<String, Vec<f32>>,
 ) -> Result<Vec<SharedLayer>> {
     let mut out = Vec::new();
     for p in model.prunable() {
         let values = weight_values(model, &p.name)?;
         let bits = recipe.bits_for(&p.name, p.kind == LayerKind::Conv);
         let keep = kept_positions(masks, &p.name, &values);
-        out.push(SharedLayer {
-            name: p.name.clone(),
-            shape: p.shape.clone(),
-            shared: shared_from_values(&values, &keep, bits)?,
-        });
+        match recipe.method_for(&p.name) {
+            "float" => continue,
+            "kmeans" => out.push(SharedLayer {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                shared: shared_from_values(&values, &keep, bits)?,
+                channel_steps: None,
+            }),
+            _ => {
+                let steps = steps.get(&p.name).ok_or_else(|| {
+                    DriverError::msg(format!(
+                        "the quantized checkpoint's report has no uniform steps for `{}`",
+                        p.name
+                    ))
+                })?;
+                let codes = quantize::codes_from_steps(&values, &keep, steps, bits)?;
+                out.push(quantize::uniform_shared(
+                    &p.name,
+                    &p.shape,
+                    &codes,
+                    recipe.per_channel(),
+                )?);
+            }
+        }
     }
     Ok(out)
 }
@@ -1100,7 +1280,20 @@ pub fn build_dcz(
     shared: &[SharedLayer],
 ) -> Result<DczFile> {
     let mut layers = Vec::new();
-    for (p, s) in model.prunable().iter().zip(shared) {
+    let mut channel_scales = Vec::new();
+    let coded: Vec<_> = model
+        .prunable()
+        .into_iter()
+        .filter(|p| recipe.recipe.method_for(&p.name) != "float")
+        .collect();
+    if coded.len() != shared.len() {
+        return Err(DriverError::msg(format!(
+            "{} quantized layers for {} layers to code",
+            shared.len(),
+            coded.len()
+        )));
+    }
+    for (p, s) in coded.iter().zip(shared) {
         if p.name != s.name {
             return Err(DriverError::msg(format!(
                 "layer order mismatch: {} vs {}",
@@ -1114,8 +1307,15 @@ pub fn build_dcz(
             &s.shared,
             recipe.recipe.encode.index_bits,
         )?);
+        if let Some(steps) = &s.channel_steps {
+            channel_scales.push(deepcomp_format::ChannelScales {
+                layer: s.name.clone(),
+                scales: steps.clone(),
+            });
+        }
     }
-    let prunable: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
+    // Layers kept in float are stored raw, like biases.
+    let prunable: Vec<String> = coded.into_iter().map(|p| p.name).collect();
     let mut dense = Vec::new();
     for p in model.params().iter() {
         if prunable.contains(&p.name) {
@@ -1133,6 +1333,7 @@ pub fn build_dcz(
         recipe_hash: recipe.hash(),
         layers,
         dense,
+        channel_scales,
     })
 }
 
@@ -1172,6 +1373,7 @@ fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
             recipe_hash: [0; 32],
             layers: vec![l],
             dense: vec![],
+            channel_scales: Vec::new(),
         };
         let size = f.to_bytes()?.len() as u64;
         if size < best.0 {
@@ -1183,9 +1385,9 @@ fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
 
 /// Checks that every decoded tensor equals the model's tensor bit for bit.
 pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
-    for l in &file.layers {
+    for (i, l) in file.layers.iter().enumerate() {
         let want = weight_values(model, &l.name)?;
-        let got = l.to_dense();
+        let got = file.layer_values(i);
         if want.len() != got.len()
             || want
                 .iter()
@@ -1263,8 +1465,8 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
         p.var.set(&Tensor::from_vec(data, shape, device)?)?;
         Ok(())
     };
-    for l in &file.layers {
-        set(&l.name, &l.shape, l.to_dense())?;
+    for (i, l) in file.layers.iter().enumerate() {
+        set(&l.name, &l.shape, file.layer_values(i))?;
     }
     for d in &file.dense {
         set(&d.name, &d.shape, d.data.clone())?;

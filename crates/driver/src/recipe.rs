@@ -41,6 +41,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "resnet20-cifar10-jpeg",
         include_str!("../recipes/resnet20-cifar10-jpeg.toml"),
     ),
+    (
+        "lenet300-fashion-uniform",
+        include_str!("../recipes/lenet300-fashion-uniform.toml"),
+    ),
+    (
+        "lenet300-fashion-ste",
+        include_str!("../recipes/lenet300-fashion-ste.toml"),
+    ),
     ("ci", include_str!("../recipes/ci.toml")),
     ("ci-mnist", include_str!("../recipes/ci-mnist.toml")),
 ];
@@ -232,6 +240,9 @@ macro_rules! with_optim_fields {
             /// Cosine floor.
             #[serde(default)]
             pub eta_min: f64,
+            /// Sparsity-inducing regularizer of the prunable weights while this section trains.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub regularizer: Option<RegularizerSection>,
         }
 
         impl $name {
@@ -277,6 +288,24 @@ pub struct OptimSection {
     pub milestones: Option<Vec<usize>>,
     /// Cosine floor.
     pub eta_min: f64,
+}
+
+/// A regularizer of the prunable weights (seed 003, Lab 1, on a network): `{ kind = "l1", lambda = 1e-5 }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegularizerSection {
+    /// `l1` (adds `lambda · sign(w)` to the gradient), `prox_l1` (soft thresholding by `lr · lambda`
+    /// after each optimizer step) or `trimmed_l1` (the same soft thresholding on the `k` smallest
+    /// magnitudes of each layer only).
+    pub kind: String,
+    /// Strength λ ≥ 0.
+    pub lambda: f64,
+    /// `trimmed_l1`: how many of the smallest magnitudes of each layer are penalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// `trimmed_l1`: the same as a fraction of each layer's elements, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
 }
 
 fn default_optimizer() -> String {
@@ -344,6 +373,11 @@ with_optim_fields! {
         /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
         #[serde(default)]
         pub sensitivity: bool,
+        /// Quantization-aware finetuning in every round (seed 003, Lab 3 (e)): the finetuning trains
+        /// through `qat_bits`-bit fixed-point weights (straight-through estimator, max-|w| scale per
+        /// tensor, pruned weights kept at zero); schedules `rounds` and `oneshot` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub qat_bits: Option<u8>,
     }
 }
 
@@ -376,7 +410,37 @@ pub struct QuantSection {
     /// Learning rate of the non-shared parameters (biases, BatchNorm) during centroid finetuning.
     #[serde(default)]
     pub other_lr: f64,
+    /// `kmeans` (weight sharing, the default), `uniform` (fixed point after training, seeds 002 and
+    /// 004) or `ste` (fixed point trained for `epochs` epochs with the straight-through estimator,
+    /// seed 003).
+    #[serde(default = "default_method", skip_serializing_if = "is_default_method")]
+    pub method: String,
+    /// Per-layer method overrides (layer name → method).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_layers: BTreeMap<String, String>,
+    /// Layers kept in float: not quantized, stored as raw `f32` tensors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_layers: Vec<String>,
+    /// `uniform`: a fixed half-range q (step Δ = 2q / 2^bits, values clipped to [−q, q − Δ]); without
+    /// it q is the largest |w| of each tensor or channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<f64>,
+    /// `uniform` / `ste`: one scale per `tensor` (default) or per output `channel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<String>,
 }
+
+fn default_method() -> String {
+    "kmeans".into()
+}
+fn is_default_method(m: &str) -> bool {
+    m == "kmeans"
+}
+
+/// Quantization methods of `quant.method`.
+pub const QUANT_METHODS: &[&str] = &["kmeans", "uniform", "ste"];
+/// Bits a `uniform` or `ste` layer may have.
+pub const UNIFORM_BITS: std::ops::RangeInclusive<u8> = 1..=8;
 
 fn default_conv_bits() -> u8 {
     8
@@ -700,6 +764,28 @@ impl Recipe {
                 ))
             }
         }
+        if let Some(b) = p.qat_bits {
+            if !UNIFORM_BITS.contains(&b) {
+                return Err(err(
+                    "prune.qat_bits",
+                    format!(
+                        "{b} is outside {}..={}",
+                        UNIFORM_BITS.start(),
+                        UNIFORM_BITS.end()
+                    ),
+                ));
+            }
+            if !matches!(p.schedule.as_str(), "rounds" | "oneshot") {
+                return Err(err(
+                    "prune.qat_bits",
+                    format!(
+                        "quantization-aware finetuning runs in the rounds of schedules `rounds` \
+                         and `oneshot`, not `{}`",
+                        p.schedule
+                    ),
+                ));
+            }
+        }
         if p.method != "std" && !p.std_s.is_empty() {
             return Err(err(
                 "prune.std_s",
@@ -766,10 +852,185 @@ impl Recipe {
                 format!("{} must be a finite value ≥ 0", self.quant.other_lr),
             ));
         }
+        self.validate_methods(&err)?;
+        for (section, reg, trains) in [
+            ("train", &self.train.regularizer, self.train.epochs > 0),
+            (
+                "prune",
+                &self.prune.regularizer,
+                p.rounds.iter().any(|r| r.epochs > 0)
+                    || p.epochs.unwrap_or(0) > 0
+                    || p.extra_epochs.unwrap_or(0) > 0,
+            ),
+        ] {
+            if let Some(r) = reg {
+                validate_regularizer(r, section, trains, &err)?;
+            }
+        }
         if let Some(b) = self.encode.index_bits {
             if !(2..=16).contains(&b) {
                 return Err(err("encode.index_bits", format!("{b} is outside 2..=16")));
             }
+        }
+        Ok(())
+    }
+
+    /// The quantization method of a layer: `float` for `quant.float_layers`, else the override, else
+    /// `quant.method`.
+    pub fn method_for(&self, layer: &str) -> &str {
+        if self.quant.float_layers.iter().any(|l| l == layer) {
+            return "float";
+        }
+        self.quant
+            .method_layers
+            .get(layer)
+            .map_or(self.quant.method.as_str(), String::as_str)
+    }
+
+    /// Whether some layer may use `method` (the default method counts unless every layer is
+    /// overridden, which the recipe alone cannot tell, so it always counts).
+    fn uses_method(&self, method: &str) -> bool {
+        self.quant.method == method || self.quant.method_layers.values().any(|m| m == method)
+    }
+
+    /// Per-channel scales (`quant.granularity = "channel"`).
+    pub fn per_channel(&self) -> bool {
+        self.quant.granularity.as_deref() == Some("channel")
+    }
+
+    /// The checks of `quant.method` and its companions: unknown values, and fields the methods in use
+    /// would ignore.
+    fn validate_methods(
+        &self,
+        err: &dyn Fn(&str, String) -> RecipeError,
+    ) -> Result<(), RecipeError> {
+        let q = &self.quant;
+        let known = |field: &str, m: &str| {
+            if QUANT_METHODS.contains(&m) {
+                Ok(())
+            } else {
+                Err(err(
+                    field,
+                    format!("`{m}` is not one of {}", QUANT_METHODS.join(", ")),
+                ))
+            }
+        };
+        known("quant.method", &q.method)?;
+        for (layer, m) in &q.method_layers {
+            known(&format!("quant.method_layers.\"{layer}\""), m)?;
+            if q.float_layers.contains(layer) {
+                return Err(err(
+                    &format!("quant.method_layers.\"{layer}\""),
+                    "the layer is in quant.float_layers, which keeps it unquantized".into(),
+                ));
+            }
+        }
+        for layer in &q.float_layers {
+            if q.bits.contains_key(layer) {
+                return Err(err(
+                    &format!("quant.bits.\"{layer}\""),
+                    "the layer is in quant.float_layers, which keeps it unquantized".into(),
+                ));
+            }
+        }
+        let kmeans = self.uses_method("kmeans");
+        let uniform = self.uses_method("uniform");
+        let ste = self.uses_method("ste");
+        if uniform || ste {
+            let mut checks = vec![];
+            if q.method != "kmeans" {
+                checks.push(("quant.conv_bits".to_string(), q.conv_bits));
+                checks.push(("quant.fc_bits".to_string(), q.fc_bits));
+            }
+            for (layer, b) in &q.bits {
+                if self.method_for(layer) != "kmeans" {
+                    checks.push((format!("quant.bits.{layer}"), *b));
+                }
+            }
+            for (field, b) in checks {
+                if !UNIFORM_BITS.contains(&b) {
+                    return Err(err(
+                        &field,
+                        format!(
+                            "{b} is outside {}..={} (methods uniform and ste)",
+                            UNIFORM_BITS.start(),
+                            UNIFORM_BITS.end()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(r) = q.range {
+            if !uniform {
+                return Err(err(
+                    "quant.range",
+                    "is used by method `uniform` only (ste scales by max |w| every step)".into(),
+                ));
+            }
+            if !(r.is_finite() && r > 0.0) {
+                return Err(err(
+                    "quant.range",
+                    format!("{r} must be a finite value > 0"),
+                ));
+            }
+            if self.per_channel() {
+                return Err(err(
+                    "quant.range",
+                    "a fixed range is the same for every channel; leave it out to scale each \
+                     channel by its max |w|, or use granularity `tensor`"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(g) = &q.granularity {
+            if !(uniform || ste) {
+                return Err(err(
+                    "quant.granularity",
+                    "is used by methods `uniform` and `ste` only".into(),
+                ));
+            }
+            if g != "tensor" && g != "channel" {
+                return Err(err(
+                    "quant.granularity",
+                    format!("`{g}` is not one of tensor, channel"),
+                ));
+            }
+        }
+        if !kmeans && q.init != default_init() {
+            return Err(err(
+                "quant.init",
+                "is the k-means initialization; no layer uses method `kmeans`".into(),
+            ));
+        }
+        if !kmeans && !ste {
+            if q.epochs > 0 {
+                return Err(err(
+                    "quant.epochs",
+                    "method `uniform` quantizes after training and trains nothing; use method \
+                     `ste` to train the quantized model"
+                        .into(),
+                ));
+            }
+            if q.lr != default_centroid_lr() {
+                return Err(err(
+                    "quant.lr",
+                    "nothing trains with method `uniform`".into(),
+                ));
+            }
+        }
+        if ste && q.other_lr > 0.0 {
+            return Err(err(
+                "quant.other_lr",
+                "with `ste` layers one optimizer trains every parameter at quant.lr; other_lr \
+                 would be ignored"
+                    .into(),
+            ));
+        }
+        if !kmeans && !ste && q.other_lr > 0.0 {
+            return Err(err(
+                "quant.other_lr",
+                "nothing trains with method `uniform`".into(),
+            ));
         }
         Ok(())
     }
@@ -782,6 +1043,59 @@ impl Recipe {
             self.quant.fc_bits
         })
     }
+}
+
+fn validate_regularizer(
+    r: &RegularizerSection,
+    section: &str,
+    trains: bool,
+    err: &dyn Fn(&str, String) -> RecipeError,
+) -> Result<(), RecipeError> {
+    let f = |name: &str| format!("{section}.regularizer.{name}");
+    if !trains {
+        return Err(err(
+            &format!("{section}.regularizer"),
+            format!("the `{section}` section trains no epoch, so the regularizer would be ignored"),
+        ));
+    }
+    if !["l1", "prox_l1", "trimmed_l1"].contains(&r.kind.as_str()) {
+        return Err(err(
+            &f("kind"),
+            format!("`{}` is not one of l1, prox_l1, trimmed_l1", r.kind),
+        ));
+    }
+    if !(r.lambda.is_finite() && r.lambda >= 0.0) {
+        return Err(err(
+            &f("lambda"),
+            format!("{} must be a finite value ≥ 0", r.lambda),
+        ));
+    }
+    if r.kind == "trimmed_l1" {
+        match (r.k, r.fraction) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(err(
+                    &f("k"),
+                    "kind `trimmed_l1` needs exactly one of k (weights per layer) and fraction"
+                        .into(),
+                ))
+            }
+            (Some(0), None) => return Err(err(&f("k"), "must be at least 1".into())),
+            (None, Some(x)) if !(x > 0.0 && x <= 1.0) => {
+                return Err(err(&f("fraction"), format!("{x} is outside (0, 1]")))
+            }
+            _ => {}
+        }
+    } else {
+        for (name, set) in [("k", r.k.is_some()), ("fraction", r.fraction.is_some())] {
+            if set {
+                return Err(err(
+                    &f(name),
+                    format!("is used by kind `trimmed_l1` only, not `{}`", r.kind),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_optim(
@@ -931,6 +1245,125 @@ mod tests {
             let e = parse(&text, "test").unwrap_err().to_string();
             assert!(e.contains(field), "error `{e}` should name `{field}`");
         }
+    }
+
+    /// The ci recipe with its `[quant]` table replaced by `q`.
+    fn quant(q: &str) -> String {
+        let base = BUILTIN.iter().find(|(n, _)| *n == "ci").unwrap().1;
+        let (head, _) = base.split_once("[quant]").unwrap();
+        format!("{head}[quant]\n{q}\n")
+    }
+
+    #[test]
+    fn quant_methods_are_validated_naming_the_field() {
+        let cases = [
+            (quant("method = \"lloyd\""), "quant.method"),
+            (quant("method = \"uniform\"\nfc_bits = 9"), "quant.fc_bits"),
+            (quant("method = \"ste\"\nconv_bits = 0"), "quant.conv_bits"),
+            (
+                quant("method = \"uniform\"\nbits = { \"fc1.weight\" = 12 }"),
+                "quant.bits.fc1.weight",
+            ),
+            (quant("method = \"uniform\"\nrange = 0.0"), "quant.range"),
+            (quant("method = \"uniform\"\nrange = -1.0"), "quant.range"),
+            (
+                quant("method = \"uniform\"\ngranularity = \"row\""),
+                "quant.granularity",
+            ),
+            (
+                quant("method = \"uniform\"\ngranularity = \"channel\"\nrange = 1.0"),
+                "quant.range",
+            ),
+            // Fields the chosen method would ignore.
+            (quant("range = 1.0"), "quant.range"),
+            (quant("granularity = \"tensor\""), "quant.granularity"),
+            (quant("method = \"uniform\"\nepochs = 2"), "quant.epochs"),
+            (quant("method = \"uniform\"\nlr = 0.01"), "quant.lr"),
+            (
+                quant("method = \"uniform\"\ninit = \"density\""),
+                "quant.init",
+            ),
+            (
+                quant("method = \"ste\"\nepochs = 2\nother_lr = 0.01"),
+                "quant.other_lr",
+            ),
+            (
+                quant("method_layers = { \"fc3.weight\" = \"fp8\" }"),
+                "quant.method_layers",
+            ),
+            (
+                quant(
+                    "float_layers = [\"fc3.weight\"]\nmethod_layers = { \"fc3.weight\" = \"ste\" }",
+                ),
+                "quant.method_layers",
+            ),
+            (
+                quant("float_layers = [\"fc3.weight\"]\nbits = { \"fc3.weight\" = 4 }"),
+                "quant.bits",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+        for ok in [
+            "method = \"uniform\"\ngranularity = \"channel\"\nfc_bits = 6",
+            "method = \"uniform\"\nrange = 0.5\nfc_bits = 3",
+            "method = \"ste\"\nepochs = 2\nlr = 0.001\nfloat_layers = [\"fc3.weight\"]",
+            "method_layers = { \"fc3.weight\" = \"uniform\" }\nepochs = 1",
+        ] {
+            let r = parse(&quant(ok), "test").unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(r.recipe.method_for("fc3.weight") != "kmeans");
+        }
+        assert_eq!(
+            load("ci").unwrap().recipe.method_for("fc1.weight"),
+            "kmeans"
+        );
+    }
+
+    #[test]
+    fn regularizers_are_validated_naming_the_field() {
+        let reg = |r: &str| with(&format!("lr = 0.05\nregularizer = {r}"), "lr = 0.05");
+        let cases = [
+            (
+                reg("{ kind = \"l1\", lambda = -1.0 }"),
+                "train.regularizer.lambda",
+            ),
+            (
+                reg("{ kind = \"l2\", lambda = 1.0 }"),
+                "train.regularizer.kind",
+            ),
+            (
+                reg("{ kind = \"trimmed_l1\", lambda = 1.0 }"),
+                "train.regularizer.k",
+            ),
+            (
+                reg("{ kind = \"l1\", lambda = 1.0, k = 3 }"),
+                "train.regularizer.k",
+            ),
+            (
+                reg("{ kind = \"trimmed_l1\", lambda = 1.0, fraction = 1.5 }"),
+                "train.regularizer.fraction",
+            ),
+            (
+                with(
+                    "lr = 0.01\nregularizer = { kind = \"prox_l1\", lambda = -0.1 }",
+                    "lr = 0.01",
+                ),
+                "prune.regularizer.lambda",
+            ),
+            (
+                with("lr = 0.01\nqat_bits = 9", "lr = 0.01"),
+                "prune.qat_bits",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+        let ok = reg("{ kind = \"trimmed_l1\", lambda = 1e-4, fraction = 0.5 }");
+        let r = parse(&ok, "test").unwrap().recipe;
+        assert_eq!(r.train.regularizer.unwrap().fraction, Some(0.5));
     }
 
     #[test]

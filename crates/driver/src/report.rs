@@ -235,6 +235,36 @@ pub struct Report {
     /// `pruned`, `quantized`): kept from an earlier run in the folder or seeded by a sweep.
     #[serde(default)]
     pub reused: Vec<String>,
+    /// Quantization method of each prunable layer (`kmeans`, `uniform`, `ste`, `float`); absent when
+    /// every layer uses k-means.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quant_methods: std::collections::BTreeMap<String, String>,
+    /// Uniform step(s) of each `uniform` / `ste` layer: one per tensor, or one per output channel
+    /// (the codes of a resumed run are rebuilt from them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quant_steps: std::collections::BTreeMap<String, Vec<f32>>,
+    /// Regularizers used, one row per training stage that had one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regularizers: Vec<RegularizerRow>,
+}
+
+/// A regularizer of one stage and the sparsity it left.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RegularizerRow {
+    /// `train` (dense training) or `prune` (masked finetuning).
+    pub stage: String,
+    /// `l1`, `prox_l1` or `trimmed_l1`.
+    pub kind: String,
+    /// λ.
+    pub lambda: f64,
+    /// `trimmed_l1`: weights per layer penalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// `trimmed_l1`: fraction of each layer penalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// Fraction of the prunable weights that are exactly zero at the end of the stage.
+    pub zero_fraction: f64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -158,6 +158,7 @@ fn small_dcz() -> Vec<u8> {
                 data: vec![0.25, -3.0],
             })
             .collect(),
+        channel_scales: Vec::new(),
     }
     .to_bytes()
     .unwrap()

@@ -311,6 +311,8 @@ pub struct DczFile {
     pub layers: Vec<SparseLayer>,
     /// Raw tensors, in file order.
     pub dense: Vec<DenseTensor>,
+    /// Per-channel scales of some sparse layers (`CHSC` sections; see [`crate::channel`]).
+    pub channel_scales: Vec<crate::channel::ChannelScales>,
 }
 
 /// Size figures of one layer, as stored and under the paper's simpler
@@ -737,6 +739,7 @@ impl DczFile {
         for t in &self.dense {
             out.extend_from_slice(&encode_dense(t)?);
         }
+        crate::channel::write_sections(self, &mut out)?;
         out.extend_from_slice(&TAG_END);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -814,6 +817,8 @@ impl DczFile {
             unique(&t.name, &desc, s.payload_offset)?;
             dense.push(t);
         }
+        let (channel_scales, next) = crate::channel::read_sections(b, pos, &layers)?;
+        pos = next;
 
         let mut t = Cursor::new(&b[pos..], pos as u64, "trailer".into());
         let off = t.offset();
@@ -841,6 +846,7 @@ impl DczFile {
             recipe_hash,
             layers,
             dense,
+            channel_scales,
         })
     }
 
@@ -1433,6 +1439,7 @@ mod tests {
                     data: vec![f32::NAN, f32::INFINITY],
                 },
             ],
+            channel_scales: Vec::new(),
         }
     }
 
@@ -1455,6 +1462,7 @@ mod tests {
                 shape: vec![2],
                 data: vec![0.25, -3.0],
             }],
+            channel_scales: Vec::new(),
         }
     }
 

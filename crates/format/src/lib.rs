@@ -11,8 +11,9 @@
 //! counts), one `LAYR` per pruned and weight-shared tensor (name, kind, bits, index width `b`, shape,
 //! an `f32` codebook, and one bit block holding two canonical Huffman length tables, the Huffman-coded
 //! relative-index stream of the kept positions with `b`-bit gaps and fillers, and the Huffman-coded
-//! cluster code of each kept weight), one `DENS` per raw `f32` tensor, then `DEND` and a CRC-32 of the
-//! whole file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
+//! cluster code of each kept weight), one `DENS` per raw `f32` tensor, optional `CHSC` sections (one
+//! `f32` scale per output channel of a layer quantized uniformly per channel, see [`channel`]), then
+//! `DEND` and a CRC-32 of the whole file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
 //!
 //! **Guarantees.**
 //! - Decoding never panics: any byte string gives a [`DczFile`] or a [`ContainerError`] naming the
@@ -47,6 +48,7 @@
 //!         codes: vec![0, 1],
 //!     }],
 //!     dense: vec![DenseTensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.1, 0.2] }],
+//!     channel_scales: Vec::new(),
 //! };
 //! let bytes = file.to_bytes()?;
 //! let back = DczFile::from_bytes(&bytes)?;
@@ -56,7 +58,9 @@
 //! ```
 
 mod atomic;
+pub mod channel;
 mod dcz;
 
 pub use atomic::write_atomic;
+pub use channel::ChannelScales;
 pub use dcz::*;

@@ -63,3 +63,4 @@ pub use plan::BitPlan;
 pub use share::{
     default_bits, share_tensor, share_weights, share_weights_with, tensor_to_f32_vec, SharedWeights,
 };
+pub use uniform::{range_codes, RangeCodes, RangeScale};

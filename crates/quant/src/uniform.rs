@@ -243,3 +243,125 @@ fn like(w: &Tensor, data: Vec<f32>) -> Result<Tensor> {
         t.to_dtype(w.dtype())?
     })
 }
+
+/// How the half-range `q` of the range quantizer is chosen for [`range_codes`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RangeScale {
+    /// One fixed `q` for every group (seed 002's post-training quantization).
+    Fixed(f32),
+    /// `q = max |w|` over the kept weights of each group: min/max scaling (seed 004) and the dynamic
+    /// scaling of quantization-aware training (seed 003). A group without a kept nonzero weight gets
+    /// `q = 1` (all its values are zero anyway).
+    MaxAbs,
+}
+
+/// The range quantizer as integer codes: what a compressed file stores.
+///
+/// Element `i` of group `g` (groups are equal consecutive slices: one for per-tensor quantization, one
+/// per output channel) is `levels[i] · steps[g]`, with `steps[g] = Δ = 2q / 2^bits` and
+/// `levels[i] ∈ [-2^(bits-1), 2^(bits-1) - 1]`. `values[i]` holds that product in `f32`; it equals
+/// seed 002's `clip(Δ · round(w / Δ), -q, q - Δ)` (the product of an integer and `Δ` is rounded once,
+/// and `q - Δ` is exactly `(2^(bits-1) - 1) · Δ`), except that a zero is always `+0.0`. Weights that are
+/// not kept are `+0.0` with level 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeCodes {
+    /// Bits per code.
+    pub bits: u8,
+    /// `Δ` of each group.
+    pub steps: Vec<f32>,
+    /// Signed level of every element.
+    pub levels: Vec<i32>,
+    /// Quantized value of every element.
+    pub values: Vec<f32>,
+}
+
+impl RangeCodes {
+    /// Offset between a signed level and its unsigned code: `2^(bits-1)`.
+    pub fn offset(&self) -> i32 {
+        1i32 << (self.bits - 1)
+    }
+
+    /// The unsigned code `level + 2^(bits-1)` in `0..2^bits` of element `i`.
+    pub fn code(&self, i: usize) -> u32 {
+        (self.levels[i] + self.offset()) as u32
+    }
+
+    /// The `2^bits` grid values `k · step` for `k = -2^(bits-1) .. 2^(bits-1) - 1`, ascending: the
+    /// codebook of a per-tensor quantized layer, indexed by [`Self::code`].
+    pub fn grid(&self, step: f32) -> Vec<f32> {
+        let h = self.offset();
+        (-h..h).map(|k| k as f32 * step).collect()
+    }
+}
+
+/// Range quantization of `w` in `groups` equal consecutive groups (1: per tensor; the number of output
+/// channels: per channel), only at positions where `keep` is true (all when `None`), as integer codes
+/// (see [`RangeCodes`]). Errors: `bits` outside `1..=16`, a fixed `q` that is not finite and positive,
+/// `groups` not dividing the length, `keep` of another length, a non-finite weight.
+pub fn range_codes(
+    w: &[f32],
+    keep: Option<&[bool]>,
+    groups: usize,
+    bits: u8,
+    scale: RangeScale,
+) -> Result<RangeCodes> {
+    check_bits("range-quantization bits", bits, &RANGE_BITS)?;
+    if let RangeScale::Fixed(q) = scale {
+        check_q(q)?;
+    }
+    check_finite("weights", w)?;
+    if let Some(k) = keep {
+        if k.len() != w.len() {
+            return Err(QuantError::LengthMismatch {
+                what: "keep mask",
+                expected: w.len(),
+                got: k.len(),
+            });
+        }
+    }
+    if groups == 0 || !w.len().is_multiple_of(groups) {
+        return Err(QuantError::InvalidParam {
+            name: "groups",
+            value: groups.to_string(),
+            reason: "must be at least 1 and divide the number of weights",
+        });
+    }
+    let kept = |i: usize| keep.is_none_or(|k| k[i]);
+    let per = w.len() / groups;
+    let n_levels = f64::from(1u32 << bits);
+    let h = 1i32 << (bits - 1);
+    let mut steps = Vec::with_capacity(groups);
+    let mut levels = vec![0i32; w.len()];
+    let mut values = vec![0.0f32; w.len()];
+    for g in 0..groups {
+        let range = g * per..(g + 1) * per;
+        let q = match scale {
+            RangeScale::Fixed(q) => q,
+            RangeScale::MaxAbs => range
+                .clone()
+                .filter(|&i| kept(i))
+                .fold(0.0f32, |m, i| m.max(w[i].abs())),
+        };
+        let mut delta = (2.0 * f64::from(q) / n_levels) as f32;
+        if !(delta.is_normal() && delta > 0.0) {
+            delta = (2.0 / n_levels) as f32;
+        }
+        steps.push(delta);
+        for i in range {
+            if !kept(i) {
+                continue;
+            }
+            let k = (w[i] / delta)
+                .round_ties_even()
+                .clamp(-(h as f32), (h - 1) as f32) as i32;
+            levels[i] = k;
+            values[i] = k as f32 * delta;
+        }
+    }
+    Ok(RangeCodes {
+        bits,
+        steps,
+        levels,
+        values,
+    })
+}

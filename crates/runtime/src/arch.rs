@@ -106,7 +106,13 @@ impl<'a> Tensors<'a> {
     fn weight(&self, name: &str, shape: &[usize]) -> Result<SparseRows> {
         let rows = shape[0];
         let row_len: usize = shape[1..].iter().product();
-        if let Some(l) = self.file.layers.iter().find(|l| l.name == name) {
+        if let Some(i) = self.file.layers.iter().position(|l| l.name == name) {
+            let l = &self.file.layers[i];
+            if self.file.channel_scales_of(name).is_some() {
+                // One step per output channel: decode, and let the rows take their distinct values as
+                // the codebook.
+                return SparseRows::from_dense(name, rows, row_len, &self.file.layer_values(i));
+            }
             return SparseRows::new(name, rows, row_len, &l.codebook, &l.positions, &l.codes);
         }
         let d = self.dense(name)?;
