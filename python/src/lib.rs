@@ -123,6 +123,7 @@ fn write_example(
         recipe_hash: [0; 32],
         layers: vec![],
         dense: vec![],
+        ..Default::default()
     };
     for (name, shape, density, bits) in layers {
         let n: usize = shape.iter().product();

@@ -229,6 +229,7 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
         recipe_hash: hasher.finalize().into(),
         layers,
         dense,
+        ..Default::default()
     })
 }
 

@@ -1066,6 +1066,7 @@ pub fn build_dcz(
         recipe_hash: recipe.hash(),
         layers,
         dense,
+        ..Default::default()
     })
 }
 
@@ -1105,6 +1106,7 @@ fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
             recipe_hash: [0; 32],
             layers: vec![l],
             dense: vec![],
+            ..Default::default()
         };
         let size = f.to_bytes()?.len() as u64;
         if size < best.0 {

@@ -157,6 +157,7 @@ fn small_dcz() -> Vec<u8> {
                 data: vec![0.25, -3.0],
             })
             .collect(),
+        ..Default::default()
     }
     .to_bytes()
     .unwrap()

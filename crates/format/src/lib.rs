@@ -47,6 +47,7 @@
 //!         codes: vec![0, 1],
 //!     }],
 //!     dense: vec![DenseTensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.1, 0.2] }],
+//!     ..Default::default()
 //! };
 //! let bytes = file.to_bytes()?;
 //! let back = DczFile::from_bytes(&bytes)?;
@@ -57,6 +58,8 @@
 
 mod atomic;
 mod dcz;
+mod v2;
 
 pub use atomic::write_atomic;
 pub use dcz::*;
+pub use v2::{Dtype, ModelMeta, TypedTensor, MAX_METADATA_LEN};

@@ -28,6 +28,7 @@ fn fc_file(
             shape: vec![out],
             data: (0..out).map(|i| i as f32 * 0.25).collect(),
         }],
+        ..Default::default()
     }
 }
 
