@@ -29,6 +29,7 @@ pub mod epoch;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;
+pub mod meta;
 pub mod pipeline;
 pub mod plot;
 pub mod recipe;

@@ -1066,6 +1066,7 @@ pub fn build_dcz(
         recipe_hash: recipe.hash(),
         layers,
         dense,
+        metadata: Some(crate::meta::for_recipe(&recipe.recipe, "deepcomp pipeline").to_json()),
         ..Default::default()
     })
 }
@@ -1165,6 +1166,12 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
         .iter()
         .map(|l| l.name.as_str())
         .chain(file.dense.iter().map(|d| d.name.as_str()))
+        .chain(
+            file.typed
+                .iter()
+                .filter(|t| t.dtype.is_float())
+                .map(|t| t.name.as_str()),
+        )
         .collect();
     let params = model.params();
     let missing: Vec<&str> = params
@@ -1203,6 +1210,15 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
     }
     for d in &file.dense {
         set(&d.name, &d.shape, d.data.clone())?;
+    }
+    // Raw float tensors of other types (f16, bf16, f64 models), as f32; integer buffers
+    // (`num_batches_tracked`) are not model parameters.
+    for t in file.typed.iter().filter(|t| t.dtype.is_float()) {
+        set(
+            &t.name,
+            &t.shape,
+            crate::compress::floats_from_bytes(t.dtype, &t.data),
+        )?;
     }
     Ok(())
 }
@@ -1381,14 +1397,20 @@ pub fn eval_file(
         load_state_dict(model.as_ref(), path, map)?;
     }
     let data = load_data(recipe, data_path, false, Splits::TestOnly)?;
+    eval_on_test(recipe, model.as_ref(), data)
+}
+
+/// Top-1 and top-5 of `model` on the test split of `data` (loaded for `recipe`), batched as the
+/// recipe says.
+pub fn eval_on_test(recipe: &Recipe, model: &dyn Model, data: Dataset) -> Result<(f64, f64)> {
     let ctx = Ctx {
         recipe,
-        device,
+        device: Device::Cpu,
         data,
         out: PathBuf::new(),
         progress: false,
         inputs: StageInputs::default(),
         val: None,
     };
-    ctx.evaluate(model.as_ref())
+    ctx.evaluate(model)
 }

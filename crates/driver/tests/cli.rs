@@ -47,6 +47,8 @@ fn compress_inspect_decompress_round_trip() {
         "80",
         "--fc-bits",
         "4",
+        // The only layer is both the input and the output layer, kept dense by default.
+        "--no-keep-first-last",
     ]);
     assert!(
         out.status.success(),
@@ -54,8 +56,12 @@ fn compress_inspect_decompress_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    let input_bytes = std::fs::metadata(&input).unwrap().len();
+    let dcz_bytes = std::fs::metadata(&dcz).unwrap().len();
     assert!(
-        text.contains("fc.weight") && text.contains("25856 →"),
+        text.contains("fc.weight")
+            && text.contains(&format!("{input_bytes} → {dcz_bytes} bytes"))
+            && text.contains("ratio vs input file bytes"),
         "{text}"
     );
 
