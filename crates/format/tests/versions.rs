@@ -84,6 +84,8 @@ fn version_1_golden_file_is_still_read() {
     assert_eq!(DczFile::from_bytes(&again).unwrap(), f);
     // v2 header of a file without v2 content: 4 (typed_count) + 1 (one layer dtype) + 4 (meta_len).
     assert_eq!(again.len(), V1_TINY.len() + 9);
+    // The version-2 worked example of docs/FORMAT.md.
+    assert_eq!(again, include_bytes!("data/v2-tiny.dcz"));
 }
 
 #[test]
