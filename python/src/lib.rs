@@ -113,7 +113,10 @@ fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> 
     out.set_item("typed", typed)?;
     out.set_item(
         "layer_dtypes",
-        file.layer_dtypes.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        file.layer_dtypes
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>(),
     )?;
     // The metadata block as JSON text (the wrapper parses it), or None.
     out.set_item("metadata", file.metadata.clone())?;

@@ -498,11 +498,7 @@ pub fn compress_model(input: &InputModel, opts: &CompressOptions) -> Result<DczF
     }
     file.dense = dense;
     file.typed.extend(input.other.iter().cloned());
-    let dtypes: Vec<Dtype> = file
-        .layers
-        .iter()
-        .map(|l| dtype(&l.name))
-        .collect();
+    let dtypes: Vec<Dtype> = file.layers.iter().map(|l| dtype(&l.name)).collect();
     if dtypes.iter().any(|&d| d != Dtype::F32) {
         file.layer_dtypes = dtypes;
     }
@@ -558,7 +554,16 @@ pub fn compress_tensors(tensors: &[NamedTensor], opts: &CompressOptions) -> Resu
         let all: Vec<f32> = tensors
             .iter()
             .zip(&treatments)
-            .filter(|(_, tr)| matches!(tr, Treatment::Compress { q: None, std: None, .. }))
+            .filter(|(_, tr)| {
+                matches!(
+                    tr,
+                    Treatment::Compress {
+                        q: None,
+                        std: None,
+                        ..
+                    }
+                )
+            })
             .flat_map(|(t, _)| t.data.iter().map(|v| v.abs()))
             .collect();
         if all.is_empty() {
@@ -952,7 +957,12 @@ mod tests {
         };
         let tensors = vec![
             t("conv.weight", Dtype::F16, vec![8, 3, 3, 3], f16(216, 0.3)),
-            t("block.weight", Dtype::F16, vec![16, 8, 3, 3], f16(1152, 0.2)),
+            t(
+                "block.weight",
+                Dtype::F16,
+                vec![16, 8, 3, 3],
+                f16(1152, 0.2),
+            ),
             t("fc.weight", Dtype::F16, vec![10, 64], f16(640, 0.1)),
             t("fc.bias", Dtype::F16, vec![10], f16(10, 0.01)),
             t(
@@ -1060,7 +1070,11 @@ mod tests {
         let raw: Vec<&str> = f.dense.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
             raw,
-            ["conv1.weight", "layer1.0.conv1.weight", "layer3.0.bn1.weight"]
+            [
+                "conv1.weight",
+                "layer1.0.conv1.weight",
+                "layer3.0.bn1.weight"
+            ]
         );
         // An MLP: the widest-input and the fewest-output fc layers.
         let mlp = vec![

@@ -387,7 +387,10 @@ fn run_compress(a: CompressArgs) -> Result<()> {
         std_s: a.std.or(cfg.std),
         global: a.global || cfg.global.unwrap_or(false),
         fc_bits: a.fc_bits.or(cfg.fc_bits).unwrap_or(compress::DEFAULT_BITS),
-        conv_bits: a.conv_bits.or(cfg.conv_bits).unwrap_or(compress::DEFAULT_BITS),
+        conv_bits: a
+            .conv_bits
+            .or(cfg.conv_bits)
+            .unwrap_or(compress::DEFAULT_BITS),
         init: parse_init(init.as_deref().unwrap_or("linear"))?,
         index_bits: a.index_bits.or(cfg.index_bits),
         model_name: match metadata.as_ref().and_then(|m| m.arch.clone()) {
@@ -447,7 +450,11 @@ fn run_compress(a: CompressArgs) -> Result<()> {
         .dense
         .iter()
         .map(|d| d.name.clone())
-        .chain(back.typed.iter().map(|t| format!("{} ({})", t.name, t.dtype)))
+        .chain(
+            back.typed
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.dtype)),
+        )
         .collect();
     outln!("raw: {}", raw.join(", "));
     Ok(())

@@ -12,11 +12,7 @@ use crate::recipe::{ArchSection, Recipe};
 /// and the input normalization (the recipe's, else the dataset's customary one).
 pub fn for_recipe(recipe: &Recipe, producer: &str) -> ModelMeta {
     let id = recipe.dataset.parse::<deepcomp_datasets::DatasetId>().ok();
-    let mean = recipe
-        .data
-        .mean
-        .clone()
-        .or_else(|| id.map(|d| d.mean()));
+    let mean = recipe.data.mean.clone().or_else(|| id.map(|d| d.mean()));
     let std = recipe.data.std.clone().or_else(|| id.map(|d| d.std()));
     ModelMeta {
         arch: Some(recipe.model.clone()),

@@ -90,8 +90,8 @@ rounds = [{ target = 0.5, epochs = 0 }]
     assert!(text.contains("ratio vs input file bytes"), "{text}");
     // The file describes itself.
     let f = deepcomp_driver::container::DczFile::read(&out_file).unwrap();
-    let meta = deepcomp_driver::container::ModelMeta::from_json(f.metadata.as_deref().unwrap())
-        .unwrap();
+    let meta =
+        deepcomp_driver::container::ModelMeta::from_json(f.metadata.as_deref().unwrap()).unwrap();
     assert_eq!(meta.arch.as_deref(), Some("resnet20"));
     assert_eq!(meta.mean, Some(vec![0.485, 0.456, 0.406]));
 
@@ -114,7 +114,10 @@ rounds = [{ target = 0.5, epochs = 0 }]
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("--max-drop 2") && err.contains("not written"), "{err}");
+    assert!(
+        err.contains("--max-drop 2") && err.contains("not written"),
+        "{err}"
+    );
     assert!(!bad.exists(), "no output file");
 }
 
@@ -156,11 +159,19 @@ fn a_dcz_with_metadata_is_evaluated_and_run_without_a_recipe() {
         "--dataset",
         "mnist",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = mnist.to_str().unwrap();
     let alone = deepcomp(&["eval", dcz.to_str().unwrap(), "--data", m]);
     let text = String::from_utf8_lossy(&alone.stdout).to_string();
-    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
     let with_recipe = deepcomp(&[
         "eval",
         dcz.to_str().unwrap(),
@@ -178,11 +189,27 @@ fn a_dcz_with_metadata_is_evaluated_and_run_without_a_recipe() {
     );
     assert_eq!(t1, t2, "metadata and recipe give the same evaluation");
     let run = deepcomp(&["run", dcz.to_str().unwrap(), "--data", m]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let t3 = figure(&String::from_utf8_lossy(&run.stdout), dcz.to_str().unwrap(), "top-1 ");
-    assert!((t3 - t1).abs() < 0.002, "compressed engine {t3} vs dense {t1}");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let t3 = figure(
+        &String::from_utf8_lossy(&run.stdout),
+        dcz.to_str().unwrap(),
+        "top-1 ",
+    );
+    assert!(
+        (t3 - t1).abs() < 0.002,
+        "compressed engine {t3} vs dense {t1}"
+    );
     // decompress needs nothing but the file either.
     let back = dir.path().join("back.safetensors");
-    let out = deepcomp(&["decompress", dcz.to_str().unwrap(), "-o", back.to_str().unwrap()]);
+    let out = deepcomp(&[
+        "decompress",
+        dcz.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
 }

@@ -877,7 +877,8 @@ impl DczFile {
             let desc = format!("typed section #{i}");
             let (s, next) = read_section(b, pos, TAG_TYPED, &desc)?;
             pos = next;
-            let t = crate::v2::decode_typed(s.payload, s.payload_offset, desc.clone(), &mut budget)?;
+            let t =
+                crate::v2::decode_typed(s.payload, s.payload_offset, desc.clone(), &mut budget)?;
             unique(&t.name, &desc, s.payload_offset)?;
             typed.push(t);
         }
@@ -1270,7 +1271,12 @@ impl<'a> Cursor<'a> {
     pub(crate) fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
-    pub(crate) fn invalid(&self, field: &'static str, offset: u64, reason: String) -> ContainerError {
+    pub(crate) fn invalid(
+        &self,
+        field: &'static str,
+        offset: u64,
+        reason: String,
+    ) -> ContainerError {
         ContainerError::Invalid {
             section: self.section.clone(),
             field,
@@ -1278,7 +1284,11 @@ impl<'a> Cursor<'a> {
             reason,
         }
     }
-    pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], ContainerError> {
+    pub(crate) fn bytes(
+        &mut self,
+        n: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], ContainerError> {
         if n > self.remaining() {
             return Err(ContainerError::Truncated {
                 section: self.section.clone(),
@@ -1612,7 +1622,10 @@ mod tests {
         let e = DczFile::from_bytes(&bytes).unwrap_err();
         assert!(matches!(e, ContainerError::UnsupportedVersion { found: 3 }));
         let msg = e.to_string();
-        assert!(msg.contains("version 3") && msg.contains("versions 1 and 2"), "{msg}");
+        assert!(
+            msg.contains("version 3") && msg.contains("versions 1 and 2"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -118,7 +118,10 @@ fn every_truncation_and_flipped_byte_of_a_v2_file_is_an_error() {
     for i in 0..bytes.len() {
         let mut b = bytes.clone();
         b[i] ^= 0x41;
-        assert!(DczFile::from_bytes(&b).is_err(), "byte {i} flipped accepted");
+        assert!(
+            DczFile::from_bytes(&b).is_err(),
+            "byte {i} flipped accepted"
+        );
     }
 }
 
@@ -186,14 +189,22 @@ fn metadata_block_is_bounded_and_checked() {
     f.metadata = Some("x".repeat(MAX_METADATA_LEN + 1));
     assert!(f.to_bytes().is_err());
     f.metadata = Some("[]".into());
-    assert!(f.to_bytes().unwrap_err().to_string().contains("not an object"));
+    assert!(f
+        .to_bytes()
+        .unwrap_err()
+        .to_string()
+        .contains("not an object"));
 }
 
 #[test]
 fn typed_tensors_are_checked_on_write() {
     let mut f = v2_file();
     f.typed[0].data.pop();
-    assert!(f.to_bytes().unwrap_err().to_string().contains("needs 8 bytes"));
+    assert!(f
+        .to_bytes()
+        .unwrap_err()
+        .to_string()
+        .contains("needs 8 bytes"));
     let mut f = v2_file();
     f.typed[2].data[0] = 2;
     assert!(f.to_bytes().unwrap_err().to_string().contains("BOOL"));
@@ -202,7 +213,11 @@ fn typed_tensors_are_checked_on_write() {
     assert!(f.to_bytes().unwrap_err().to_string().contains("unique"));
     let mut f = v2_file();
     f.layer_dtypes = vec![Dtype::I64];
-    assert!(f.to_bytes().unwrap_err().to_string().contains("not a float"));
+    assert!(f
+        .to_bytes()
+        .unwrap_err()
+        .to_string()
+        .contains("not a float"));
     let mut f = v2_file();
     f.layer_dtypes = vec![Dtype::F16, Dtype::F16];
     assert!(f.to_bytes().is_err());
