@@ -569,6 +569,22 @@ fn run() -> Result<()> {
                 for d in &file.dense {
                     outln!("raw  {:<28} {:?}", d.name, d.shape);
                 }
+                for t in &file.typed {
+                    outln!("raw  {:<28} {:?} {}", t.name, t.shape, t.dtype);
+                }
+                if !file.layer_dtypes.is_empty() {
+                    let d: Vec<String> = file
+                        .layers
+                        .iter()
+                        .zip(&file.layer_dtypes)
+                        .map(|(l, d)| format!("{} {d}", l.name))
+                        .collect();
+                    outln!("layer dtypes: {}", d.join(", "));
+                }
+                outln!(
+                    "metadata: {}",
+                    file.metadata.as_deref().unwrap_or("none (a version-1 file, or none given)")
+                );
             }
         }
         Cmd::Eval {
