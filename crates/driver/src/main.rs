@@ -583,7 +583,9 @@ fn run() -> Result<()> {
                 }
                 outln!(
                     "metadata: {}",
-                    file.metadata.as_deref().unwrap_or("none (a version-1 file, or none given)")
+                    file.metadata
+                        .as_deref()
+                        .unwrap_or("none (a version-1 file, or none given)")
                 );
             }
         }

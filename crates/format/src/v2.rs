@@ -325,6 +325,52 @@ impl TypedTensor {
     pub fn numel(&self) -> u64 {
         crate::dcz::element_count(&self.shape).unwrap_or(0)
     }
+
+    /// The values as `f32` when the type is a float (`F32`, `F16`, `BF16` exactly, `F64` rounded),
+    /// `None` otherwise.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        let d = &self.data;
+        Some(match self.dtype {
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect(),
+            Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            _ => return None,
+        })
+    }
+}
+
+/// IEEE half → single, exact (subnormals normalized, infinities and NaN payloads kept).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            // Subnormal: value = frac × 2^-24; normalize.
+            let shift = frac.leading_zeros() - 21;
+            let f = (frac << shift) & 0x3ff;
+            sign | ((127 - 15 + 1 - shift) << 23) | (f << 13)
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
 }
 
 /// The payload of a `TYPD` section.

@@ -222,3 +222,33 @@ fn typed_tensors_are_checked_on_write() {
     f.layer_dtypes = vec![Dtype::F16, Dtype::F16];
     assert!(f.to_bytes().is_err());
 }
+
+#[test]
+fn typed_floats_convert_to_f32_exactly() {
+    let t = |dtype, data: Vec<u8>| TypedTensor {
+        name: "t".into(),
+        dtype,
+        shape: vec![data.len() / dtype.size()],
+        data,
+    };
+    let h: Vec<u8> = [0x3c00u16, 0xc000, 0x7bff, 0x0001, 0x0200, 0x8000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(
+        t(Dtype::F16, h).to_f32().unwrap(),
+        vec![1.0, -2.0, 65504.0, 2f32.powi(-24), 2f32.powi(-15), -0.0]
+    );
+    let b: Vec<u8> = [0x3f80u16, 0xbf00]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(t(Dtype::BF16, b).to_f32().unwrap(), vec![1.0, -0.5]);
+    assert_eq!(
+        t(Dtype::F64, 0.25f64.to_le_bytes().to_vec())
+            .to_f32()
+            .unwrap(),
+        vec![0.25]
+    );
+    assert!(t(Dtype::I64, vec![0; 8]).to_f32().is_none());
+}
