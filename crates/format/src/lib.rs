@@ -7,15 +7,16 @@
 //! `serde` for the statistics, `serde_json` for the metadata block), and not on candle, clap or the
 //! training pipeline.
 //!
-//! **The format in one paragraph.** A file is an 8-byte PNG-style magic, a version (`2`; `1` is still read), then
-//! sections, each framed as tag + length + payload + CRC-32: one `HEAD` (model name, recipe hash,
-//! counts; from version 2 also each layer's original element type and a metadata block, a JSON object
-//! of at most 1 MiB describing the model: [`ModelMeta`]), one `LAYR` per pruned and weight-shared tensor (name, kind, bits, index width `b`, shape,
-//! an `f32` codebook, and one bit block holding two canonical Huffman length tables, the Huffman-coded
-//! relative-index stream of the kept positions with `b`-bit gaps and fillers, and the Huffman-coded
-//! cluster code of each kept weight), one `DENS` per raw `f32` tensor, one `TYPD` per raw tensor of another element type
-//! ([`TypedTensor`], [`Dtype`]; version 2), then `DEND` and a CRC-32 of the
-//! whole file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
+//! **The format in one paragraph.** A file is an 8-byte PNG-style magic, a version (`2`; `1` is
+//! still read), then sections, each framed as tag + length + payload + CRC-32: one `HEAD` (model
+//! name, recipe hash, counts; from version 2 also each layer's original element type and a metadata
+//! block, a JSON object of at most 1 MiB describing the model: [`ModelMeta`]), one `LAYR` per
+//! pruned and weight-shared tensor (name, kind, bits, index width `b`, shape, an `f32` codebook,
+//! and one bit block holding two canonical Huffman length tables, the Huffman-coded relative-index
+//! stream of the kept positions with `b`-bit gaps and fillers, and the Huffman-coded cluster code
+//! of each kept weight), one `DENS` per raw `f32` tensor, one `TYPD` per raw tensor of another
+//! element type ([`TypedTensor`], [`Dtype`]; version 2), then `DEND` and a CRC-32 of the whole
+//! file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
 //!
 //! **Guarantees.**
 //! - Decoding never panics: any byte string gives a [`DczFile`] or a [`ContainerError`] naming the
