@@ -1,10 +1,12 @@
 //! # deepcomp (Python)
 //!
 //! The Python face of the `.dcz` reader: a thin PyO3 module over `deepcomp-format`, with no other
-//! deepcomp crate and no candle. It hands each decoded tensor to Python as its shape and the raw
-//! little-endian `f32` bytes; the pure-Python wrapper (`deepcomp/__init__.py`) turns them into numpy
-//! arrays with `numpy.frombuffer`, so the extension needs no numpy headers and builds as one abi3
-//! wheel for every CPython from 3.8. Errors (unreadable file, bad container) become `ValueError`s
+//! deepcomp crate and no candle. It hands each decoded tensor to Python as its shape, its original
+//! element type, the type of the bytes handed over (`F32` for decoded layers and `DENS` tensors, the
+//! stored type for typed raw tensors) and those little-endian bytes; the pure-Python wrapper
+//! (`deepcomp/__init__.py`) turns them into numpy arrays of the original type with
+//! `numpy.frombuffer`, so the extension needs no numpy headers and builds as one abi3 wheel for every
+//! CPython from 3.8. Errors (unreadable file, bad container) become `ValueError`s
 //! naming the file and the reason.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,10 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// `{name: (shape, bytes)}` of every tensor, decoded dense, f32 little-endian.
+/// `{name: (shape, dtype, stored_dtype, bytes)}` of every tensor, decoded dense: `dtype` is the
+/// tensor's original element type (safetensors names: `F32`, `F16`, `BF16`, `I64`, …), `bytes` are
+/// little-endian values of type `stored_dtype` (`F32` for shared layers and `f32` raw tensors, which
+/// the wrapper converts to `dtype`; the original type for typed raw tensors, stored as they were).
 #[pyfunction]
 fn load_raw<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let file = read(&path)?;
@@ -32,15 +37,37 @@ fn load_raw<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>>
             .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))?;
         // Scaled per channel where the file has channel scales.
         let dense = file.layer_values(i);
+        let dtype = file.layer_dtypes.get(i).copied().unwrap_or_default();
         out.set_item(
             &l.name,
-            (l.shape.clone(), PyBytes::new(py, &f32_bytes(&dense))),
+            (
+                l.shape.clone(),
+                dtype.name(),
+                "F32",
+                PyBytes::new(py, &f32_bytes(&dense)),
+            ),
         )?;
     }
     for d in &file.dense {
         out.set_item(
             &d.name,
-            (d.shape.clone(), PyBytes::new(py, &f32_bytes(&d.data))),
+            (
+                d.shape.clone(),
+                "F32",
+                "F32",
+                PyBytes::new(py, &f32_bytes(&d.data)),
+            ),
+        )?;
+    }
+    for t in &file.typed {
+        out.set_item(
+            &t.name,
+            (
+                t.shape.clone(),
+                t.dtype.name(),
+                t.dtype.name(),
+                PyBytes::new(py, &t.data),
+            ),
         )?;
     }
     Ok(out)
@@ -80,7 +107,72 @@ fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> 
         dense.set_item(&t.name, t.shape.clone())?;
     }
     out.set_item("dense", dense)?;
+    let typed = PyDict::new(py);
+    for t in &file.typed {
+        typed.set_item(&t.name, (t.shape.clone(), t.dtype.name()))?;
+    }
+    out.set_item("typed", typed)?;
+    out.set_item(
+        "layer_dtypes",
+        file.layer_dtypes
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>(),
+    )?;
+    // The metadata block as JSON text (the wrapper parses it), or None.
+    out.set_item("metadata", file.metadata.clone())?;
     Ok(out)
+}
+
+/// Writes a small version-2 file for tests: an f16 shared layer, an int64 buffer, a bf16 and an
+/// f16 raw tensor, and a metadata block.
+#[pyfunction]
+fn write_typed_example(path: PathBuf) -> PyResult<()> {
+    use deepcomp_format::{Dtype, LayerKind, SparseLayer, TypedTensor};
+    let file = DczFile {
+        model: "typed".into(),
+        channel_scales: Vec::new(),
+        recipe_hash: [0; 32],
+        layers: vec![SparseLayer {
+            name: "fc.weight".into(),
+            kind: LayerKind::Fc,
+            shape: vec![2, 3],
+            bits: 2,
+            index_bits: 2,
+            // 0.1 is not an f16 value: it reads back as the nearest one.
+            codebook: vec![-0.5, 0.1],
+            positions: vec![1, 5],
+            codes: vec![0, 1],
+        }],
+        dense: vec![],
+        typed: vec![
+            TypedTensor {
+                name: "bn.num_batches_tracked".into(),
+                dtype: Dtype::I64,
+                shape: vec![],
+                data: (-3i64).to_le_bytes().to_vec(),
+            },
+            TypedTensor {
+                name: "fc.bias".into(),
+                dtype: Dtype::F16,
+                shape: vec![2],
+                // 1.0, -2.0
+                data: vec![0x00, 0x3c, 0x00, 0xc0],
+            },
+            TypedTensor {
+                name: "bn.weight".into(),
+                dtype: Dtype::BF16,
+                shape: vec![2],
+                // 1.0, -0.5
+                data: vec![0x80, 0x3f, 0x00, 0xbf],
+            },
+        ],
+        layer_dtypes: vec![Dtype::F16],
+        metadata: Some(r#"{"arch":"lenet300","dataset":"mnist","mean":[0.5],"std":[0.25]}"#.into()),
+    };
+    file.write_atomic(&path)
+        .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))?;
+    Ok(())
 }
 
 /// Shape, codebook, positions and codes of a shared layer.
@@ -124,7 +216,7 @@ fn write_example(
         recipe_hash: [0; 32],
         layers: vec![],
         dense: vec![],
-        channel_scales: Vec::new(),
+        ..Default::default()
     };
     for (name, shape, density, bits) in layers {
         let n: usize = shape.iter().product();
@@ -169,5 +261,6 @@ fn _deepcomp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(sparse_parts, m)?)?;
     m.add_function(wrap_pyfunction!(write_example, m)?)?;
+    m.add_function(wrap_pyfunction!(write_typed_example, m)?)?;
     Ok(())
 }

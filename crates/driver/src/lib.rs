@@ -34,6 +34,7 @@ pub mod epoch;
 pub mod error;
 pub mod fsutil;
 pub mod hooks;
+pub mod meta;
 pub mod overrides;
 pub mod pipeline;
 pub mod plot;

@@ -121,35 +121,9 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Compress any safetensors file without data: prune by magnitude, share weights, Huffman-code.
-    Compress {
-        /// Input safetensors file.
-        input: PathBuf,
-        /// Output `.dcz` file.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Prune the q-th percentile of |w| in each weight tensor (0 keeps all nonzeros).
-        #[arg(long, default_value_t = 90.0)]
-        q: f64,
-        /// Prune |w| < s·std instead (Han's rule); overrides --q.
-        #[arg(long)]
-        std: Option<f64>,
-        /// Bits of fc (rank-2) weights.
-        #[arg(long, default_value_t = 5)]
-        fc_bits: u8,
-        /// Bits of conv (rank-4) weights.
-        #[arg(long, default_value_t = 8)]
-        conv_bits: u8,
-        /// Centroid initialization: linear, density, random, kmeans++.
-        #[arg(long, default_value = "linear")]
-        init: String,
-        /// Relative-index field width (default: the smallest file per layer).
-        #[arg(long)]
-        index_bits: Option<u8>,
-        /// Print one JSON document (totals and per-layer rows) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Compress any safetensors file: prune by magnitude, share weights, Huffman-code; optionally
+    /// evaluate before and after on a test set.
+    Compress(Box<CompressArgs>),
     /// Decode a `.dcz` file into a safetensors file (loadable by PyTorch).
     Decompress {
         /// Input `.dcz` file.
@@ -166,13 +140,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate a model file (`.dcz` or safetensors) on a recipe's test set.
+    /// Evaluate a model file (`.dcz` or safetensors) on a test set: a `.dcz` with metadata needs only
+    /// --data; otherwise a recipe gives architecture and dataset.
     Eval {
         /// The model file.
         model: PathBuf,
-        /// Recipe giving the architecture and dataset.
-        #[arg(long, default_value = "lenet300-fashion")]
-        recipe: String,
+        /// Recipe giving the architecture and dataset [default: the `.dcz` file's metadata, else
+        /// lenet300-fashion].
+        #[arg(long)]
+        recipe: Option<String>,
+        /// Dataset id (mnist, fashion-mnist, cifar10, cifar100), overriding the file's or recipe's.
+        #[arg(long)]
+        dataset: Option<String>,
         /// Dataset folder or archive.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -200,9 +179,13 @@ enum Cmd {
     Run {
         /// The `.dcz` file.
         model: PathBuf,
-        /// Recipe giving the dataset, normalization and batching.
-        #[arg(long, default_value = "lenet300-fashion")]
-        recipe: String,
+        /// Recipe giving the dataset, normalization and batching [default: the file's metadata,
+        /// else lenet300-fashion].
+        #[arg(long)]
+        recipe: Option<String>,
+        /// Dataset id, overriding the file's or recipe's.
+        #[arg(long)]
+        dataset: Option<String>,
         /// Dataset folder or archive.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -300,6 +283,259 @@ macro_rules! out {
 
 macro_rules! outln {
     ($($t:tt)*) => { emit(&(format!($($t)*) + "\n")) };
+}
+
+/// `deepcomp compress`: settings come from the command line, then `--config`, then the defaults.
+#[derive(Debug, clap::Args)]
+struct CompressArgs {
+    /// Input safetensors file.
+    input: PathBuf,
+    /// Output `.dcz` file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// TOML file with the settings below (q, std, global, fc_bits, conv_bits, init, index_bits,
+    /// keep_first_last, exclude, key_map, [[layer]] rules); command-line options override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Prune the q-th percentile of |w| in each weight tensor (0 keeps all nonzeros) [default: 50].
+    #[arg(long)]
+    q: Option<f64>,
+    /// Prune |w| < s·std instead (Han's rule); overrides --q.
+    #[arg(long)]
+    std: Option<f64>,
+    /// Global magnitude pruning: one threshold, the q-th percentile of |w| over all compressed
+    /// tensors together.
+    #[arg(long)]
+    global: bool,
+    /// Bits of fc (rank-2) weights [default: 8].
+    #[arg(long)]
+    fc_bits: Option<u8>,
+    /// Bits of conv (rank-4) weights [default: 8].
+    #[arg(long)]
+    conv_bits: Option<u8>,
+    /// Centroid initialization: linear, density, random, kmeans++ [default: linear].
+    #[arg(long)]
+    init: Option<String>,
+    /// Relative-index field width (default: the smallest file per layer).
+    #[arg(long)]
+    index_bits: Option<u8>,
+    /// Store tensors whose name matches this regular expression raw (repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Per-tensor settings: PATTERN:key=value,… with q, std, bits and the flags dense / compress
+    /// (repeatable, applied in order), e.g. --layer '^layer3\.:q=60,bits=6'.
+    #[arg(long)]
+    layer: Vec<String>,
+    /// Compress the input and output layers too (by default they stay dense).
+    #[arg(long)]
+    no_keep_first_last: bool,
+    /// Rename the input's keys first: REGEX=REPLACEMENT (repeatable, applied in order), e.g.
+    /// --key-map '^module\.='.
+    #[arg(long = "key-map")]
+    key_map: Vec<String>,
+    /// Architecture id stored in the file's metadata (lenet300, lenet5, mlp, cifar_lenet,
+    /// vgg16_half, resnet20); needed to evaluate.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Dataset id stored in the metadata and used to evaluate (mnist, fashion-mnist, cifar10,
+    /// cifar100).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Input normalization mean per channel, comma-separated (stored in the metadata).
+    #[arg(long, value_delimiter = ',', requires = "norm_std")]
+    norm_mean: Option<Vec<f32>>,
+    /// Input normalization standard deviation per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', requires = "norm_mean")]
+    norm_std: Option<Vec<f32>>,
+    /// Recipe giving architecture, dataset, normalization and key map (instead of --arch,
+    /// --dataset, --norm-mean/--norm-std).
+    #[arg(long)]
+    recipe: Option<String>,
+    /// Evaluate before and after compressing on this dataset folder or archive.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Fail (exit status 1, no output file) if top-1 drops by more than this many points.
+    #[arg(long)]
+    max_drop: Option<f64>,
+    /// Print one JSON document (totals and per-layer rows) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses REGEX=REPLACEMENT pairs of `--key-map`.
+fn parse_key_map(key_map: &[String]) -> Result<Vec<[String; 2]>> {
+    key_map
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(a, b)| [a.to_string(), b.to_string()])
+                .with_context(|| format!("--key-map `{kv}`: expected REGEX=REPLACEMENT"))
+        })
+        .collect()
+}
+
+/// `deepcomp compress`.
+fn run_compress(a: CompressArgs, quiet: bool) -> Result<()> {
+    use deepcomp_driver::meta;
+    deepcomp_driver::fsutil::ensure_distinct(&a.input, &a.output)?;
+    let cfg = match &a.config {
+        Some(p) => compress::CompressConfig::load(p)?,
+        None => compress::CompressConfig::default(),
+    };
+    let recipe = a.recipe.as_deref().map(recipe::load).transpose()?;
+    let mut key_map = parse_key_map(&a.key_map)?;
+    if key_map.is_empty() {
+        key_map = cfg
+            .key_map
+            .clone()
+            .or_else(|| recipe.as_ref().and_then(|r| r.recipe.train.key_map.clone()))
+            .unwrap_or_default();
+    }
+    let mut input = compress::read_input(&a.input)?;
+    input.apply_key_map(&key_map)?;
+    // What the file says about the model, and the recipe to evaluate it with.
+    let eval_recipe = match &recipe {
+        Some(r) => {
+            let mut r = r.recipe.clone();
+            if let Some(d) = &a.dataset {
+                r.dataset = d.clone();
+            }
+            if a.norm_mean.is_some() {
+                r.data.mean = a.norm_mean.clone();
+                r.data.std = a.norm_std.clone();
+            }
+            Some(r)
+        }
+        None => match (&a.arch, &a.dataset) {
+            (Some(arch), Some(dataset)) => {
+                let m = deepcomp_driver::container::ModelMeta {
+                    arch: Some(arch.clone()),
+                    dataset: Some(dataset.clone()),
+                    mean: a.norm_mean.clone(),
+                    std: a.norm_std.clone(),
+                    ..Default::default()
+                };
+                Some(meta::recipe_from_meta(&m, None, "--arch/--dataset")?)
+            }
+            _ => None,
+        },
+    };
+    let metadata = match (&eval_recipe, &a.arch) {
+        (Some(r), _) => Some(meta::for_recipe(r, "deepcomp compress")),
+        (None, Some(arch)) => Some(deepcomp_driver::container::ModelMeta {
+            arch: Some(arch.clone()),
+            mean: a.norm_mean.clone(),
+            std: a.norm_std.clone(),
+            producer: Some("deepcomp compress".into()),
+            ..Default::default()
+        }),
+        (None, None) => None,
+    };
+    if a.data.is_some() && eval_recipe.is_none() {
+        bail!("--data needs the model to evaluate: pass --recipe, or --arch and --dataset");
+    }
+    if a.max_drop.is_some() && a.data.is_none() && eval_recipe.is_none() {
+        bail!("--max-drop needs an evaluation: pass --data with --recipe, or --arch and --dataset");
+    }
+    let mut rules = cfg.layer.clone();
+    for spec in &a.layer {
+        rules.push(compress::parse_layer_rule(spec)?);
+    }
+    let mut exclude = cfg.exclude.clone();
+    exclude.extend(a.exclude.iter().cloned());
+    let init = a.init.clone().or(cfg.init.clone());
+    let opts = compress::CompressOptions {
+        q: a.q.or(cfg.q).unwrap_or(compress::DEFAULT_Q),
+        std_s: a.std.or(cfg.std),
+        global: a.global || cfg.global.unwrap_or(false),
+        fc_bits: a.fc_bits.or(cfg.fc_bits).unwrap_or(compress::DEFAULT_BITS),
+        conv_bits: a
+            .conv_bits
+            .or(cfg.conv_bits)
+            .unwrap_or(compress::DEFAULT_BITS),
+        init: parse_init(init.as_deref().unwrap_or("linear"))?,
+        index_bits: a.index_bits.or(cfg.index_bits),
+        model_name: match metadata.as_ref().and_then(|m| m.arch.clone()) {
+            Some(arch) => arch,
+            None => a
+                .input
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        },
+        keep_first_last: !a.no_keep_first_last && cfg.keep_first_last.unwrap_or(true),
+        exclude,
+        rules,
+        metadata: metadata.map(|m| m.to_json()),
+    };
+    let file = compress::compress_model(&input, &opts)?;
+    let bytes = file.to_bytes()?;
+    let back = container::DczFile::from_bytes(&bytes)
+        .with_context(|| format!("{}: cannot decode what was encoded", a.output.display()))?;
+    if back != file {
+        bail!(
+            "{}: read back differs from what was written",
+            a.output.display()
+        );
+    }
+    if let (Some(r), true) = (&eval_recipe, a.data.is_some() || a.max_drop.is_some()) {
+        let ((b1, b5), (a1, a5)) = compress::evaluate_before_after(
+            r,
+            a.data.as_deref(),
+            &a.input,
+            &input.f32_tensors(),
+            &file,
+        )?;
+        let drop = 100.0 * (b1 - a1);
+        if a.json {
+            deepcomp_driver::note!("before: top-1 {b1:.4}  top-5 {b5:.4}");
+            deepcomp_driver::note!("after:  top-1 {a1:.4}  top-5 {a5:.4}  (drop {drop:.2} points)");
+        } else {
+            outln!("before: top-1 {b1:.4}  top-5 {b5:.4}");
+            outln!("after:  top-1 {a1:.4}  top-5 {a5:.4}  (drop {drop:.2} points)");
+        }
+        if let Some(max) = a.max_drop {
+            if drop > max {
+                bail!(
+                    "top-1 dropped {drop:.2} points, more than --max-drop {max}; {} not written",
+                    a.output.display()
+                );
+            }
+        }
+    }
+    deepcomp_driver::fsutil::write_atomic(&a.output, &bytes)?;
+    let written = bytes.len() as u64;
+    if a.json {
+        let mut sum = summary::file_summary("compress", &a.output, Some(&a.input), &back, written)?;
+        // Measured against the input file's bytes (whatever its dtypes), as the table says.
+        sum.bytes_in = input.file_bytes;
+        sum.ratio = input.file_bytes as f64 / written.max(1) as f64;
+        outln!("{}", serde_json::to_string_pretty(&sum)?);
+        return Ok(());
+    }
+    outln!(
+        "{} → {}: {} → {written} bytes ({:.2}× ratio vs input file bytes)",
+        a.input.display(),
+        a.output.display(),
+        input.file_bytes,
+        input.file_bytes as f64 / written.max(1) as f64
+    );
+    if quiet {
+        return Ok(());
+    }
+    out!("{}", container::stats_table(&back)?);
+    let raw: Vec<String> = back
+        .dense
+        .iter()
+        .map(|d| d.name.clone())
+        .chain(
+            back.typed
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.dtype)),
+        )
+        .collect();
+    outln!("raw: {}", raw.join(", "));
+    Ok(())
 }
 
 /// Errors are printed once, with their causes, and no backtrace (status 1); clap's usage errors keep
@@ -456,64 +692,11 @@ fn run() -> Result<()> {
                 );
             }
         }
-        Cmd::Compress {
-            input,
-            output,
-            q,
-            std,
-            fc_bits,
-            conv_bits,
-            init,
-            index_bits,
-            json,
-        } => {
-            deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
-            let tensors = compress::read_safetensors(&input)?;
-            let opts = compress::CompressOptions {
-                q,
-                std_s: std,
-                fc_bits,
-                conv_bits,
-                init: parse_init(&init)?,
-                index_bits,
-                model_name: input
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            };
-            let dense_bytes: u64 = tensors.iter().map(|t| 4 * t.data.len() as u64).sum();
-            let file = compress::compress_tensors(&tensors, &opts)?;
-            let bytes = file.write_atomic(&output)?;
-            let back = read_dcz(&output)?;
-            if back != file {
-                bail!(
-                    "{}: read back differs from what was written",
-                    output.display()
-                );
-            }
-            if json {
-                let mut sum =
-                    summary::file_summary("compress", &output, Some(&input), &back, bytes)?;
-                // The input's every tensor as fp32 (what `compress` read), not only what it kept.
-                sum.bytes_in = dense_bytes;
-                sum.ratio = dense_bytes as f64 / bytes.max(1) as f64;
-                outln!("{}", serde_json::to_string_pretty(&sum)?);
-            } else {
-                outln!(
-                    "{} → {}: {dense_bytes} → {bytes} bytes ({:.1}×)",
-                    input.display(),
-                    output.display(),
-                    dense_bytes as f64 / bytes.max(1) as f64
-                );
-                if !quiet {
-                    out!("{}", container::stats_table(&back)?);
-                }
-            }
-        }
+        Cmd::Compress(args) => run_compress(*args, quiet)?,
         Cmd::Decompress { input, output } => {
             deepcomp_driver::fsutil::ensure_distinct(&input, &output)?;
             let file = read_dcz(&input)?;
-            compress::write_safetensors(&output, &compress::decoded_tensors(&file))?;
+            compress::write_safetensors_typed(&output, &compress::decoded_typed(&file))?;
             outln!("{} → {}", input.display(), output.display());
         }
         Cmd::Inspect { input, json } => {
@@ -535,11 +718,30 @@ fn run() -> Result<()> {
                 for d in &file.dense {
                     outln!("raw  {:<28} {:?}", d.name, d.shape);
                 }
+                for t in &file.typed {
+                    outln!("raw  {:<28} {:?} {}", t.name, t.shape, t.dtype);
+                }
+                if !file.layer_dtypes.is_empty() {
+                    let d: Vec<String> = file
+                        .layers
+                        .iter()
+                        .zip(&file.layer_dtypes)
+                        .map(|(l, d)| format!("{} {d}", l.name))
+                        .collect();
+                    outln!("layer dtypes: {}", d.join(", "));
+                }
+                outln!(
+                    "metadata: {}",
+                    file.metadata
+                        .as_deref()
+                        .unwrap_or("none (a version-1 file, or none given)")
+                );
             }
         }
         Cmd::Eval {
             model,
             recipe,
+            dataset,
             data,
             mean,
             std,
@@ -547,22 +749,18 @@ fn run() -> Result<()> {
             engine,
             json,
         } => {
-            let recipe_name = recipe.clone();
-            let loaded = recipe::load(&recipe)?;
-            let mut r = loaded.recipe;
+            let mut r = deepcomp_driver::meta::recipe_for(
+                &model,
+                recipe.as_deref(),
+                dataset.as_deref(),
+                "lenet300-fashion",
+            )?;
             if mean.is_some() {
                 r.data.mean = mean;
                 r.data.std = std;
                 r.validate("--mean/--std")?;
             }
-            let map = key_map
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(a, b)| [a.to_string(), b.to_string()])
-                        .with_context(|| format!("--key-map `{kv}`: expected REGEX=REPLACEMENT"))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let map = parse_key_map(&key_map)?;
             let map = (!map.is_empty()).then_some(map.as_slice());
             let (top1, top5, examples) = match engine {
                 Engine::Compressed => {
@@ -575,7 +773,7 @@ fn run() -> Result<()> {
                 let sum = summary::EvalSummary {
                     command: "eval".into(),
                     file: model.display().to_string(),
-                    recipe: recipe_name,
+                    recipe: r.name.clone(),
                     engine: match engine {
                         Engine::Dense => "dense".into(),
                         Engine::Compressed => "compressed".into(),
@@ -596,10 +794,16 @@ fn run() -> Result<()> {
         Cmd::Run {
             model,
             recipe,
+            dataset,
             data,
             json,
         } => {
-            let r = recipe::load(&recipe)?.recipe;
+            let r = deepcomp_driver::meta::recipe_for(
+                &model,
+                recipe.as_deref(),
+                dataset.as_deref(),
+                "lenet300-fashion",
+            )?;
             let rep = deepcomp_driver::engine::run_file(&r, &model, data.as_deref())?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rep)?);

@@ -1334,6 +1334,8 @@ pub fn build_dcz(
         layers,
         dense,
         channel_scales,
+        metadata: Some(crate::meta::for_recipe(&recipe.recipe, "deepcomp pipeline").to_json()),
+        ..Default::default()
     })
 }
 
@@ -1373,7 +1375,7 @@ fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
             recipe_hash: [0; 32],
             layers: vec![l],
             dense: vec![],
-            channel_scales: Vec::new(),
+            ..Default::default()
         };
         let size = f.to_bytes()?.len() as u64;
         if size < best.0 {
@@ -1432,6 +1434,12 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
         .iter()
         .map(|l| l.name.as_str())
         .chain(file.dense.iter().map(|d| d.name.as_str()))
+        .chain(
+            file.typed
+                .iter()
+                .filter(|t| t.dtype.is_float())
+                .map(|t| t.name.as_str()),
+        )
         .collect();
     let params = model.params();
     let missing: Vec<&str> = params
@@ -1470,6 +1478,15 @@ pub fn load_dcz_into(model: &dyn Model, file: &DczFile, device: &Device) -> Resu
     }
     for d in &file.dense {
         set(&d.name, &d.shape, d.data.clone())?;
+    }
+    // Raw float tensors of other types (f16, bf16, f64 models), as f32; integer buffers
+    // (`num_batches_tracked`) are not model parameters.
+    for t in file.typed.iter().filter(|t| t.dtype.is_float()) {
+        set(
+            &t.name,
+            &t.shape,
+            crate::compress::floats_from_bytes(t.dtype, &t.data),
+        )?;
     }
     Ok(())
 }
@@ -1711,20 +1728,25 @@ pub fn eval_file_counted(
         load_state_dict(model.as_ref(), path, map)?;
     }
     let data = load_data(recipe, data_path, false, Splits::TestOnly)?;
+    let examples = data
+        .test
+        .n
+        .min(recipe.data.test_limit.unwrap_or(usize::MAX));
+    let (top1, top5) = eval_on_test(recipe, model.as_ref(), data)?;
+    Ok((top1, top5, examples))
+}
+
+/// Top-1 and top-5 of `model` on the test split of `data` (loaded for `recipe`), batched as the
+/// recipe says.
+pub fn eval_on_test(recipe: &Recipe, model: &dyn Model, data: Dataset) -> Result<(f64, f64)> {
     let ctx = Ctx {
         recipe,
-        device,
+        device: Device::Cpu,
         data,
         out: PathBuf::new(),
         progress: false,
         inputs: StageInputs::default(),
         val: None,
     };
-    let examples = ctx
-        .data
-        .test
-        .n
-        .min(recipe.data.test_limit.unwrap_or(usize::MAX));
-    let (top1, top5) = ctx.evaluate(model.as_ref())?;
-    Ok((top1, top5, examples))
+    ctx.evaluate(model)
 }

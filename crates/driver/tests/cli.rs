@@ -47,6 +47,8 @@ fn compress_inspect_decompress_round_trip() {
         "80",
         "--fc-bits",
         "4",
+        // The only layer is both the input and the output layer, kept dense by default.
+        "--no-keep-first-last",
     ]);
     assert!(
         out.status.success(),
@@ -54,8 +56,12 @@ fn compress_inspect_decompress_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    let input_bytes = std::fs::metadata(&input).unwrap().len();
+    let dcz_bytes = std::fs::metadata(&dcz).unwrap().len();
     assert!(
-        text.contains("fc.weight") && text.contains("25856 →"),
+        text.contains("fc.weight")
+            && text.contains(&format!("{input_bytes} → {dcz_bytes} bytes"))
+            && text.contains("ratio vs input file bytes"),
         "{text}"
     );
 
@@ -158,7 +164,7 @@ fn small_dcz() -> Vec<u8> {
                 data: vec![0.25, -3.0],
             })
             .collect(),
-        channel_scales: Vec::new(),
+        ..Default::default()
     }
     .to_bytes()
     .unwrap()
@@ -374,4 +380,97 @@ fn special_output_files_are_refused() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(std::fs::read(&real).unwrap(), b"keep");
+}
+
+/// An `nn.Sequential` export (`0.weight`, `2.weight`, …) renamed by `--key-map`, with settings from
+/// `--config` that the command line overrides.
+#[test]
+fn compress_key_map_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("seq.safetensors");
+    let t = |name: &str, shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        NamedTensor {
+            name: name.into(),
+            shape,
+            data: (0..n)
+                .map(|i| ((i as f32) * 0.37).sin() * 0.1 + 1e-3)
+                .collect(),
+        }
+    };
+    write_safetensors(
+        &input,
+        &[
+            t("0.weight", vec![40, 50]),
+            t("0.bias", vec![40]),
+            t("2.weight", vec![30, 40]),
+            t("2.bias", vec![30]),
+            t("4.weight", vec![10, 30]),
+            t("4.bias", vec![10]),
+        ],
+    )
+    .unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "q = 10\nfc_bits = 6\n[[layer]]\npattern = '^fc2\\.'\nbits = 4\n",
+    )
+    .unwrap();
+    let dcz = dir.path().join("seq.dcz");
+    let out = deepcomp(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        dcz.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--q",
+        "75",
+        "--key-map",
+        r"^0\.=fc1.",
+        "--key-map",
+        r"^2\.=fc2.",
+        "--key-map",
+        r"^4\.=fc3.",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = deepcomp_driver::container::DczFile::read(&dcz).unwrap();
+    let names: Vec<(&str, u8, usize)> = f
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.bits, l.positions.len()))
+        .collect();
+    // fc1 (widest input) and fc3 (fewest outputs) stay dense; fc2: --q 75 beats the config's 10,
+    // the config's rule sets 4 bits.
+    assert_eq!(names, [("fc2.weight", 4, 300)]);
+    let raw: Vec<&str> = f.dense.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        raw,
+        [
+            "fc1.bias",
+            "fc1.weight",
+            "fc2.bias",
+            "fc3.bias",
+            "fc3.weight"
+        ]
+    );
+    // A misspelt config key is an error naming it; nothing is written.
+    std::fs::write(&config, "fc_bit = 6\n").unwrap();
+    let none = dir.path().join("none.dcz");
+    let out = deepcomp(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        none.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fc_bit") && err.contains("c.toml"), "{err}");
+    assert!(!none.exists());
 }

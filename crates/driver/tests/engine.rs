@@ -50,7 +50,7 @@ fn lenet300_dcz() -> DczFile {
         recipe_hash: [0; 32],
         layers,
         dense,
-        channel_scales: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -181,6 +181,7 @@ pub(crate) fn read_sections(
         layers: layers.to_vec(),
         dense: Vec::new(),
         channel_scales: out,
+        ..Default::default()
     };
     check(&probe)?;
     Ok((probe.channel_scales, pos))
@@ -241,6 +242,7 @@ mod tests {
                 layer: "fc.weight".into(),
                 scales,
             }],
+            ..Default::default()
         }
     }
 

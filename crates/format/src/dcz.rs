@@ -19,11 +19,15 @@ use deepcomp_entropy::{frequencies, BitReader, BitWriter, EntropyError, HuffmanC
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::v2::{Dtype, TypedTensor};
+
 /// File magic: `\x89DCZ\r\n\x1a\n` (PNG-style: catches 7-bit and newline
 /// mangling).
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'C', b'Z', b'\r', b'\n', 0x1A, b'\n'];
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes (it reads every version in [`SUPPORTED_VERSIONS`]).
+pub const VERSION: u16 = 2;
+/// The format versions this build reads: 1 (no metadata, no typed tensors, every layer `F32`) and 2.
+pub const SUPPORTED_VERSIONS: [u16; 2] = [1, 2];
 /// Largest number of elements of one tensor the format can describe (2^34).
 /// The default [`Limits`] allow far less per file: [`MAX_FILE_ELEMENTS`].
 pub const MAX_ELEMENTS: u64 = 1 << 34;
@@ -98,13 +102,14 @@ fn name_problem(name: &str) -> Result<(), String> {
 }
 
 /// [`name_problem`] as a whole sentence naming the tensor.
-fn name_error(name: &str) -> Result<(), String> {
+pub(crate) fn name_error(name: &str) -> Result<(), String> {
     name_problem(name).map_err(|p| format!("tensor name {name:?} {p}"))
 }
 
 const TAG_HEAD: [u8; 4] = *b"HEAD";
 const TAG_LAYER: [u8; 4] = *b"LAYR";
 const TAG_DENSE: [u8; 4] = *b"DENS";
+const TAG_TYPED: [u8; 4] = *b"TYPD";
 const TAG_END: [u8; 4] = *b"DEND";
 const PREAMBLE_LEN: usize = 12;
 /// tag (4) + payload length (8) before the payload, CRC (4) after.
@@ -130,7 +135,10 @@ pub enum ContainerError {
         found: Vec<u8>,
     },
     /// The version field names a version this build cannot read.
-    #[error("unsupported .dcz version {found} at offset 8 (this build reads version {VERSION})")]
+    #[error(
+        "unsupported .dcz version {found} at offset 8: this build reads versions 1 and 2 (writes {VERSION}); \
+         a newer deepcomp wrote this file"
+    )]
     UnsupportedVersion {
         /// Version found.
         found: u16,
@@ -301,7 +309,10 @@ pub struct DenseTensor {
 }
 
 /// A whole compressed model.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `typed`, `layer_dtypes` and `metadata` are version 2 (empty / `None` in a version-1 file); build
+/// a file with `..Default::default()` to leave them out.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DczFile {
     /// Model name (e.g. `lenet-300-100`).
     pub model: String,
@@ -313,6 +324,16 @@ pub struct DczFile {
     pub dense: Vec<DenseTensor>,
     /// Per-channel scales of some sparse layers (`CHSC` sections; see [`crate::channel`]).
     pub channel_scales: Vec<crate::channel::ChannelScales>,
+    /// Raw tensors of any element type as their bytes (`TYPD` sections, after the `DENS` ones):
+    /// integer buffers, and float tensors that were not `f32`.
+    pub typed: Vec<TypedTensor>,
+    /// Element type each layer had before compression, one per layer in order (the decoded `f32`
+    /// values convert to it); empty when every layer was `F32` (a file read back gives an empty
+    /// vector then).
+    pub layer_dtypes: Vec<Dtype>,
+    /// The metadata block: a JSON object of at most [`crate::MAX_METADATA_LEN`] bytes describing the
+    /// model (see [`crate::ModelMeta`]), or `None`.
+    pub metadata: Option<String>,
 }
 
 /// Size figures of one layer, as stored and under the paper's simpler
@@ -355,7 +376,7 @@ fn layer_err(layer: &SparseLayer, reason: impl Into<String>) -> ContainerError {
 }
 
 /// Product of dims as u64, `None` on overflow or above [`MAX_ELEMENTS`].
-fn element_count(shape: &[usize]) -> Option<u64> {
+pub(crate) fn element_count(shape: &[usize]) -> Option<u64> {
     shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
@@ -521,12 +542,12 @@ struct EncodedLayer {
     code_stream_bits: u64,
 }
 
-fn put_name(p: &mut Vec<u8>, name: &str) {
+pub(crate) fn put_name(p: &mut Vec<u8>, name: &str) {
     p.extend_from_slice(&(name.len() as u16).to_le_bytes());
     p.extend_from_slice(name.as_bytes());
 }
 
-fn put_shape(p: &mut Vec<u8>, shape: &[usize]) {
+pub(crate) fn put_shape(p: &mut Vec<u8>, shape: &[usize]) {
     p.push(shape.len() as u8);
     for &d in shape {
         p.extend_from_slice(&(d as u64).to_le_bytes());
@@ -600,7 +621,7 @@ fn encode_dense(t: &DenseTensor) -> Result<Vec<u8>, ContainerError> {
 }
 
 /// What the rest of a file may still decode to, under [`Limits`].
-struct Budget {
+pub(crate) struct Budget {
     limits: Limits,
     elements_left: u64,
     zeros_left: u64,
@@ -616,7 +637,7 @@ impl Budget {
     }
 
     /// Takes `numel` elements of the per-file total; the error text names the limit.
-    fn take_elements(&mut self, numel: u64) -> Result<(), String> {
+    pub(crate) fn take_elements(&mut self, numel: u64) -> Result<(), String> {
         if numel > self.elements_left {
             return Err(format!(
                 "{numel} elements exceed the limit of {} elements per file \
@@ -666,6 +687,12 @@ impl DczFile {
                     .iter()
                     .enumerate()
                     .map(|(i, d)| (d.name.as_str(), format!("raw tensor #{i}"))),
+            )
+            .chain(
+                self.typed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.name.as_str(), format!("typed tensor #{i}"))),
             );
         for (name, what) in names {
             name_problem(name).map_err(|reason| ContainerError::InvalidName {
@@ -701,6 +728,14 @@ impl DczFile {
                     reason,
                 })?;
         }
+        for t in &self.typed {
+            budget
+                .take_elements(element_count(&t.shape).unwrap_or(u64::MAX))
+                .map_err(|reason| ContainerError::Limit {
+                    section: format!("typed tensor `{}`", t.name),
+                    reason,
+                })?;
+        }
         Ok(())
     }
 
@@ -714,13 +749,19 @@ impl DczFile {
                 reason: format!("model name is {} bytes, at most 65535", self.model.len()),
             });
         }
-        if self.layers.len() > u32::MAX as usize || self.dense.len() > u32::MAX as usize {
+        if self.layers.len() > u32::MAX as usize
+            || self.dense.len() > u32::MAX as usize
+            || self.typed.len() > u32::MAX as usize
+        {
             return Err(ContainerError::InvalidHeader {
                 reason: "more than 2^32 - 1 layers or dense tensors".into(),
             });
         }
         for l in &self.layers {
             l.validate()?;
+        }
+        for t in &self.typed {
+            t.validate()?;
         }
         self.check(&Limits::default())?;
         let mut out = Vec::new();
@@ -732,12 +773,24 @@ impl DczFile {
         head.extend_from_slice(&self.recipe_hash);
         head.extend_from_slice(&(self.layers.len() as u32).to_le_bytes());
         head.extend_from_slice(&(self.dense.len() as u32).to_le_bytes());
+        crate::v2::encode_head_ext(
+            &mut head,
+            &crate::v2::HeadExt {
+                typed_count: self.typed.len(),
+                layer_dtypes: &self.layer_dtypes,
+                layer_count: self.layers.len(),
+                metadata: self.metadata.as_deref(),
+            },
+        )?;
         out.extend_from_slice(&section(TAG_HEAD, &head));
         for layer in &self.layers {
             out.extend_from_slice(&encode_layer(layer)?.section);
         }
         for t in &self.dense {
             out.extend_from_slice(&encode_dense(t)?);
+        }
+        for t in &self.typed {
+            out.extend_from_slice(&section(TAG_TYPED, &crate::v2::encode_typed(t)?));
         }
         crate::channel::write_sections(self, &mut out)?;
         out.extend_from_slice(&TAG_END);
@@ -763,7 +816,7 @@ impl DczFile {
         let mut c = Cursor::new(b, 0, "preamble".into());
         c.skip(MAGIC.len(), "magic")?;
         let version = c.u16("version")?;
-        if version != VERSION {
+        if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(ContainerError::UnsupportedVersion { found: version });
         }
         let off = c.offset();
@@ -780,6 +833,11 @@ impl DczFile {
         recipe_hash.copy_from_slice(h.bytes(32, "recipe_hash")?);
         let layer_count = h.u32("layer_count")?;
         let dense_count = h.u32("dense_count")?;
+        let (typed_count, layer_dtypes, metadata) = if version >= 2 {
+            crate::v2::decode_head_ext(&mut h, layer_count)?
+        } else {
+            (0, Vec::new(), None)
+        };
         h.finish()?;
 
         let mut budget = Budget::new(limits);
@@ -817,6 +875,16 @@ impl DczFile {
             unique(&t.name, &desc, s.payload_offset)?;
             dense.push(t);
         }
+        let mut typed = Vec::new();
+        for i in 0..typed_count {
+            let desc = format!("typed section #{i}");
+            let (s, next) = read_section(b, pos, TAG_TYPED, &desc)?;
+            pos = next;
+            let t =
+                crate::v2::decode_typed(s.payload, s.payload_offset, desc.clone(), &mut budget)?;
+            unique(&t.name, &desc, s.payload_offset)?;
+            typed.push(t);
+        }
         let (channel_scales, next) = crate::channel::read_sections(b, pos, &layers)?;
         pos = next;
 
@@ -847,6 +915,9 @@ impl DczFile {
             layers,
             dense,
             channel_scales,
+            typed,
+            layer_dtypes,
+            metadata,
         })
     }
 
@@ -1184,15 +1255,15 @@ fn decode_dense(
 }
 
 /// Bounds-checked little-endian reader over one section's bytes.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
     base: u64,
-    section: String,
+    pub(crate) section: String,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(data: &'a [u8], base: u64, section: String) -> Self {
+    pub(crate) fn new(data: &'a [u8], base: u64, section: String) -> Self {
         Self {
             data,
             pos: 0,
@@ -1200,13 +1271,18 @@ impl<'a> Cursor<'a> {
             section,
         }
     }
-    fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
-    fn invalid(&self, field: &'static str, offset: u64, reason: String) -> ContainerError {
+    pub(crate) fn invalid(
+        &self,
+        field: &'static str,
+        offset: u64,
+        reason: String,
+    ) -> ContainerError {
         ContainerError::Invalid {
             section: self.section.clone(),
             field,
@@ -1214,7 +1290,11 @@ impl<'a> Cursor<'a> {
             reason,
         }
     }
-    fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], ContainerError> {
+    pub(crate) fn bytes(
+        &mut self,
+        n: usize,
+        field: &'static str,
+    ) -> Result<&'a [u8], ContainerError> {
         if n > self.remaining() {
             return Err(ContainerError::Truncated {
                 section: self.section.clone(),
@@ -1228,27 +1308,27 @@ impl<'a> Cursor<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn skip(&mut self, n: usize, field: &'static str) -> Result<(), ContainerError> {
+    pub(crate) fn skip(&mut self, n: usize, field: &'static str) -> Result<(), ContainerError> {
         self.bytes(n, field).map(|_| ())
     }
-    fn u8(&mut self, field: &'static str) -> Result<u8, ContainerError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, ContainerError> {
         Ok(self.bytes(1, field)?[0])
     }
-    fn u16(&mut self, field: &'static str) -> Result<u16, ContainerError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, ContainerError> {
         let b = self.bytes(2, field)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self, field: &'static str) -> Result<u32, ContainerError> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, ContainerError> {
         let b = self.bytes(4, field)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self, field: &'static str) -> Result<u64, ContainerError> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, ContainerError> {
         let b = self.bytes(8, field)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
-    fn name(&mut self, field: &'static str) -> Result<String, ContainerError> {
+    pub(crate) fn name(&mut self, field: &'static str) -> Result<String, ContainerError> {
         let off = self.offset();
         let n = self.u16(field)? as usize;
         let raw = self.bytes(n, field)?;
@@ -1256,19 +1336,19 @@ impl<'a> Cursor<'a> {
             .map_err(|e| self.invalid(field, off, format!("not UTF-8: {e}")))
     }
     /// A tensor name: a `name` field that follows the name rules.
-    fn tensor_name(&mut self) -> Result<String, ContainerError> {
+    pub(crate) fn tensor_name(&mut self) -> Result<String, ContainerError> {
         let off = self.offset();
         let name = self.name("name")?;
         name_error(&name).map_err(|reason| self.invalid("name", off, reason))?;
         Ok(name)
     }
-    fn limit(&self, reason: String) -> ContainerError {
+    pub(crate) fn limit(&self, reason: String) -> ContainerError {
         ContainerError::Limit {
             section: self.section.clone(),
             reason,
         }
     }
-    fn shape(&mut self, min_rank: usize) -> Result<Vec<usize>, ContainerError> {
+    pub(crate) fn shape(&mut self, min_rank: usize) -> Result<Vec<usize>, ContainerError> {
         let off = self.offset();
         let rank = self.u8("rank")? as usize;
         if rank < min_rank || rank > MAX_RANK {
@@ -1296,7 +1376,7 @@ impl<'a> Cursor<'a> {
         }
         Ok(shape)
     }
-    fn finish(&self) -> Result<(), ContainerError> {
+    pub(crate) fn finish(&self) -> Result<(), ContainerError> {
         if self.remaining() != 0 {
             return Err(self.invalid(
                 "end",
@@ -1439,7 +1519,7 @@ mod tests {
                     data: vec![f32::NAN, f32::INFINITY],
                 },
             ],
-            channel_scales: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -1462,7 +1542,7 @@ mod tests {
                 shape: vec![2],
                 data: vec![0.25, -3.0],
             }],
-            channel_scales: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -1512,9 +1592,9 @@ mod tests {
         }
         // The fuzzer's first find: a section header with a zero payload
         // length and fewer than 4 CRC bytes left (the dense section of the
-        // tiny file starts at offset 166).
-        assert_eq!(&bytes[166..170], b"DENS");
-        let mut cut = bytes[..166].to_vec();
+        // tiny file starts at offset 175).
+        assert_eq!(&bytes[175..179], b"DENS");
+        let mut cut = bytes[..175].to_vec();
         cut.extend_from_slice(b"DENS\0\0\0\0\0\0\0\0\x01");
         assert!(DczFile::from_bytes(&cut).is_err());
         let mut longer = bytes.clone();
@@ -1544,11 +1624,14 @@ mod tests {
             DczFile::from_bytes(b"PK\x03\x04"),
             Err(ContainerError::BadMagic { .. })
         ));
-        bytes[8] = 2;
-        assert!(matches!(
-            DczFile::from_bytes(&bytes),
-            Err(ContainerError::UnsupportedVersion { found: 2 })
-        ));
+        bytes[8] = 3;
+        let e = DczFile::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(e, ContainerError::UnsupportedVersion { found: 3 }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("version 3") && msg.contains("versions 1 and 2"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1557,7 +1640,9 @@ mod tests {
         // structural checks must catch it, with no huge allocation.
         let f = tiny_file();
         let bytes = f.to_bytes().unwrap();
-        let head_len = 12 + 16 + 2 + 4 + 32 + 8;
+        // Preamble, HEAD framing, model name, hash, 2 counts, then version 2's typed count, one layer
+        // dtype and the metadata length.
+        let head_len = 12 + 16 + 2 + 4 + 32 + 8 + 4 + 1 + 4;
         let layer_start = head_len;
         let payload_start = layer_start + 12;
         // nonzero/index_symbols sit after name(2+4) kind bits b rank dims(16) k(4) codebook(12).
@@ -1868,6 +1953,6 @@ mod tests {
             let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
             println!("{:04x}: {}", i * 16, hex.join(" "));
         }
-        assert_eq!(bytes.len(), 213);
+        assert_eq!(bytes.len(), 222);
     }
 }

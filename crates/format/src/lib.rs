@@ -4,16 +4,20 @@
 //! quantization, Huffman coding; Han, Mao, Dally 2016), read, validated and written. This crate is all
 //! a program needs to list, decode or re-encode a `.dcz` file: it depends on `deepcomp-entropy` (bit
 //! I/O, canonical Huffman codes, relative indices) and a few small crates (`crc32fast`, `thiserror`,
-//! `serde` for the statistics), and not on candle, clap or the training pipeline.
+//! `serde` for the statistics, `serde_json` for the metadata block), and not on candle, clap or the
+//! training pipeline.
 //!
-//! **The format in one paragraph.** A file is an 8-byte PNG-style magic, a version (`1`), then
-//! sections, each framed as tag + length + payload + CRC-32: one `HEAD` (model name, recipe hash,
-//! counts), one `LAYR` per pruned and weight-shared tensor (name, kind, bits, index width `b`, shape,
-//! an `f32` codebook, and one bit block holding two canonical Huffman length tables, the Huffman-coded
-//! relative-index stream of the kept positions with `b`-bit gaps and fillers, and the Huffman-coded
-//! cluster code of each kept weight), one `DENS` per raw `f32` tensor, optional `CHSC` sections (one
-//! `f32` scale per output channel of a layer quantized uniformly per channel, see [`channel`]), then
-//! `DEND` and a CRC-32 of the whole file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
+//! **The format in one paragraph.** A file is an 8-byte PNG-style magic, a version (`2`; `1` is
+//! still read), then sections, each framed as tag + length + payload + CRC-32: one `HEAD` (model
+//! name, recipe hash, counts; from version 2 also each layer's original element type and a metadata
+//! block, a JSON object of at most 1 MiB describing the model: [`ModelMeta`]), one `LAYR` per
+//! pruned and weight-shared tensor (name, kind, bits, index width `b`, shape, an `f32` codebook,
+//! and one bit block holding two canonical Huffman length tables, the Huffman-coded relative-index
+//! stream of the kept positions with `b`-bit gaps and fillers, and the Huffman-coded cluster code
+//! of each kept weight), one `DENS` per raw `f32` tensor, one `TYPD` per raw tensor of another
+//! element type ([`TypedTensor`], [`Dtype`]; version 2), optional `CHSC` sections (one `f32` scale per
+//! output channel of a layer quantized uniformly per channel, see [`channel`]), then `DEND` and a CRC-32 of the whole
+//! file. `docs/FORMAT.md` specifies it byte by byte, with a worked example.
 //!
 //! **Guarantees.**
 //! - Decoding never panics: any byte string gives a [`DczFile`] or a [`ContainerError`] naming the
@@ -48,7 +52,7 @@
 //!         codes: vec![0, 1],
 //!     }],
 //!     dense: vec![DenseTensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.1, 0.2] }],
-//!     channel_scales: Vec::new(),
+//!     ..Default::default()
 //! };
 //! let bytes = file.to_bytes()?;
 //! let back = DczFile::from_bytes(&bytes)?;
@@ -60,7 +64,9 @@
 mod atomic;
 pub mod channel;
 mod dcz;
+mod v2;
 
 pub use atomic::write_atomic;
 pub use channel::ChannelScales;
 pub use dcz::*;
+pub use v2::{Dtype, ModelMeta, TypedTensor, MAX_METADATA_LEN};

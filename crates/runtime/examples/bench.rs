@@ -113,7 +113,7 @@ fn generate(arch: &str, density: f64, conv_bits: u8, fc_bits: u8) -> DczFile {
         recipe_hash: [0; 32],
         layers,
         dense,
-        channel_scales: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -237,6 +237,25 @@ fn isqrt(n: usize) -> usize {
 
 impl Net {
     pub fn build(file: &DczFile) -> Result<Self> {
+        // Raw float tensors of another type (a f16 / bf16 / f64 model, format version 2) are read as
+        // f32 raw tensors; integer buffers are not weights.
+        let widened;
+        let file = if file.typed.iter().any(|t| t.dtype.is_float()) {
+            let mut f = file.clone();
+            for t in &file.typed {
+                if let Some(data) = t.to_f32() {
+                    f.dense.push(deepcomp_format::DenseTensor {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        data,
+                    });
+                }
+            }
+            widened = f;
+            &widened
+        } else {
+            file
+        };
         let t = Tensors { file };
         match file.model.as_str() {
             "lenet300" | "mlp" => {

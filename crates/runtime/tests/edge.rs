@@ -28,7 +28,7 @@ fn fc_file(
             shape: vec![out],
             data: (0..out).map(|i| i as f32 * 0.25).collect(),
         }],
-        channel_scales: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -124,4 +124,45 @@ fn unreadable_file_names_the_path() {
         .write_atomic(&ok)
         .unwrap();
     assert_eq!(CompressedModel::load(&ok).unwrap().model_id(), "lenet300");
+}
+
+/// A model whose raw tensors were not f32 (format version 2 `TYPD`): the bias as f16 (values exact in
+/// f16) runs as if it were the f32 raw tensor; an integer buffer is ignored.
+#[test]
+fn typed_float_raw_tensors_are_widened_and_integer_buffers_ignored() {
+    use deepcomp_format::{Dtype, TypedTensor};
+    let entries = [(0u64, 0u32), (2001, 1), (3 * 2000 + 5, 2)];
+    let file = fc_file("lenet300", 4, 2000, vec![-1.5, 0.5, 2.0], &entries);
+    let mut typed = file.clone();
+    let bias = typed.dense.remove(0);
+    // 0, 0.25, 0.5, 0.75 as IEEE half.
+    let half: Vec<u8> = [0x0000u16, 0x3400, 0x3800, 0x3a00]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    typed.typed = vec![
+        TypedTensor {
+            name: bias.name.clone(),
+            dtype: Dtype::F16,
+            shape: bias.shape.clone(),
+            data: half,
+        },
+        TypedTensor {
+            name: "fc1.num_batches_tracked".into(),
+            dtype: Dtype::I64,
+            shape: vec![],
+            data: 5i64.to_le_bytes().to_vec(),
+        },
+    ];
+    let typed = DczFile::from_bytes(&typed.to_bytes().unwrap()).unwrap();
+    let x: Vec<f32> = (0..2000).map(|i| (i % 13) as f32 - 6.0).collect();
+    let a = CompressedModel::from_file(&file)
+        .unwrap()
+        .forward(&x, 1)
+        .unwrap();
+    let b = CompressedModel::from_file(&typed)
+        .unwrap()
+        .forward(&x, 1)
+        .unwrap();
+    assert_eq!(a, b);
 }

@@ -70,7 +70,7 @@ pub fn make_dcz(arch: &str, cfg: &ArchConfig, seed: u64, sparsity: f64, bits: u8
         recipe_hash: [7; 32],
         layers,
         dense,
-        channel_scales: Vec::new(),
+        ..Default::default()
     };
     DczFile::from_bytes(&file.to_bytes().unwrap()).unwrap()
 }
