@@ -219,6 +219,9 @@ fn quiet_pipeline_report_plots_and_json_documents() {
         s(&small),
         "--q",
         "90",
+        "--fc-bits",
+        "5",
+        "--no-keep-first-last",
     ]));
     let v = json(&stdout);
     assert_eq!(v["command"], "compress");
