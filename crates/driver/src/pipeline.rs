@@ -1733,7 +1733,14 @@ fn write_outputs(
             .iter()
             .map(|r| plot::Series {
                 label: r.layer.clone(),
-                points: r.points.iter().map(|(l, a)| (100.0 * l, *a)).collect(),
+                // The dense model (0 % pruned) first, when the scan recorded it.
+                points: report
+                    .sensitivity_baseline
+                    .filter(|_| r.points.first().is_some_and(|(l, _)| *l > 0.0))
+                    .map(|b| (0.0, b))
+                    .into_iter()
+                    .chain(r.points.iter().map(|(l, a)| (100.0 * l, *a)))
+                    .collect(),
             })
             .collect();
         let svg = plot::lines(

@@ -525,6 +525,10 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             .map_err(e)?;
         for (k, s) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
+            // Earlier series are drawn wider, so a later one that coincides with them (layers equally
+            // insensitive) leaves them visible around it.
+            let wider = (series.len() - 1 - k).min(3) as u32;
+            let width = 2 + 2 * wider;
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -532,14 +536,20 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    pts.iter().copied(),
+                    color.stroke_width(width),
+                ))
                 .map_err(e)?
                 .label(s.label.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 3 + 2 * wider as i32, color.filled())),
+                )
                 .map_err(e)?;
         }
         chart
