@@ -25,6 +25,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("mlp-mnist", include_str!("../recipes/mlp-mnist.toml")),
     ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
     (
+        "cifar-lenet-sensitivity",
+        include_str!("../recipes/cifar-lenet-sensitivity.toml"),
+    ),
+    (
         "vgg16-half-cifar10",
         include_str!("../recipes/vgg16-half-cifar10.toml"),
     ),
