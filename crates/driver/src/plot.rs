@@ -525,10 +525,9 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             .map_err(e)?;
         for (k, s) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
-            // Earlier series are drawn wider, so a later one that coincides with them (layers equally
-            // insensitive) leaves them visible around it.
-            let wider = (series.len() - 1 - k).min(3) as u32;
-            let width = 2 + 2 * wider;
+            // Earlier series get larger markers, so where a later one coincides with them (layers
+            // equally insensitive, or all at chance at 100 %) their colours still ring its points.
+            let wider = (series.len() - 1 - k).min(3) as i32;
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -536,10 +535,7 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
             chart
-                .draw_series(LineSeries::new(
-                    pts.iter().copied(),
-                    color.stroke_width(width),
-                ))
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
                 .map_err(e)?
                 .label(s.label.as_str())
                 .legend(move |(x, y)| {
@@ -548,7 +544,7 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             chart
                 .draw_series(
                     pts.iter()
-                        .map(|&p| Circle::new(p, 3 + 2 * wider as i32, color.filled())),
+                        .map(|&p| Circle::new(p, 3 + 2 * wider, color.filled())),
                 )
                 .map_err(e)?;
         }
