@@ -41,6 +41,7 @@ pub mod plot;
 pub mod recipe;
 pub mod report;
 pub mod resume;
+pub mod sensitivity;
 pub mod summary;
 pub mod sweep;
 pub mod sweep_plot;

@@ -738,7 +738,9 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     for f in ["model.dcz", "report.json", "report.md"] {
         remove_if_exists(&opts.out.join(f))?;
     }
-    let ctx = Ctx {
+    // The recipe with the per-layer targets `prune.from_sensitivity` chooses (set after the scan).
+    let scaled_recipe: Recipe;
+    let mut ctx = Ctx {
         recipe,
         device: device.clone(),
         data,
@@ -840,9 +842,34 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         .collect::<Result<_>>()?;
 
     // --- sensitivity (optional) ------------------------------------------------------------------
-    if recipe.prune.sensitivity && report.sensitivity.is_empty() {
-        report.sensitivity = sensitivity(&ctx, model.as_ref())?;
+    let scan_levels = crate::sensitivity::levels(&recipe.prune);
+    let scan_stale = report.sensitivity.is_empty()
+        || report.sensitivity_baseline.is_none()
+        || report.sensitivity.iter().any(|r| r.levels != scan_levels);
+    if crate::sensitivity::scan_enabled(&recipe.prune) && scan_stale {
+        let (rows, baseline) = sensitivity(&ctx, model.as_ref(), &scan_levels)?;
+        report.sensitivity = rows;
+        report.sensitivity_baseline = Some(baseline);
         fsutil::write_json(&progress_path, &report)?;
+    }
+    if let Some(fs) = &recipe.prune.from_sensitivity {
+        let baseline = report.sensitivity_baseline.unwrap_or(f64::NAN);
+        let targets =
+            crate::sensitivity::choose_targets(&report.sensitivity, baseline, fs.max_drop);
+        for (layer, t) in &targets {
+            crate::note!(
+                "deepcomp: from sensitivity (max drop {}): {layer} → {:.0} %",
+                fs.max_drop,
+                100.0 * t
+            );
+        }
+        scaled_recipe = crate::sensitivity::apply_targets(recipe, &targets);
+        ctx.recipe = &scaled_recipe;
+        report.sensitivity_targets = Some(crate::sensitivity::ChosenTargets {
+            max_drop: fs.max_drop,
+            baseline,
+            targets,
+        });
     }
 
     // --- prune + masked finetune ---------------------------------------------------------------------
@@ -1540,13 +1567,19 @@ fn fill_sizes(
         l.macs_dense = l.macs;
         l.macs_pruned = l.nonzero * positions;
     }
+    report.memory = crate::sensitivity::memory_rows(&report.layers, &macs);
     report.prunable_params = report.layers.iter().map(|l| l.params).sum();
     report.prunable_nonzero = report.layers.iter().map(|l| l.nonzero).sum();
     Ok(())
 }
 
-/// Each layer pruned alone at 10 %..90 % (percentile), the rest dense; top-1 on the validation split.
-fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> {
+/// Each layer pruned alone at `levels` (fractions; percentile rule), the rest dense; top-1 on the
+/// validation split. Returns the rows and the dense validation top-1.
+fn sensitivity(
+    ctx: &Ctx<'_>,
+    model: &dyn Model,
+    levels: &[f64],
+) -> Result<(Vec<SensitivityRow>, f64)> {
     if ctx.val.is_none() {
         return Err(crate::recipe::RecipeError::Field {
             origin: ctx.recipe.name.clone(),
@@ -1555,7 +1588,8 @@ fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> 
         }
         .into());
     }
-    let levels: Vec<f64> = (1..=9).map(|i| 10.0 * i as f64).collect();
+    let percents: Vec<f64> = levels.iter().map(|l| 100.0 * l).collect();
+    let costs = deepcomp_models::report::layer_report(model)?;
     let originals: Vec<(String, Tensor)> = model
         .prunable()
         .into_iter()
@@ -1574,26 +1608,40 @@ fn sensitivity(ctx: &Ctx<'_>, model: &dyn Model) -> Result<Vec<SensitivityRow>> 
         }
         ctx.validate(model)
     };
-    let table = deepcomp_sparsity::sensitivity(&named, &levels, &mut eval)?;
+    let table = deepcomp_sparsity::sensitivity(&named, &percents, &mut eval)?;
     for (name, t) in &originals {
         if let Some(p) = model.params().get(name) {
             p.var.set(t)?;
         }
     }
     crate::detail!("deepcomp: sensitivity scan\n{table}");
-    Ok(table
+    let rows = table
         .rows
         .iter()
-        .map(|r| SensitivityRow {
-            layer: r.layer.clone(),
-            points: r
-                .sparsity
+        .map(|r| {
+            let macs_dense = costs
+                .layers
                 .iter()
-                .zip(&r.accuracy)
-                .map(|(s, a)| (*s, *a))
-                .collect(),
+                .find(|c| format!("{}.weight", c.name) == r.layer)
+                .map_or(0, |c| c.macs);
+            // Every weight is used once per output position.
+            let positions = macs_dense / (r.params as u64).max(1);
+            let nonzero = |s: f64| r.params as u64 - (s * r.params as f64).round() as u64;
+            SensitivityRow {
+                layer: r.layer.clone(),
+                points: r
+                    .sparsity
+                    .iter()
+                    .zip(&r.accuracy)
+                    .map(|(s, a)| (*s, *a))
+                    .collect(),
+                levels: levels.to_vec(),
+                macs: r.sparsity.iter().map(|s| nonzero(*s) * positions).collect(),
+                macs_dense,
+            }
         })
-        .collect())
+        .collect();
+    Ok((rows, table.baseline))
 }
 
 /// File name of a layer's weight-distribution plot.
@@ -1685,7 +1733,14 @@ fn write_outputs(
             .iter()
             .map(|r| plot::Series {
                 label: r.layer.clone(),
-                points: r.points.iter().map(|(l, a)| (100.0 * l, *a)).collect(),
+                // The dense model (0 % pruned) first, when the scan recorded it.
+                points: report
+                    .sensitivity_baseline
+                    .filter(|_| r.points.first().is_some_and(|(l, _)| *l > 0.0))
+                    .map(|b| (0.0, b))
+                    .into_iter()
+                    .chain(r.points.iter().map(|(l, a)| (100.0 * l, *a)))
+                    .collect(),
             })
             .collect();
         let svg = plot::lines(

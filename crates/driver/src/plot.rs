@@ -525,6 +525,9 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             .map_err(e)?;
         for (k, s) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
+            // Earlier series get larger markers, so where a later one coincides with them (layers
+            // equally insensitive, or all at chance at 100 %) their colours still ring its points.
+            let wider = (series.len() - 1 - k).min(3) as i32;
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -539,7 +542,10 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 3 + 2 * wider, color.filled())),
+                )
                 .map_err(e)?;
         }
         chart

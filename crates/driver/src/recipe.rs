@@ -25,6 +25,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("mlp-mnist", include_str!("../recipes/mlp-mnist.toml")),
     ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
     (
+        "cifar-lenet-sensitivity",
+        include_str!("../recipes/cifar-lenet-sensitivity.toml"),
+    ),
+    (
         "vgg16-half-cifar10",
         include_str!("../recipes/vgg16-half-cifar10.toml"),
     ),
@@ -370,9 +374,17 @@ with_optim_fields! {
         pub epochs: Option<usize>,
         /// Masked finetuning epochs after the last step of a `linear` / `agp` schedule (default 0).
         pub extra_epochs: Option<usize>,
-        /// Run the per-layer sensitivity scan (10 %…90 %) before pruning.
+        /// Run the per-layer sensitivity scan (10 %…90 %, or `sensitivity_levels`) before pruning.
         #[serde(default)]
         pub sensitivity: bool,
+        /// Levels of the sensitivity scan: fractions in [0, 1], sorted and unique (default
+        /// 0.1…0.9; 1.0 zeroes the layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sensitivity_levels: Option<Vec<f64>>,
+        /// Per-layer targets chosen from the sensitivity scan (implies the scan); see
+        /// [`crate::sensitivity`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub from_sensitivity: Option<crate::sensitivity::FromSensitivity>,
         /// Quantization-aware finetuning in every round (seed 003, Lab 3 (e)): the finetuning trains
         /// through `qat_bits`-bit fixed-point weights (straight-through estimator, max-|w| scale per
         /// tensor, pruned weights kept at zero); schedules `rounds` and `oneshot` only.
@@ -809,6 +821,7 @@ impl Recipe {
                 ),
             ));
         }
+        crate::sensitivity::validate(&self.prune, origin)?;
         for (layer, s) in &self.prune.layer_scale {
             if !(s.is_finite() && *s >= 0.0) {
                 return Err(err(

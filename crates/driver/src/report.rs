@@ -156,8 +156,17 @@ pub struct EpochRow {
 pub struct SensitivityRow {
     /// Layer name.
     pub layer: String,
-    /// (sparsity level, top-1) pairs.
+    /// (achieved sparsity, top-1) pairs.
     pub points: Vec<(f64, f64)>,
+    /// The scanned levels (fractions), one per point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<f64>,
+    /// MACs per example of this layer at each level: nonzero weights × output positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<u64>,
+    /// MACs per example of the dense layer.
+    #[serde(default)]
+    pub macs_dense: u64,
 }
 
 /// The accuracy lost from the dense model to the model decoded from the file, stated outright.
@@ -229,6 +238,15 @@ pub struct Report {
     pub history: Vec<EpochRow>,
     /// Sensitivity scan, when run.
     pub sensitivity: Vec<SensitivityRow>,
+    /// Validation top-1 of the dense model, the scan's baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity_baseline: Option<f64>,
+    /// Per-layer targets chosen from the scan (`prune.from_sensitivity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity_targets: Option<crate::sensitivity::ChosenTargets>,
+    /// Memory per prunable layer: weights and activations at 32, 8 and n bits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<crate::sensitivity::MemoryRow>,
     /// SHA-256 of the `.dcz` file (hex).
     pub dcz_sha256: String,
     /// Stages this run took from checkpoints instead of computing them (`dense`, `prune-round0`, …,
@@ -500,24 +518,14 @@ impl Report {
                  (`quant.other_lr`: biases, BatchNorm).\n"
             );
         }
-        if !self.sensitivity.is_empty() {
-            let _ = writeln!(
-                s,
-                "## Sensitivity (each layer pruned alone, top-1 on the validation split)\n"
-            );
-            let levels: Vec<String> = self.sensitivity[0]
-                .points
-                .iter()
-                .map(|(l, _)| format!("{:.0} %", l * 100.0))
-                .collect();
-            let _ = writeln!(s, "| layer | {} |", levels.join(" | "));
-            let _ = writeln!(s, "|---|{}", "---:|".repeat(levels.len()));
-            for row in &self.sensitivity {
-                let v: Vec<String> = row.points.iter().map(|(_, a)| format!("{a:.4}")).collect();
-                let _ = writeln!(s, "| {} | {} |", row.layer, v.join(" | "));
-            }
-            s.push('\n');
+        if !self.memory.is_empty() {
+            s.push_str(&crate::sensitivity::memory_markdown(&self.memory));
         }
+        s.push_str(&crate::sensitivity::sensitivity_markdown(
+            &self.sensitivity,
+            self.sensitivity_baseline,
+            self.sensitivity_targets.as_ref(),
+        ));
         if !self.recipe_text.is_empty() {
             let fence = fence_for(&self.recipe_text);
             let _ = writeln!(s, "## Recipe\n");

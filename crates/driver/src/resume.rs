@@ -73,6 +73,9 @@ impl StageInputs {
         if let Value::Object(m) = &mut prune {
             // Reported only; it changes no weight.
             m.remove("sensitivity");
+            if r.prune.from_sensitivity.is_none() {
+                m.remove("sensitivity_levels");
+            }
         }
         let with = |base: &Value, key: &str, v: Value| -> Value {
             let mut out = base.clone();

@@ -35,6 +35,7 @@ pub struct SensitivityTable {
 
 /// Prunes each layer alone with [`Criterion::Percentile`] at each level of `levels`
 /// (percentages in `[0, 100]`, e.g. `10, 20, ..., 90`) and records `eval`'s accuracy.
+/// A level of 100 zeroes the whole layer.
 ///
 /// `eval` receives a [`crate::MaskSet`] holding the mask of exactly one layer (an empty
 /// set for the baseline) and must return the accuracy of the model with that mask
@@ -70,7 +71,18 @@ where
         let mut sparsity = Vec::with_capacity(levels.len());
         let mut accuracy = Vec::with_capacity(levels.len());
         for &q in levels {
-            let masks = compute_masks(weights, &Criterion::Percentile { q }, None, Some(&only))?;
+            // The percentile rule keeps the largest magnitude even at q = 100; a level of 100 %
+            // means the whole layer is zero.
+            let masks = if q >= 100.0 {
+                let mut set = crate::MaskSet::new();
+                set.insert(
+                    name.to_string(),
+                    crate::Mask::new(t.dims().to_vec(), vec![false; t.elem_count()])?,
+                );
+                set
+            } else {
+                compute_masks(weights, &Criterion::Percentile { q }, None, Some(&only))?
+            };
             sparsity.push(masks.get(name).map_or(0.0, |m| m.sparsity()));
             accuracy.push(eval(&masks).map_err(|e| SparsityError::Eval {
                 layer: name.to_string(),

@@ -309,3 +309,23 @@ fn zero_in_place_matches_apply_and_declines_what_it_cannot_do() {
         Err(SparsityError::UnknownLayer { .. })
     ));
 }
+
+/// A level of 100 % zeroes the whole layer (the percentile rule alone would keep its largest weight).
+#[test]
+fn sensitivity_level_100_zeroes_the_layer() {
+    let a = t(&[1.0, -2.0, 3.0, -4.0, 5.0, 6.0], &[2, 3]);
+    let b = t(&[0.5, 0.25], &[2]);
+    let weights = [("fc1", &a), ("fc2", &b)];
+    let mut seen = Vec::new();
+    let table = sensitivity(&weights, &[50.0, 100.0], |m: &MaskSet| {
+        let kept: usize = m.iter().map(|(_, mask)| mask.nonzero()).sum();
+        seen.push((m.names().map(str::to_string).collect::<Vec<_>>(), kept));
+        Ok::<f64, String>(kept as f64)
+    })
+    .unwrap();
+    assert_eq!(table.rows[0].sparsity, vec![0.5, 1.0]);
+    assert_eq!(table.rows[1].sparsity, vec![0.5, 1.0]);
+    // The 100 % masks hold only their layer, with nothing kept.
+    assert_eq!(seen[2], (vec!["fc1".to_string()], 0));
+    assert_eq!(seen[4], (vec!["fc2".to_string()], 0));
+}
