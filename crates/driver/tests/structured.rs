@@ -47,7 +47,10 @@ fn l2_norm_selection_on_a_hand_made_matrix() {
     let scale = BTreeMap::from([("fc2.weight".to_string(), 0.5)]);
     assert_eq!(kept_widths(&[10, 7], &names, 0.5, &scale), vec![5, 6]);
     assert_eq!(kept_widths(&[10, 7], &names, 0.0, &scale), vec![10, 7]);
-    assert_eq!(kept_widths(&[3, 7], &names, 0.9, &BTreeMap::new()), vec![1, 1]);
+    assert_eq!(
+        kept_widths(&[3, 7], &names, 0.9, &BTreeMap::new()),
+        vec![1, 1]
+    );
 }
 
 fn mlp_recipe(hidden: &str) -> recipe::Recipe {
@@ -92,7 +95,8 @@ fn smaller_model_equals_the_big_model_with_removed_neurons_zeroed() {
             let mut mshape = vec![1usize; var.rank()];
             mshape[0] = n;
             let m = t(keep, &mshape);
-            var.set(&var.as_tensor().broadcast_mul(&m).unwrap()).unwrap();
+            var.set(&var.as_tensor().broadcast_mul(&m).unwrap())
+                .unwrap();
         }
     }
     let y_big = big.forward_t(&x, false).unwrap();
@@ -174,10 +178,19 @@ lr = 0.0005
     let st = report.structured.as_ref().expect("structured report");
     assert_eq!(st.hidden_dense, vec![32, 24]);
     assert_eq!(st.hidden, vec![16, 18]);
-    assert_eq!(st.params_dense, (784 * 32 + 32 + 32 * 24 + 24 + 24 * 10 + 10) as u64);
-    assert_eq!(st.params, (784 * 16 + 16 + 16 * 18 + 18 + 18 * 10 + 10) as u64);
+    assert_eq!(
+        st.params_dense,
+        (784 * 32 + 32 + 32 * 24 + 24 + 24 * 10 + 10) as u64
+    );
+    assert_eq!(
+        st.params,
+        (784 * 16 + 16 + 16 * 18 + 18 + 18 * 10 + 10) as u64
+    );
     assert_eq!(st.latency.len(), 2);
-    assert!(st.latency.iter().all(|l| l.dense_ms > 0.0 && l.structured_ms > 0.0));
+    assert!(st
+        .latency
+        .iter()
+        .all(|l| l.dense_ms > 0.0 && l.structured_ms > 0.0));
     assert_eq!(report.bytes.dense_f32, 4 * st.params_dense);
     assert!(report.accuracy.decoded > 0.3, "{:?}", report.accuracy);
     let json = std::fs::read_to_string(out.join("report.json")).unwrap();
@@ -236,7 +249,11 @@ fn structured_recipe_errors_name_the_field() {
         .to_string();
     assert!(e.contains("prune.rounds[0].target"), "{e}");
     let e = recipe::parse(
-        &base("mlp", "schedule = \"agp\"\nfinal_target = 0.5\nepochs = 1\nlr = 0.01\n", ""),
+        &base(
+            "mlp",
+            "schedule = \"agp\"\nfinal_target = 0.5\nepochs = 1\nlr = 0.01\n",
+            "",
+        ),
         "r",
     )
     .unwrap_err()

@@ -21,11 +21,13 @@ use candle_core::{Device, Tensor};
 use deepcomp_models::Model;
 use serde::{Deserialize, Serialize};
 
-use super::{build_model, ckpt_dir, regularizer_hook, regularizer_row, save_stage, with_regularizer, Ctx};
+use super::{
+    build_model, ckpt_dir, regularizer_hook, regularizer_row, save_stage, with_regularizer, Ctx,
+};
 use crate::error::{DriverError, Result};
+use crate::fsutil;
 use crate::recipe::{Recipe, RecipeError};
 use crate::report::Report;
-use crate::fsutil;
 
 /// Architectures `prune.method = "structured"` supports.
 pub const SUPPORTED: &[&str] = &["mlp", "lenet300"];
@@ -86,7 +88,10 @@ impl StructuredReport {
             100.0 * self.params as f64 / self.params_dense.max(1) as f64,
             self.threads
         );
-        let _ = writeln!(s, "| batch | repeats | dense ms | structured ms | speed-up |");
+        let _ = writeln!(
+            s,
+            "| batch | repeats | dense ms | structured ms | speed-up |"
+        );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
         for r in &self.latency {
             let _ = writeln!(
@@ -217,7 +222,11 @@ pub fn hidden_widths(model: &dyn Model) -> Vec<usize> {
 
 /// Parameters (weights, biases, buffers) of a model.
 pub fn param_count(model: &dyn Model) -> u64 {
-    model.params().iter().map(|p| p.var.elem_count() as u64).sum()
+    model
+        .params()
+        .iter()
+        .map(|p| p.var.elem_count() as u64)
+        .sum()
 }
 
 /// Keeps `keep[j]` neurons of hidden layer `j` of `model` (built from `recipe`), the ones with the
