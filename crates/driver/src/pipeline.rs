@@ -27,6 +27,7 @@ use crate::{fsutil, plot};
 use serde_json::Value;
 
 mod quantize;
+pub mod structured;
 
 /// How to run a pipeline.
 #[derive(Debug, Clone)]
@@ -690,7 +691,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     let recipe = &opts.recipe.recipe;
     let device = device.clone();
     // Everything that can be checked is checked before any file or folder is created.
-    let model = build_model(recipe, &device)?;
+    let mut model = build_model(recipe, &device)?;
     check_layer_names(recipe, model.as_ref())?;
     let mut data = load_data(
         recipe,
@@ -874,12 +875,26 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
 
     // --- prune + masked finetune ---------------------------------------------------------------------
     let pruned_ckpt = ckpt_dir(&ctx.out).join("pruned.safetensors");
+    // Structured pruning replaces the model by a smaller one; `loaded` describes it (its widths go
+    // into the `.dcz` metadata).
+    let structured = recipe.prune.method == "structured";
+    let mut loaded = opts.recipe.clone();
     let masks = if pruned_ckpt.exists() {
         crate::note!(
             "deepcomp: resuming: pruned model from {}",
             pruned_ckpt.display()
         );
-        deepcomp_models::load_safetensors(model.as_ref(), &pruned_ckpt)?;
+        if structured {
+            (loaded.recipe, model) = structured::load_checkpoint(recipe, &pruned_ckpt, &device)?;
+        } else {
+            deepcomp_models::load_safetensors(model.as_ref(), &pruned_ckpt)?;
+        }
+        masks_from_zeros(model.as_ref())?
+    } else if structured {
+        (loaded.recipe, model) =
+            structured::prune_stage(&ctx, model.as_ref(), &mut report, &progress_path)?;
+        save_stage(model.as_ref(), &pruned_ckpt, &ctx.inputs.pruned, &report)?;
+        fsutil::write_json(&progress_path, &report)?;
         masks_from_zeros(model.as_ref())?
     } else {
         let m = prune_and_finetune(&ctx, model.as_ref(), &mut report, &progress_path)?;
@@ -914,12 +929,12 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
 
     // --- encode, decode, verify, evaluate ---------------------------------------------------------------
     let t = Instant::now();
-    let file = build_dcz(&opts.recipe, model.as_ref(), &shared)?;
+    let file = build_dcz(&loaded, model.as_ref(), &shared)?;
     let dcz_path = ctx.out.join("model.dcz");
     let dcz_bytes = file.write_atomic(&dcz_path)?;
     let decoded = DczFile::read(&dcz_path)?;
     verify_decoded(model.as_ref(), &decoded)?;
-    let fresh_model = build_model(recipe, &device)?;
+    let fresh_model = build_model(&loaded.recipe, &device)?;
     load_dcz_into(fresh_model.as_ref(), &decoded, &device)?;
     report.seconds.encode = t.elapsed().as_secs_f64();
     let (dec1, dec5) = ctx.evaluate(fresh_model.as_ref())?;
@@ -932,6 +947,10 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
 
     // --- report ---------------------------------------------------------------------------------------------
     fill_sizes(&mut report, model.as_ref(), &decoded, dcz_bytes)?;
+    if let Some(st) = &report.structured {
+        // Ratios against the dense model, not the smaller one.
+        report.bytes.dense_f32 = 4 * st.params_dense;
+    }
     report.dcz_sha256 = fsutil::sha256_file(&dcz_path)?;
     report.seconds.total += t_total.elapsed().as_secs_f64();
     report.compute_ratios();

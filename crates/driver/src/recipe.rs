@@ -23,6 +23,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../recipes/lenet5-fashion.toml"),
     ),
     ("mlp-mnist", include_str!("../recipes/mlp-mnist.toml")),
+    (
+        "mlp-mnist-structured",
+        include_str!("../recipes/mlp-mnist-structured.toml"),
+    ),
     ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
     (
         "cifar-lenet-sensitivity",
@@ -353,7 +357,8 @@ pub struct Round {
 with_optim_fields! {
     /// Pruning and masked finetuning.
     pub struct PruneSection {
-        /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global` or `random`.
+        /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global`, `random` or
+        /// `structured` (whole neurons by L2 norm, giving a smaller dense model; `mlp`, `lenet300`).
         pub method: String,
         /// `rounds`, `oneshot`, `linear` or `agp`.
         #[serde(default = "default_prune_schedule")]
@@ -647,7 +652,7 @@ impl Recipe {
             ));
         }
 
-        const METHODS: &[&str] = &["percentile", "std", "global", "random"];
+        const METHODS: &[&str] = &["percentile", "std", "global", "random", "structured"];
         if !METHODS.contains(&self.prune.method.as_str()) {
             return Err(err(
                 "prune.method",
@@ -659,6 +664,9 @@ impl Recipe {
             ));
         }
         let p = &self.prune;
+        if p.method == "structured" {
+            crate::pipeline::structured::validate_recipe(self, &err)?;
+        }
         match p.schedule.as_str() {
             "rounds" | "oneshot" => {
                 if p.rounds.is_empty() {
@@ -812,11 +820,11 @@ impl Recipe {
                 ));
             }
         }
-        if p.method != "percentile" && !p.layer_scale.is_empty() {
+        if !matches!(p.method.as_str(), "percentile" | "structured") && !p.layer_scale.is_empty() {
             return Err(err(
                 "prune.layer_scale",
                 format!(
-                    "scales per-layer targets of method `percentile`; method `{}` would ignore it",
+                    "scales per-layer targets of methods `percentile` and `structured`; method `{}` would ignore it",
                     p.method
                 ),
             ));

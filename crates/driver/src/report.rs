@@ -264,6 +264,10 @@ pub struct Report {
     /// Regularizers used, one row per training stage that had one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regularizers: Vec<RegularizerRow>,
+    /// Structured pruning (`prune.method = "structured"`): sizes, parameters and latency of the
+    /// dense and the smaller model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<crate::pipeline::structured::StructuredReport>,
 }
 
 /// A regularizer of one stage and the sparsity it left.
@@ -454,6 +458,9 @@ impl Report {
             self.prunable_params,
             100.0 * ratio(self.prunable_nonzero, self.prunable_params.max(1))
         );
+        if let Some(st) = &self.structured {
+            s.push_str(&st.to_markdown());
+        }
         let _ = writeln!(s, "## Layers\n");
         let _ = writeln!(
             s,

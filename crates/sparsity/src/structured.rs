@@ -102,6 +102,42 @@ pub fn prune_neurons(
     spatial: usize,
 ) -> Result<StructuredPruned> {
     check_fraction("structured remove_ratio", remove_ratio)?;
+    prune_with(w_a, b_a, w_b, spatial, |scores| {
+        kept_by_score(scores, remove_ratio)
+    })
+}
+
+/// Indices (ascending) of the `keep` neurons with the largest scores (`keep` clamped to
+/// `1..=n`; ties broken towards removing the lower index, as [`kept_by_score`]).
+pub fn kept_top(scores: &[f64], keep: usize) -> Vec<usize> {
+    let n = scores.len();
+    let keep = keep.clamp(n.min(1), n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b)));
+    let mut kept: Vec<usize> = order.into_iter().skip(n - keep).collect();
+    kept.sort_unstable();
+    kept
+}
+
+/// [`prune_neurons`] by count: keeps the `keep` neurons of layer A with the largest L2 norms
+/// (at least one, at most all), so that repeated rounds can aim at an exact width.
+pub fn prune_neurons_to(
+    w_a: &Tensor,
+    b_a: Option<&Tensor>,
+    w_b: &Tensor,
+    keep: usize,
+    spatial: usize,
+) -> Result<StructuredPruned> {
+    prune_with(w_a, b_a, w_b, spatial, |scores| Ok(kept_top(scores, keep)))
+}
+
+fn prune_with(
+    w_a: &Tensor,
+    b_a: Option<&Tensor>,
+    w_b: &Tensor,
+    spatial: usize,
+    pick: impl FnOnce(&[f64]) -> Result<Vec<usize>>,
+) -> Result<StructuredPruned> {
     if w_a.rank() < 2 {
         return Err(SparsityError::ShapeMismatch {
             name: "structured w_a (needs rank >= 2: out × in ...)".into(),
@@ -145,7 +181,7 @@ pub fn prune_neurons(
             got: w_b.dims().to_vec(),
         });
     }
-    let kept = kept_by_score(&row_norms(w_a)?, remove_ratio)?;
+    let kept = pick(&row_norms(w_a)?)?;
     let cols: Vec<usize> = kept
         .iter()
         .flat_map(|c| (c * spatial)..(c * spatial + spatial))

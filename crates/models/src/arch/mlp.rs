@@ -30,12 +30,26 @@ pub struct Mlp {
 
 impl Mlp {
     /// LeNet-300-100 (`lenet300`). Options: `in_channels` (1), `input_size` (28), `num_classes` (10),
-    /// `init` (Caffe xavier).
+    /// `hidden` (`[300, 100]`; exactly two widths: what structured pruning leaves of the two hidden
+    /// layers), `init` (Caffe xavier).
     pub fn lenet300(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("lenet300", &["kernels", "hidden", "conv_bias"])?;
+        cfg.reject("lenet300", &["kernels", "conv_bias"])?;
         let (input, classes) = cfg.io(1, 28)?;
+        let hidden = cfg.hidden.clone().unwrap_or_else(|| vec![300, 100]);
+        if hidden.len() != 2 {
+            return Err(crate::error::ModelError::Config {
+                field: "hidden".into(),
+                reason: format!(
+                    "lenet300 has exactly two hidden layers, got {} widths",
+                    hidden.len()
+                ),
+            });
+        }
+        for (i, &h) in hidden.iter().enumerate() {
+            positive(&format!("hidden[{i}]"), h)?;
+        }
         let init = cfg.init.unwrap_or(InitScheme::CaffeXavier);
-        Self::build("lenet300", input, &[300, 100], classes, init, seed, device)
+        Self::build("lenet300", input, &hidden, classes, init, seed, device)
     }
 
     /// Seed 002's SimpleDNN (`mlp`). Options: `in_channels` (1), `input_size` (28), `num_classes` (10),

@@ -56,7 +56,7 @@ pub struct ArchConfig {
     /// `cifar_lenet` only: the two conv kernel sides `[k1, k2]` (default `[5, 5]`; seed 004 uses `[8, 9]`).
     pub kernels: Option<Vec<usize>>,
     /// Hidden widths: `mlp` any number of layers (default `[1568, 3136, 6272]`, seed 002's SimpleDNN);
-    /// `cifar_lenet` exactly two (default `[120, 84]`).
+    /// `lenet300` exactly two (default `[300, 100]`); `cifar_lenet` exactly two (default `[120, 84]`).
     pub hidden: Option<Vec<usize>>,
     /// `vgg16_half` only: whether the convolutions carry a bias (default `false`: each conv is followed by
     /// BatchNorm, which makes a bias redundant).
