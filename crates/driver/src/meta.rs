@@ -16,7 +16,14 @@ pub fn for_recipe(recipe: &Recipe, producer: &str) -> ModelMeta {
     let std = recipe.data.std.clone().or_else(|| id.map(|d| d.std()));
     ModelMeta {
         arch: Some(recipe.model.clone()),
-        arch_config: serde_json::to_value(&recipe.arch).ok(),
+        // Unset options are left out (a reader takes the architecture's defaults for them), so the
+        // block costs a few dozen bytes, not a hundred.
+        arch_config: serde_json::to_value(&recipe.arch).ok().map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|_, x| !x.is_null());
+            }
+            v
+        }),
         dataset: Some(recipe.dataset.clone()),
         pad_to: recipe.data.pad_to,
         mean,
@@ -110,7 +117,9 @@ mod tests {
     fn a_recipe_survives_the_metadata_round_trip() {
         let r = crate::recipe::load("resnet20-cifar10-jpeg").unwrap().recipe;
         let meta = for_recipe(&r, "test");
-        let back = ModelMeta::from_json(&meta.to_json()).unwrap();
+        let json = meta.to_json();
+        assert!(!json.contains("null"), "unset options are left out: {json}");
+        let back = ModelMeta::from_json(&json).unwrap();
         assert_eq!(back, meta);
         let rebuilt = recipe_from_meta(&back, None, "test").unwrap();
         assert_eq!(rebuilt.model, "resnet20");
