@@ -287,13 +287,16 @@ fn bench(rest: &[String]) -> Result<()> {
     let quick = rest.iter().any(|a| a == "--quick");
     torch_reference(&root, &out, &mut figures, quick)?;
     runtime_reference(&root, &out, &mut figures)?;
+    // Both comparisons add to the figures; the file is written once, with everything.
+    let text = serde_json::to_string_pretty(&figures)?;
+    std::fs::write(&out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
 }
 
 /// When PyTorch is installed, times the same training / evaluation steps with it on the same number of threads
 /// (`xtask/bench/torch_cpu_train.py`) and adds `pytorch_*_ex_s` and `ratio_*` (deepcomp ÷ PyTorch) to
-/// the bench figures. Without PyTorch it says so and leaves the figures alone.
+/// the bench figures (the caller writes them). Without PyTorch it says so and leaves them alone.
 fn torch_reference(root: &Path, out: &Path, figures: &mut Value, quick: bool) -> Result<()> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = Command::new(&python)
@@ -367,8 +370,6 @@ fn torch_reference(root: &Path, out: &Path, figures: &mut Value, quick: bool) ->
     if let Some(v) = torch.get("torch") {
         map.insert("pytorch_version".into(), v.clone());
     }
-    let text = serde_json::to_string_pretty(figures)?;
-    std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
@@ -385,7 +386,7 @@ fn json_lines(text: &[u8]) -> Vec<Value> {
 /// `bench` example: generated pruned + shared LeNet-300-100, LeNet-5, ResNet-20), next to the same
 /// network dense-decoded in the runtime's loops, deepcomp's dense (candle) forward from `deepcomp bench`
 /// and, when installed, PyTorch's dense eval on the same threads. Adds `runtime` (one row per model and
-/// thread count) to the bench figures.
+/// thread count) to the bench figures (the caller writes them).
 fn runtime_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()> {
     let mut c = cargo();
     c.args([
@@ -539,8 +540,6 @@ fn runtime_reference(root: &Path, out: &Path, figures: &mut Value) -> Result<()>
         bail!("{}: not a JSON object", out.display());
     };
     map.insert("runtime".into(), Value::Array(rows));
-    let text = serde_json::to_string_pretty(figures)?;
-    std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
