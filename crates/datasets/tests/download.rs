@@ -269,6 +269,21 @@ fn existing_file_with_wrong_digest_is_reported_not_overwritten() {
     assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), b"local");
 }
 
+/// A Fashion-MNIST manifest whose files are `files` (name, content) at `/fm/<name>` on `server`.
+fn fashion_manifest(server: &Server, files: &[(String, Vec<u8>)]) -> Manifest {
+    let mut toml = String::from(
+        "[dataset]\nid='fashion-mnist'\ntitle='t'\nhomepage='h'\nlicence='l'\ncitation='c'\n",
+    );
+    for (n, d) in files {
+        toml.push_str(&format!(
+            "[[file]]\nname='{n}'\nurls=['{}']\nsha256='{}'\n",
+            server.url(&format!("/fm/{n}")),
+            common::sha256_hex(d)
+        ));
+    }
+    Manifest::parse("test.toml", &toml).unwrap()
+}
+
 #[test]
 fn load_downloads_into_the_cache_only_when_allowed() {
     let files = common::idx_files(30, 10, 28, 28);
@@ -277,17 +292,7 @@ fn load_downloads_into_the_cache_only_when_allowed() {
         .map(|(n, d)| route(&format!("/fm/{n}"), d, Behaviour::Serve { ranges: true }))
         .collect();
     let server = Server::start(routes, 8);
-    let mut toml = String::from(
-        "[dataset]\nid='fashion-mnist'\ntitle='t'\nhomepage='h'\nlicence='l'\ncitation='c'\n",
-    );
-    for (n, d) in &files {
-        toml.push_str(&format!(
-            "[[file]]\nname='{n}'\nurls=['{}']\nsha256='{}'\n",
-            server.url(&format!("/fm/{n}")),
-            common::sha256_hex(d)
-        ));
-    }
-    let manifest = Manifest::parse("test.toml", &toml).unwrap();
+    let manifest = fashion_manifest(&server, &files);
     let tmp = tempfile::tempdir().unwrap();
     let roots = SearchRoots {
         data_env: None,
@@ -323,17 +328,7 @@ fn offline_first_run_says_what_to_do() {
         .map(|(n, _)| route(&format!("/fm/{n}"), b"", Behaviour::NotFound))
         .collect();
     let server = Server::start(routes, 8);
-    let mut toml = String::from(
-        "[dataset]\nid='fashion-mnist'\ntitle='t'\nhomepage='h'\nlicence='l'\ncitation='c'\n",
-    );
-    for (n, d) in &files {
-        toml.push_str(&format!(
-            "[[file]]\nname='{n}'\nurls=['{}']\nsha256='{}'\n",
-            server.url(&format!("/fm/{n}")),
-            common::sha256_hex(d)
-        ));
-    }
-    let manifest = Manifest::parse("test.toml", &toml).unwrap();
+    let manifest = fashion_manifest(&server, &files);
     let tmp = tempfile::tempdir().unwrap();
     let opts = LoadOptions {
         roots: Some(SearchRoots {
