@@ -262,6 +262,22 @@ fn conv2d_matches_candle_and_finite_differences() {
     conv_case(9, 2, (6, 6), 3, 3, 1, 1, true, DType::F64);
 }
 
+/// The direct (flat-grid) path at the sizes it is built for, in f32, where the SIMD kernels run:
+/// ResNet-20's three stages (whole register blocks, one image per weight-gradient group at 32×32,
+/// several at 8×8), output channels that leave a partial block (6, LeNet-5's first layer), a 5×5
+/// kernel with padding 2, and more images than threads.
+#[test]
+fn direct_convolution_matches_candle_at_network_sizes() {
+    let isa = deepcomp_models::kernels::direct::isa();
+    eprintln!("direct convolution kernels: {isa:?}");
+    conv_case(2, 16, (32, 32), 16, 3, 1, 1, false, DType::F32);
+    conv_case(3, 32, (16, 16), 32, 3, 1, 1, false, DType::F32);
+    conv_case(5, 64, (8, 8), 64, 3, 1, 1, false, DType::F32);
+    conv_case(3, 3, (28, 28), 6, 5, 1, 0, true, DType::F32);
+    conv_case(3, 6, (14, 14), 10, 5, 1, 2, true, DType::F32);
+    conv_case(4, 3, (6, 6), 7, 3, 1, 1, true, DType::F64);
+}
+
 #[test]
 fn conv2d_skips_the_input_gradient_of_a_plain_tensor() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);

@@ -1,6 +1,8 @@
 //! 2-D convolution (square kernel, stride, zero padding, dilation 1, groups 1) as one custom op.
 //!
-//! The batch is split into one contiguous run of images per thread. For each image the input is
+//! The batch is split into one contiguous run of images per thread. Stride-1 convolutions (all of
+//! VGG's and LeNet's, 17 of ResNet-20's 19) take the direct path of [`super::direct`]. For the others,
+//! and when `DEEPCOMP_CONV=im2col` asks for it, each image's input is
 //! unfolded into a column matrix `col` (C·k·k rows × Ho·Wo columns, im2col) and
 //!
 //! - forward:  `y_n = W · col_n + b` (W viewed as O × C·k·k; the bias is preloaded into `y_n`);
@@ -17,6 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::direct::Flat;
 use super::{buffer, contiguous, gemm, tensor, threads, with_cpu, Elem, MatRef};
 use crate::error::{ModelError, Result};
 
@@ -219,6 +222,20 @@ impl Geom {
         out
     }
 
+    /// The flat-grid geometry when this convolution takes the direct path: stride 1, padding below
+    /// k, not 1×1 (a 1×1 convolution is already one gemm on the image itself), and the im2col path
+    /// not asked for (`DEEPCOMP_CONV=im2col`, read once, for measuring what the direct path buys).
+    fn flat(&self) -> Option<Flat> {
+        static IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let im2col =
+            *IM2COL.get_or_init(|| std::env::var("DEEPCOMP_CONV").is_ok_and(|v| v == "im2col"));
+        if im2col || self.stride != 1 || self.identity_cols() {
+            return None;
+        }
+        Flat::new(self.c, self.h, self.w, self.o, self.k, self.pad)
+            .filter(|f| f.ho == self.ho && f.wo == self.wo)
+    }
+
     /// Images per thread-chunk.
     fn chunk(&self) -> usize {
         self.n.div_ceil(threads()).max(1)
@@ -306,6 +323,25 @@ impl ConvOp {
     ) -> candle_core::Result<Vec<T>> {
         let (kd, p) = (g.kdim(), g.p());
         let mut y = buffer::<T>(g.n * g.out_len());
+        if let Some(f) = g.flat() {
+            let offs = f.offsets();
+            let wt = &f.transpose(wt);
+            y.par_chunks_mut(g.chunk() * g.out_len())
+                .zip(x.par_chunks(g.chunk() * g.in_len()))
+                .for_each(|(ys, xs)| {
+                    let mut xp = buffer::<T>(f.padded_len());
+                    let mut grid = buffer::<T>(f.grid_len());
+                    for (yn, xn) in ys
+                        .chunks_exact_mut(g.out_len())
+                        .zip(xs.chunks_exact(g.in_len()))
+                    {
+                        f.pad_image(xn, &mut xp);
+                        f.forward(&xp, wt, &offs, &mut grid);
+                        f.grid_to(&grid, yn, b);
+                    }
+                });
+            return Ok(y);
+        }
         let wmat = MatRef::rows(wt, g.o, kd);
         let chunk = g.chunk();
         let in_len = g.in_len();
@@ -349,6 +385,9 @@ impl ConvOp {
         dy: &[T],
         want_bias: bool,
     ) -> candle_core::Result<(Option<Vec<T>>, Vec<T>, Option<Vec<T>>)> {
+        if let Some(f) = g.flat() {
+            return self.backward_direct(g, f, x, wt, dy, want_bias);
+        }
         let (kd, p) = (g.kdim(), g.p());
         let wmat = MatRef::rows(wt, g.o, kd);
         let chunk = g.chunk();
@@ -429,6 +468,102 @@ impl ConvOp {
                 Ok((dw, db))
             })
             .collect::<candle_core::Result<_>>()?;
+        let mut parts = partials.into_iter();
+        let (mut dw, mut db) = parts
+            .next()
+            .unwrap_or_else(|| (vec![T::ZERO; g.o * kd], vec![T::ZERO; g.o]));
+        for (pw, pb) in parts {
+            for (a, b) in dw.iter_mut().zip(pw) {
+                *a += b;
+            }
+            for (a, b) in db.iter_mut().zip(pb) {
+                *a += b;
+            }
+        }
+        Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
+    }
+
+    /// [`ConvOp::backward`] on the flat grid (see [`super::direct`]): per thread, groups of images
+    /// are padded and their output gradients laid on the grid for one weight-gradient call; the
+    /// input gradient is the direct forward pass of the padded `dy` with the rotated kernel.
+    #[allow(clippy::type_complexity)]
+    fn backward_direct<T: Elem>(
+        &self,
+        g: Geom,
+        f: Flat,
+        x: &[T],
+        wt: &[T],
+        dy: &[T],
+        want_bias: bool,
+    ) -> candle_core::Result<(Option<Vec<T>>, Vec<T>, Option<Vec<T>>)> {
+        let kd = g.kdim();
+        let chunk = g.chunk();
+        let (in_len, out_len, p) = (g.in_len(), g.out_len(), g.p());
+        let offs = f.offsets();
+        let tg = if self.input_grad {
+            let t = f.transposed().ok_or_else(|| {
+                candle_core::Error::Msg(format!("{NAME}: no transposed geometry for {f:?}"))
+            })?;
+            Some((t, t.offsets(), t.transpose(&g.flipped_weight(wt))))
+        } else {
+            None
+        };
+        let mut dx = if self.input_grad {
+            buffer::<T>(g.n * in_len)
+        } else {
+            Vec::new()
+        };
+        let dx_chunks: Vec<Option<&mut [T]>> = if self.input_grad {
+            dx.chunks_mut(chunk * in_len).map(Some).collect()
+        } else {
+            (0..g.n.div_ceil(chunk)).map(|_| None).collect()
+        };
+        let group = f.group();
+        let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
+            .into_par_iter()
+            .zip(x.par_chunks(chunk * in_len))
+            .zip(dy.par_chunks(chunk * out_len))
+            .map(|((mut dxs, xs), dys)| {
+                let mut dw = buffer::<T>(g.o * kd);
+                let mut db = vec![T::ZERO; g.o];
+                let mut xps: Vec<Vec<T>> =
+                    (0..group).map(|_| buffer::<T>(f.padded_len())).collect();
+                let mut grids: Vec<Vec<T>> =
+                    (0..group).map(|_| buffer::<T>(f.grid_len())).collect();
+                let mut tbufs = tg
+                    .as_ref()
+                    .map(|(t, _, _)| (buffer::<T>(t.padded_len()), buffer::<T>(t.grid_len())));
+                let images = xs.len() / in_len;
+                for first in (0..images).step_by(group) {
+                    let count = group.min(images - first);
+                    for slot in 0..count {
+                        let i = first + slot;
+                        let xn = &xs[i * in_len..(i + 1) * in_len];
+                        let dyn_ = &dys[i * out_len..(i + 1) * out_len];
+                        f.pad_image(xn, &mut xps[slot]);
+                        f.grid_from(dyn_, &mut grids[slot]);
+                        if want_bias {
+                            for (s, row) in db.iter_mut().zip(dyn_.chunks_exact(p)) {
+                                for &v in row {
+                                    *s += v;
+                                }
+                            }
+                        }
+                        if let (Some(dxs), Some((t, toffs, wflip)), Some((dyp, tgrid))) =
+                            (dxs.as_deref_mut(), tg.as_ref(), tbufs.as_mut())
+                        {
+                            t.pad_image(dyn_, dyp);
+                            t.forward(dyp, wflip, toffs, tgrid);
+                            t.grid_to(tgrid, &mut dxs[i * in_len..(i + 1) * in_len], None);
+                        }
+                    }
+                    let gs: Vec<&[T]> = grids[..count].iter().map(Vec::as_slice).collect();
+                    let xq: Vec<&[T]> = xps[..count].iter().map(Vec::as_slice).collect();
+                    f.weight_grad(&gs, &xq, &offs, &mut dw);
+                }
+                (dw, db)
+            })
+            .collect();
         let mut parts = partials.into_iter();
         let (mut dw, mut db) = parts
             .next()

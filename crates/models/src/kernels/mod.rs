@@ -9,8 +9,10 @@
 //! - [`linear()`]: `y = act(x·Wᵀ + b)` in one gemm with the bias preloaded into the output and the
 //!   ReLU applied in place; backward masks the incoming gradient once and runs two gemms (`dx = g·W`,
 //!   `dW = gᵀ·x`) plus a column sum, skipping `dx` when the input needs no gradient.
-//! - [`conv2d()`]: im2col + gemm per image for the forward pass, `dW` and `dx` (col2im), the batch
-//!   split between threads; `dx` is skipped for the network's input.
+//! - [`conv2d()`]: stride-1 convolutions run [`direct`]ly on a flat padded grid (SIMD stencils for
+//!   the forward pass, `dW` and `dx`, no column matrix); strided ones im2col + gemm per image for the
+//!   forward pass, `dW` and `dx` (col2im). The batch is split between threads; `dx` is skipped for
+//!   the network's input.
 //! - [`pool::max_pool2d`]: any kernel, stride and padding, the gradient routed to each window's first
 //!   maximum as PyTorch does.
 //! - [`bn::batch_norm_train`]: BatchNorm's training-mode forward and backward in two passes per
@@ -22,6 +24,7 @@
 
 pub mod bn;
 pub mod conv;
+pub mod direct;
 pub mod linear;
 pub mod pool;
 

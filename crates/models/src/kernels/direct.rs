@@ -1,0 +1,619 @@
+//! Direct stride-1 convolution on a flat padded grid: no column matrix, no packing of the image.
+//!
+//! With stride 1, output position (oy, ox) reads input (oy + ky − p, ox + kx − p). Pad each input
+//! plane with p zeros on every side into a plane of `hp × wp` (`wp = w + 2p`) and index the output on
+//! the same row pitch, `q = oy·wp + ox`: the tap (ky, kx) then reads padded element `q + ky·wp + kx`
+//! for every q. Each output row gains `wp − wo` positions that are computed and thrown away, and in
+//! exchange the whole convolution is a one-dimensional stencil over contiguous memory,
+//!
+//! ```text
+//! y[o][q] = Σ_c Σ_t w[o][c][t] · xp[c][q + off_t]        off_t = ky·wp + kx,  t = (ky, kx)
+//! ```
+//!
+//! which vectorizes along q with plain unaligned loads. The f32 kernels keep a block of output
+//! channels × a run of q in registers and stream the C·k·k taps through it (one load per vector of q,
+//! one broadcast per weight). The weight gradient is the same sum with the roles turned,
+//! `dW[o][c][t] = Σ_q dy[o][q] · xp[c][q + off_t]` over the grid (garbage positions of `dy` are zero),
+//! and the input gradient is this forward pass run on `dy` padded by k − 1 − p with the rotated,
+//! channel-swapped kernel.
+//!
+//! Compared with im2col + gemm per image (the path in [`super::conv`] for strided convolutions) this
+//! writes and re-reads no C·k·k × Ho·Wo column matrix and packs nothing, which is what made ResNet-20's
+//! 16-channel layers memory-bound. x86-64 machines with AVX2 + FMA (or AVX-512F) run the SIMD kernels,
+//! chosen at run time; elsewhere, and for f64 (the finite-difference tests), the same loops run in
+//! plain Rust.
+
+use super::Elem;
+
+/// Geometry of one stride-1 convolution on the flat grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flat {
+    /// Input channels.
+    pub c: usize,
+    /// Input height and width.
+    pub h: usize,
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+    /// Output height and width.
+    pub ho: usize,
+    pub wo: usize,
+    /// Padded width: the row pitch of both the padded input and the output grid.
+    pub wp: usize,
+    /// Grid positions computed per output channel (`ho·wp` rounded up to a multiple of 16).
+    pub qs: usize,
+    /// Floats per padded input plane, including the zero tail every tap may read past `hp·wp`.
+    pub ps: usize,
+}
+
+/// Lanes the grid is rounded to (the widest vector, AVX-512's 16 f32).
+const ROUND: usize = 16;
+
+impl Flat {
+    /// The geometry for input C × H × W, O output channels, a k × k kernel, padding `pad`, stride 1;
+    /// `None` when the kernel does not fit or the padding is k or more (no tap would see the input).
+    pub fn new(c: usize, h: usize, w: usize, o: usize, k: usize, pad: usize) -> Option<Self> {
+        if k == 0 || pad >= k || h + 2 * pad < k || w + 2 * pad < k {
+            return None;
+        }
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        let (ho, wo) = (hp - k + 1, wp - k + 1);
+        let qs = (ho * wp).div_ceil(ROUND) * ROUND;
+        // The last grid position reads `qs − 1 + (k − 1)·wp + k − 1`.
+        let ps = (hp * wp).max(qs + (k - 1) * (wp + 1)).div_ceil(ROUND) * ROUND;
+        Some(Self {
+            c,
+            h,
+            w,
+            o,
+            k,
+            pad,
+            ho,
+            wo,
+            wp,
+            qs,
+            ps,
+        })
+    }
+
+    /// The convolution that computes this one's input gradient: `dy` (O × Ho × Wo) padded by k − 1 − p
+    /// and convolved with the rotated kernel gives C × H × W.
+    pub fn transposed(&self) -> Option<Self> {
+        let t = Self::new(
+            self.o,
+            self.ho,
+            self.wo,
+            self.c,
+            self.k,
+            self.k - 1 - self.pad,
+        )?;
+        (t.ho == self.h && t.wo == self.w).then_some(t)
+    }
+
+    /// Taps per channel: k·k.
+    pub fn kk(&self) -> usize {
+        self.k * self.k
+    }
+
+    /// Offsets of the k·k taps inside a padded plane.
+    fn taps(&self) -> Vec<usize> {
+        (0..self.k)
+            .flat_map(|ky| (0..self.k).map(move |kx| ky * self.wp + kx))
+            .collect()
+    }
+
+    /// Offsets into the padded image of all C·k·k (channel, tap) pairs, in weight order.
+    pub fn offsets(&self) -> Vec<usize> {
+        let taps = self.taps();
+        (0..self.c)
+            .flat_map(|c| taps.iter().map(move |&t| c * self.ps + t))
+            .collect()
+    }
+
+    /// Floats of one padded image (C planes of `ps`).
+    pub fn padded_len(&self) -> usize {
+        self.c * self.ps
+    }
+
+    /// Floats of one output grid (O rows of `qs`).
+    pub fn grid_len(&self) -> usize {
+        self.o * self.qs
+    }
+
+    /// The weight (O × C·k·k, PyTorch's layout) transposed to C·k·k × O, as [`Flat::forward`] reads
+    /// it: the weights of neighbouring output channels for one tap sit side by side.
+    pub fn transpose<T: Elem>(&self, w: &[T]) -> Vec<T> {
+        let kd = self.c * self.kk();
+        let mut t = vec![T::ZERO; w.len()];
+        for (o, row) in w.chunks_exact(kd).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                t[j * self.o + o] = v;
+            }
+        }
+        t
+    }
+
+    /// Writes image `img` (C × H × W) into `xp` (C planes of `ps`): zero borders, zero tail.
+    pub fn pad_image<T: Elem>(&self, img: &[T], xp: &mut [T]) {
+        let (h, w, p, wp) = (self.h, self.w, self.pad, self.wp);
+        for (src, dst) in img.chunks_exact(h * w).zip(xp.chunks_exact_mut(self.ps)) {
+            dst[..p * wp].fill(T::ZERO);
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                let d = &mut dst[(y + p) * wp..(y + p + 1) * wp];
+                d[..p].fill(T::ZERO);
+                d[p..p + w].copy_from_slice(row);
+                d[p + w..].fill(T::ZERO);
+            }
+            dst[(h + p) * wp..].fill(T::ZERO);
+        }
+    }
+
+    /// Writes output gradient `dy` (O × Ho × Wo) onto the grid (O rows of `qs`), zero at the
+    /// positions past each row's Wo and past Ho·wp, so they add nothing to the weight gradient.
+    pub fn grid_from<T: Elem>(&self, dy: &[T], grid: &mut [T]) {
+        let (ho, wo, wp) = (self.ho, self.wo, self.wp);
+        for (src, dst) in dy.chunks_exact(ho * wo).zip(grid.chunks_exact_mut(self.qs)) {
+            for (y, row) in src.chunks_exact(wo).enumerate() {
+                let d = &mut dst[y * wp..(y + 1) * wp];
+                d[..wo].copy_from_slice(row);
+                d[wo..].fill(T::ZERO);
+            }
+            dst[ho * wp..].fill(T::ZERO);
+        }
+    }
+
+    /// Copies the valid positions of the grid (O rows of `qs`) into `y` (O × Ho × Wo), adding
+    /// `bias[o]` when given.
+    pub fn grid_to<T: Elem>(&self, grid: &[T], y: &mut [T], bias: Option<&[T]>) {
+        let (ho, wo, wp) = (self.ho, self.wo, self.wp);
+        for (o, (src, dst)) in grid
+            .chunks_exact(self.qs)
+            .zip(y.chunks_exact_mut(ho * wo))
+            .enumerate()
+        {
+            for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
+                row.copy_from_slice(&src[y * wp..y * wp + wo]);
+                if let Some(b) = bias {
+                    let b = b[o];
+                    for v in row.iter_mut() {
+                        *v += b;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The forward stencil on one padded image: `grid[o][q] = Σ_j w[o][j] · xp[off_j + q]` with
+    /// `wt` the weight transposed to C·k·k × O ([`Flat::transpose`]) and `offs` from
+    /// [`Flat::offsets`].
+    pub fn forward<T: Elem>(&self, xp: &[T], wt: &[T], offs: &[usize], grid: &mut [T]) {
+        let w = wt;
+        assert!(xp.len() >= self.padded_len() && grid.len() >= self.grid_len());
+        assert!(w.len() == self.o * offs.len() && offs.len() == self.c * self.kk());
+        assert!(offs.iter().all(|&off| off + self.qs <= xp.len()));
+        if let (Some(xp), Some(w), Some(grid)) = (as_f32(xp), as_f32(w), as_f32_mut(grid)) {
+            if simd::forward(self, xp, w, offs, grid) {
+                return;
+            }
+        }
+        let qs = self.qs;
+        for (o, row) in grid.chunks_exact_mut(qs).take(self.o).enumerate() {
+            row.fill(T::ZERO);
+            for (j, &off) in offs.iter().enumerate() {
+                let wv = w[j * self.o + o];
+                for (r, &x) in row.iter_mut().zip(&xp[off..off + qs]) {
+                    *r += wv * x;
+                }
+            }
+        }
+    }
+
+    /// Adds the weight gradient of a group of images, `dw[o][j] += Σ_i Σ_q grid_i[o][q] ·
+    /// xp_i[off_j + q]`, to `dw` (O × C·k·k). Small planes are passed several at a time so that each
+    /// register block sums over enough positions to pay for folding its lanes.
+    pub fn weight_grad<T: Elem>(&self, grids: &[&[T]], xps: &[&[T]], offs: &[usize], dw: &mut [T]) {
+        assert!(grids.len() == xps.len());
+        assert!(grids.iter().all(|g| g.len() >= self.grid_len()));
+        assert!(xps.iter().all(|x| x.len() >= self.padded_len()));
+        assert!(dw.len() == self.o * offs.len() && offs.len() == self.c * self.kk());
+        let shortest = xps.iter().map(|x| x.len()).min().unwrap_or(0);
+        assert!(offs.iter().all(|&off| off + self.qs <= shortest));
+        if let Some(dw32) = as_f32_mut(dw) {
+            let gp: Vec<*const f32> = grids.iter().map(|g| g.as_ptr().cast::<f32>()).collect();
+            let xq: Vec<*const f32> = xps.iter().map(|x| x.as_ptr().cast::<f32>()).collect();
+            if simd::weight_grad(self, &gp, &xq, offs, dw32) {
+                return;
+            }
+        }
+        let qs = self.qs;
+        for (grid, xp) in grids.iter().zip(xps) {
+            for (o, row) in grid.chunks_exact(qs).take(self.o).enumerate() {
+                for (j, &off) in offs.iter().enumerate() {
+                    let mut s = T::ZERO;
+                    for (&g, &x) in row.iter().zip(&xp[off..off + qs]) {
+                        s += g * x;
+                    }
+                    dw[o * offs.len() + j] += s;
+                }
+            }
+        }
+    }
+
+    /// Images per [`Flat::weight_grad`] call: enough that one call sums over ≥ 512 grid positions.
+    pub fn group(&self) -> usize {
+        512usize.div_ceil(self.qs).max(1)
+    }
+}
+
+/// `v` as f32 when `T` is f32.
+fn as_f32<T: Elem>(v: &[T]) -> Option<&[f32]> {
+    (T::DTYPE == candle_core::DType::F32).then(|| {
+        // SAFETY: T is f32 (checked through its dtype), so the slice is reinterpreted as itself.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// `v` as mutable f32 when `T` is f32.
+fn as_f32_mut<T: Elem>(v: &mut [T]) -> Option<&mut [f32]> {
+    (T::DTYPE == candle_core::DType::F32).then(|| {
+        // SAFETY: as in `as_f32`.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// The instruction set the SIMD kernels use on this machine, chosen once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F (16 f32 lanes).
+    Avx512,
+    /// AVX2 + FMA (8 lanes).
+    Avx2,
+    /// No SIMD kernel: the plain loops run.
+    Plain,
+}
+
+/// The instruction set the direct-convolution kernels use here (`DEEPCOMP_ISA=avx2|plain` lowers it).
+pub fn isa() -> Isa {
+    simd::isa()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Flat, Isa};
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    pub fn isa() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let cap = std::env::var("DEEPCOMP_ISA").unwrap_or_default();
+            if cap != "avx2" && cap != "plain" && is_x86_feature_detected!("avx512f") {
+                Isa::Avx512
+            } else if cap != "plain"
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
+                Isa::Avx2
+            } else {
+                Isa::Plain
+            }
+        })
+    }
+
+    pub fn forward(g: &Flat, xp: &[f32], w: &[f32], offs: &[usize], grid: &mut [f32]) -> bool {
+        // SAFETY: the ISA was detected on this machine; the kernels read `xp` at `off + q` for
+        // q < qs, inside the plane (`ps` ≥ qs + largest tap offset, checked by `Flat::new` and the
+        // asserts of the caller), and write `grid` rows of `qs` for o < O.
+        unsafe {
+            match isa() {
+                Isa::Avx512 => avx512::forward(g, xp, w, offs, grid),
+                Isa::Avx2 => avx2::forward(g, xp, w, offs, grid),
+                Isa::Plain => return false,
+            }
+        }
+        true
+    }
+
+    /// Pointers of the images' grids and padded planes, each checked by the caller to hold
+    /// `grid_len` / `padded_len` floats.
+    pub fn weight_grad(
+        g: &Flat,
+        grids: &[*const f32],
+        xps: &[*const f32],
+        offs: &[usize],
+        dw: &mut [f32],
+    ) -> bool {
+        // SAFETY: as in `forward`, for every image of the group; `dw` holds O·C·k·k values
+        // (asserted by the caller).
+        unsafe {
+            match isa() {
+                Isa::Avx512 => avx512::weight_grad(g, grids, xps, offs, dw),
+                Isa::Avx2 => avx2::weight_grad(g, grids, xps, offs, dw),
+                Isa::Plain => return false,
+            }
+        }
+        true
+    }
+
+    /// The two kernels for one instruction set. `$mr × $nv` accumulators in the forward pass
+    /// (output channels × vectors of q), `$mw × $nb` in the weight gradient (output channels ×
+    /// (channel, tap) pairs).
+    macro_rules! kernels {
+        ($name:ident, $feat:literal, $l:expr, $zero:ident, $load:ident, $splat:ident,
+         $fma:ident, $hsum:ident, $store:ident, $mr:expr, $nv:expr, $mw:expr, $nb:expr) => {
+            pub mod $name {
+                use super::*;
+                const L: usize = $l;
+
+                /// One block: output channels `o0..o0 + M`, grid positions `q0..q0 + N·L`.
+                #[target_feature(enable = $feat)]
+                #[inline]
+                unsafe fn fwd_block<const M: usize, const N: usize>(
+                    xp: *const f32,
+                    w: *const f32,
+                    o: usize,
+                    offs: &[usize],
+                    grid: *mut f32,
+                    qs: usize,
+                    o0: usize,
+                    q0: usize,
+                ) {
+                    unsafe {
+                        let mut acc = [[$zero(); N]; M];
+                        let mut wj = w.add(o0);
+                        for &off in offs {
+                            let x = xp.add(off + q0);
+                            let mut xv = [$zero(); N];
+                            for (v, xv) in xv.iter_mut().enumerate() {
+                                *xv = $load(x.add(v * L));
+                            }
+                            let wm = wj;
+                            wj = wj.add(o);
+                            for m in 0..M {
+                                let wv = $splat(&*wm.add(m));
+                                for v in 0..N {
+                                    acc[m][v] = $fma(wv, xv[v], acc[m][v]);
+                                }
+                            }
+                        }
+                        for m in 0..M {
+                            for v in 0..N {
+                                $store(grid.add((o0 + m) * qs + q0 + v * L), acc[m][v]);
+                            }
+                        }
+                    }
+                }
+
+                #[target_feature(enable = $feat)]
+                unsafe fn fwd_rows<const M: usize, const NV: usize>(
+                    g: &Flat,
+                    xp: *const f32,
+                    w: *const f32,
+                    offs: &[usize],
+                    grid: *mut f32,
+                    o0: usize,
+                ) {
+                    unsafe {
+                        let (qs, o) = (g.qs, g.o);
+                        let step = NV * L;
+                        let mut q0 = 0;
+                        while q0 + step <= qs {
+                            fwd_block::<M, NV>(xp, w, o, offs, grid, qs, o0, q0);
+                            q0 += step;
+                        }
+                        while q0 < qs {
+                            fwd_block::<M, 1>(xp, w, o, offs, grid, qs, o0, q0);
+                            q0 += L;
+                        }
+                    }
+                }
+
+                #[target_feature(enable = $feat)]
+                pub unsafe fn forward(
+                    g: &Flat,
+                    xp: &[f32],
+                    w: &[f32],
+                    offs: &[usize],
+                    grid: &mut [f32],
+                ) {
+                    unsafe {
+                        let (xp, w, gp) = (xp.as_ptr(), w.as_ptr(), grid.as_mut_ptr());
+                        fwd_all::<{ $mr }, { $nv }>(g, xp, w, offs, gp);
+                    }
+                }
+
+                #[target_feature(enable = $feat)]
+                unsafe fn fwd_all<const MR: usize, const NV: usize>(
+                    g: &Flat,
+                    xp: *const f32,
+                    w: *const f32,
+                    offs: &[usize],
+                    gp: *mut f32,
+                ) {
+                    unsafe {
+                        let mut o0 = 0;
+                        while o0 + MR <= g.o {
+                            fwd_rows::<MR, NV>(g, xp, w, offs, gp, o0);
+                            o0 += MR;
+                        }
+                        if o0 + 4 <= g.o {
+                            fwd_rows::<4, NV>(g, xp, w, offs, gp, o0);
+                            o0 += 4;
+                        }
+                        if o0 + 2 <= g.o {
+                            fwd_rows::<2, NV>(g, xp, w, offs, gp, o0);
+                            o0 += 2;
+                        }
+                        if o0 < g.o {
+                            fwd_rows::<1, NV>(g, xp, w, offs, gp, o0);
+                        }
+                    }
+                }
+
+                /// One block: output channels `o0..o0 + M` × pairs `j0..j0 + B`, summed over the
+                /// grids of every image of the group.
+                #[target_feature(enable = $feat)]
+                #[inline]
+                unsafe fn wg_block<const M: usize, const B: usize>(
+                    grids: &[*const f32],
+                    xps: &[*const f32],
+                    offs: &[usize],
+                    dw: *mut f32,
+                    qs: usize,
+                    o0: usize,
+                    j0: usize,
+                ) {
+                    unsafe {
+                        let kd = offs.len();
+                        let mut acc = [[$zero(); B]; M];
+                        for (&grid, &xp) in grids.iter().zip(xps) {
+                            let mut xs = [xp; B];
+                            for (b, x) in xs.iter_mut().enumerate() {
+                                *x = xp.add(offs[j0 + b]);
+                            }
+                            let mut q = 0;
+                            while q < qs {
+                                let mut d = [$zero(); M];
+                                for (m, d) in d.iter_mut().enumerate() {
+                                    *d = $load(grid.add((o0 + m) * qs + q));
+                                }
+                                for b in 0..B {
+                                    let x = $load(xs[b].add(q));
+                                    for m in 0..M {
+                                        acc[m][b] = $fma(d[m], x, acc[m][b]);
+                                    }
+                                }
+                                q += L;
+                            }
+                        }
+                        for m in 0..M {
+                            for b in 0..B {
+                                *dw.add((o0 + m) * kd + j0 + b) += $hsum(acc[m][b]);
+                            }
+                        }
+                    }
+                }
+
+                #[target_feature(enable = $feat)]
+                unsafe fn wg_rows<const M: usize>(
+                    g: &Flat,
+                    grids: &[*const f32],
+                    xps: &[*const f32],
+                    offs: &[usize],
+                    dw: *mut f32,
+                    o0: usize,
+                ) {
+                    unsafe {
+                        let kd = offs.len();
+                        let mut j0 = 0;
+                        while j0 + $nb <= kd {
+                            wg_block::<M, { $nb }>(grids, xps, offs, dw, g.qs, o0, j0);
+                            j0 += $nb;
+                        }
+                        while j0 < kd {
+                            wg_block::<M, 1>(grids, xps, offs, dw, g.qs, o0, j0);
+                            j0 += 1;
+                        }
+                    }
+                }
+
+                #[target_feature(enable = $feat)]
+                pub unsafe fn weight_grad(
+                    g: &Flat,
+                    grids: &[*const f32],
+                    xps: &[*const f32],
+                    offs: &[usize],
+                    dw: &mut [f32],
+                ) {
+                    unsafe {
+                        let dp = dw.as_mut_ptr();
+                        let mut o0 = 0;
+                        while o0 + $mw <= g.o {
+                            wg_rows::<{ $mw }>(g, grids, xps, offs, dp, o0);
+                            o0 += $mw;
+                        }
+                        while o0 < g.o {
+                            wg_rows::<1>(g, grids, xps, offs, dp, o0);
+                            o0 += 1;
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    kernels!(
+        avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_broadcast_ss,
+        _mm256_fmadd_ps,
+        hsum256,
+        _mm256_storeu_ps,
+        6,
+        2,
+        2,
+        6
+    );
+    kernels!(
+        avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        splat512,
+        _mm512_fmadd_ps,
+        _mm512_reduce_add_ps,
+        _mm512_storeu_ps,
+        12,
+        2,
+        4,
+        6
+    );
+
+    /// The sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `_mm512_set1_ps` from a reference, to match `_mm256_broadcast_ss`'s signature.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn splat512(v: &f32) -> __m512 {
+        _mm512_set1_ps(*v)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod simd {
+    use super::{Flat, Isa};
+
+    pub fn isa() -> Isa {
+        Isa::Plain
+    }
+
+    pub fn forward(_: &Flat, _: &[f32], _: &[f32], _: &[usize], _: &mut [f32]) -> bool {
+        false
+    }
+
+    pub fn weight_grad(
+        _: &Flat,
+        _: &[*const f32],
+        _: &[*const f32],
+        _: &[usize],
+        _: &mut [f32],
+    ) -> bool {
+        false
+    }
+}
