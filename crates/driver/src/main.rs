@@ -540,7 +540,23 @@ fn run_compress(a: CompressArgs, quiet: bool) -> Result<()> {
 
 /// Errors are printed once, with their causes, and no backtrace (status 1); clap's usage errors keep
 /// their own status 2.
+/// mimalloc's `purge_delay` option (the same index in its v2 and v3 option tables).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped instead of handing it back to the kernel 10 ms later (mimalloc's
+/// default): a training step frees and reallocates the same tens of megabytes of activations and
+/// gradients, and every purged page comes back through a page fault that zeroes it (8–9 % of a
+/// ResNet-20 step in a profile). The resident size stays at the step's peak. A
+/// `MIMALLOC_PURGE_DELAY` set in the environment wins.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option of the allocator; valid at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -19,7 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{buffer, contiguous, tensor, threads, with_cpu, Elem};
+use super::{buffer, contiguous, multiversion, tensor, threads, with_cpu, Elem};
 use crate::error::{ModelError, Result};
 
 const NAME: &str = "deepcomp-batch-norm";
@@ -87,8 +87,8 @@ struct Stats {
     invstd: Vec<f64>,
 }
 
+multiversion! {
 /// Σ of `v` in f64, with eight independent accumulators (vectorizes, and is more accurate than one).
-#[inline]
 fn sum<T: Elem>(v: &[T]) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = v.chunks_exact(8);
@@ -100,9 +100,10 @@ fn sum<T: Elem>(v: &[T]) -> f64 {
     }
     rest.iter().map(|x| x.to_f64()).sum::<f64>() + acc.iter().sum::<f64>()
 }
+}
 
+multiversion! {
 /// Σ (v − mean)² in f64.
-#[inline]
 fn sum_sq_dev<T: Elem>(v: &[T], mean: f64) -> f64 {
     let mut acc = [0f64; 8];
     let chunks = v.chunks_exact(8);
@@ -118,9 +119,10 @@ fn sum_sq_dev<T: Elem>(v: &[T], mean: f64) -> f64 {
         .sum::<f64>()
         + acc.iter().sum::<f64>()
 }
+}
 
+multiversion! {
 /// (Σ dy, Σ dy·(x − mean)) in f64.
-#[inline]
 fn sum_dy_dot<T: Elem>(dy: &[T], x: &[T], mean: f64) -> (f64, f64) {
     let (mut a, mut b) = ([0f64; 8], [0f64; 8]);
     let (dyc, xc) = (dy.chunks_exact(8), x.chunks_exact(8));
@@ -138,6 +140,7 @@ fn sum_dy_dot<T: Elem>(dy: &[T], x: &[T], mean: f64) -> (f64, f64) {
         sb += d.to_f64() * (xv.to_f64() - mean);
     }
     (sa, sb)
+}
 }
 
 /// Runs `f(channel)` for every channel, on several threads when the input is large.
@@ -239,6 +242,25 @@ impl Epilogue {
     };
 }
 
+multiversion! {
+/// One channel's segment of [`affine_rows`]: `o = act(x·sc + sh [+ r])`, in one pass.
+fn affine_seg<T: Elem>(o: &mut [T], x: &[T], r: Option<&[T]>, sc: T, sh: T, relu: bool) {
+    let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
+    match r {
+        Some(r) => {
+            for ((o, &v), &rv) in o.iter_mut().zip(x).zip(r) {
+                *o = act(v * sc + sh + rv);
+            }
+        }
+        None => {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = act(v * sc + sh);
+            }
+        }
+    }
+}
+}
+
 /// `y = act(x·scale + shift [+ r])` over the `n` batch rows of `out`, per channel `scale`/`shift`.
 fn affine_rows<T: Elem>(
     g: &Geom,
@@ -254,31 +276,56 @@ fn affine_rows<T: Elem>(
         let xr = &x[span.clone()];
         let rr = r.map(|r| &r[span]);
         for ch in 0..g.c {
-            let (sc, sh) = (scale[ch], shift[ch]);
             let cr = ch * g.s..(ch + 1) * g.s;
-            let o = &mut out[cr.clone()];
-            match rr {
-                Some(rr) => {
-                    for ((o, &v), &rv) in o.iter_mut().zip(&xr[cr.clone()]).zip(&rr[cr.clone()]) {
-                        *o = v * sc + sh + rv;
-                    }
-                }
-                None => {
-                    for (o, &v) in o.iter_mut().zip(&xr[cr.clone()]) {
-                        *o = v * sc + sh;
-                    }
-                }
-            }
-            if relu {
-                for o in o.iter_mut() {
-                    if *o < T::ZERO {
-                        *o = T::ZERO;
-                    }
-                }
-            }
+            affine_seg(
+                &mut out[cr.clone()],
+                &xr[cr.clone()],
+                rr.map(|rr| &rr[cr]),
+                scale[ch],
+                shift[ch],
+                relu,
+            );
         }
     });
     y
+}
+
+multiversion! {
+/// One channel's segment of the input gradient: `o = a·dz + b·(x − μ) + d` with `dz = dy`, masked by
+/// `y > 0` when `y` is given, and `dz` itself into `dr` (the residual's gradient) when asked for.
+#[allow(clippy::too_many_arguments)]
+fn grad_seg<T: Elem>(
+    o: &mut [T],
+    dr: Option<&mut [T]>,
+    x: &[T],
+    dy: &[T],
+    y: Option<&[T]>,
+    a: T,
+    b: T,
+    d: T,
+    mu: T,
+) {
+    match y {
+        Some(y) => {
+            for (((o, &xv), &dv), &yv) in o.iter_mut().zip(x).zip(dy).zip(y) {
+                *o = a * masked(dv, yv) + b * (xv - mu) + d;
+            }
+            if let Some(dr) = dr {
+                for ((o, &dv), &yv) in dr.iter_mut().zip(dy).zip(y) {
+                    *o = masked(dv, yv);
+                }
+            }
+        }
+        None => {
+            for ((o, &xv), &dv) in o.iter_mut().zip(x).zip(dy) {
+                *o = a * dv + b * (xv - mu) + d;
+            }
+            if let Some(dr) = dr {
+                dr.copy_from_slice(dy);
+            }
+        }
+    }
+}
 }
 
 /// The incoming gradient with the ReLU's mask applied: `dy` where `y > 0`, else 0.
@@ -291,31 +338,48 @@ fn masked<T: Elem>(dy: T, y: T) -> T {
     }
 }
 
-/// (Σ dz, Σ dz·(x − mean)) in f64, with `dz = dy` masked by `y > 0` when `y` is given.
-#[inline]
+multiversion! {
+/// (Σ dz, Σ dz·(x − mean)), with `dz = dy` masked by `y > 0` when `y` is given. One segment (one
+/// image's plane of one channel) is summed in `T` with eight independent accumulators, which
+/// vectorizes; the caller adds the segments in f64.
 fn sum_dz_dot<T: Elem>(dy: &[T], y: Option<&[T]>, x: &[T], mean: f64) -> (f64, f64) {
+    let mu = T::from_f64(mean);
+    let (mut a, mut b) = ([T::ZERO; 8], [T::ZERO; 8]);
+    let (dyc, xc) = (dy.chunks_exact(8), x.chunks_exact(8));
+    let (dyr, xr) = (dyc.remainder(), xc.remainder());
     match y {
-        None => sum_dy_dot(dy, x, mean),
-        Some(y) => {
-            let (mut a, mut b) = ([0f64; 8], [0f64; 8]);
-            let (dyc, yc, xc) = (dy.chunks_exact(8), y.chunks_exact(8), x.chunks_exact(8));
-            let (dyr, yr, xr) = (dyc.remainder(), yc.remainder(), xc.remainder());
-            for ((d8, y8), x8) in dyc.zip(yc).zip(xc) {
+        None => {
+            for (d8, x8) in dyc.zip(xc) {
                 for i in 0..8 {
-                    let d = masked(d8[i], y8[i]).to_f64();
-                    a[i] += d;
-                    b[i] += d * (x8[i].to_f64() - mean);
+                    a[i] += d8[i];
+                    b[i] += d8[i] * (x8[i] - mu);
                 }
             }
-            let (mut sa, mut sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
-            for ((&d, &yv), &xv) in dyr.iter().zip(yr).zip(xr) {
-                let d = masked(d, yv).to_f64();
-                sa += d;
-                sb += d * (xv.to_f64() - mean);
+        }
+        Some(y) => {
+            for ((d8, y8), x8) in dyc.zip(y.chunks_exact(8)).zip(xc) {
+                for i in 0..8 {
+                    let d = masked(d8[i], y8[i]);
+                    a[i] += d;
+                    b[i] += d * (x8[i] - mu);
+                }
             }
-            (sa, sb)
         }
     }
+    let mut sa = a.iter().map(|v| v.to_f64()).sum::<f64>();
+    let mut sb = b.iter().map(|v| v.to_f64()).sum::<f64>();
+    let tail = dy.len() - dyr.len();
+    for (i, (&d, &xv)) in dyr.iter().zip(xr).enumerate() {
+        let d = match y {
+            Some(y) => masked(d, y[tail + i]),
+            None => d,
+        }
+        .to_f64();
+        sa += d;
+        sb += d * (xv.to_f64() - mean);
+    }
+    (sa, sb)
+}
 }
 
 /// The forward op: (x, γ, β) → y, or (x, [γ; β], r) → y with a residual, with the statistics
@@ -448,31 +512,18 @@ impl BatchNormTrain {
             let (xr, dyr, yr) = (&x[span.clone()], &dy[span.clone()], &y[span]);
             let mut rout = rout;
             for ch in 0..g.c {
-                let (ac, bc, dc, mu) = (a[ch], b[ch], d[ch], mean[ch]);
                 let cr = ch * g.s..(ch + 1) * g.s;
-                let (o, xs, ds, ys) = (
+                grad_seg(
                     &mut out[cr.clone()],
+                    rout.as_deref_mut().map(|r| &mut r[cr.clone()]),
                     &xr[cr.clone()],
                     &dyr[cr.clone()],
-                    &yr[cr.clone()],
+                    ym.map(|_| &yr[cr]),
+                    a[ch],
+                    b[ch],
+                    d[ch],
+                    mean[ch],
                 );
-                if ym.is_some() {
-                    for (((o, &xv), &dv), &yv) in o.iter_mut().zip(xs).zip(ds).zip(ys) {
-                        *o = ac * masked(dv, yv) + bc * (xv - mu) + dc;
-                    }
-                    if let Some(ro) = rout.as_deref_mut() {
-                        for ((o, &dv), &yv) in ro[cr].iter_mut().zip(ds).zip(ys) {
-                            *o = masked(dv, yv);
-                        }
-                    }
-                } else {
-                    for ((o, &xv), &dv) in o.iter_mut().zip(xs).zip(ds) {
-                        *o = ac * dv + bc * (xv - mu) + dc;
-                    }
-                    if let Some(ro) = rout.as_deref_mut() {
-                        ro[cr].copy_from_slice(ds);
-                    }
-                }
             }
         };
         if row > 0 {
