@@ -250,7 +250,7 @@ impl Flat {
 }
 
 /// `v` as f32 when `T` is f32.
-fn as_f32<T: Elem>(v: &[T]) -> Option<&[f32]> {
+pub(crate) fn as_f32<T: Elem>(v: &[T]) -> Option<&[f32]> {
     (T::DTYPE == candle_core::DType::F32).then(|| {
         // SAFETY: T is f32 (checked through its dtype), so the slice is reinterpreted as itself.
         unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
