@@ -1,5 +1,6 @@
-//! Operations on splits beyond reading and batching: the seeded validation hold-out and the
-//! validation of normalization statistics.
+//! Operations on splits beyond reading and batching: the seeded validation hold-out, the
+//! class-interleaved order that makes a prefix class-balanced, and the validation of
+//! normalization statistics.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -118,11 +119,83 @@ impl Split {
         }
         Ok((rest, val))
     }
+
+    /// Reorders the examples so that the classes take turns: the first example of every class
+    /// (in label order), then the second of every class, and so on; a class that runs out drops
+    /// out of the turn. Within a class the order is kept. A prefix of the result (what a batch
+    /// `limit` takes) then holds every class in proportion, also when the split was stored
+    /// class by class (an image folder). Deterministic: no seed, the labels alone decide.
+    /// Errors: a split whose sizes disagree (see [`Split::check_consistent`]).
+    pub fn interleave_classes(&mut self) -> Result<(), DatasetError> {
+        self.check_consistent()?;
+        let classes = self
+            .labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let longest = by_class.iter().map(Vec::len).max().unwrap_or(0);
+        let mut order = Vec::with_capacity(self.labels.len());
+        for turn in 0..longest {
+            for members in &by_class {
+                if let Some(&i) = members.get(turn) {
+                    order.push(i);
+                }
+            }
+        }
+        if order.iter().enumerate().all(|(k, &i)| k == i) {
+            return Ok(());
+        }
+        let size = self.c * self.h * self.w;
+        let mut images = Vec::with_capacity(self.images.len());
+        let mut labels = Vec::with_capacity(self.labels.len());
+        for &i in &order {
+            images.extend_from_slice(&self.images[i * size..(i + 1) * size]);
+            labels.push(self.labels[i]);
+        }
+        self.images = images;
+        self.labels = labels;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleaving_makes_every_prefix_balanced_and_keeps_class_order() {
+        // Class by class, as an image folder stores it: 3 × class 0, 2 × class 1, 3 × class 2;
+        // each image is one byte holding its original index.
+        let labels = vec![0u32, 0, 0, 1, 1, 2, 2, 2];
+        let mut s = Split {
+            images: (0..8u8).collect(),
+            labels: labels.clone(),
+            n: 8,
+            c: 1,
+            h: 1,
+            w: 1,
+        };
+        s.interleave_classes().unwrap();
+        assert_eq!(s.images, [0, 3, 5, 1, 4, 6, 2, 7]);
+        assert_eq!(s.labels, [0, 1, 2, 0, 1, 2, 0, 2]);
+        assert_eq!(s.n, 8);
+        // Already interleaved: unchanged.
+        let before = s.clone();
+        s.interleave_classes().unwrap();
+        assert_eq!(s, before);
+        let mut empty = Split::empty(1, 2, 2);
+        empty.interleave_classes().unwrap();
+        assert_eq!(empty.n, 0);
+        // Sizes that disagree are an error, not a panic.
+        let mut bad = before.clone();
+        bad.images.pop();
+        assert!(bad.interleave_classes().is_err());
+    }
 
     #[test]
     fn normalization_errors_name_the_field() {

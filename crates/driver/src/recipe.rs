@@ -140,6 +140,10 @@ fn default_seed() -> u64 {
     42
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Architecture options (all optional; the architecture's defaults otherwise).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +179,12 @@ pub struct DataSection {
     pub train_limit: Option<usize>,
     /// Use only the first n test examples.
     pub test_limit: Option<usize>,
+    /// Let the limits take every class in turn: both splits are reordered class-interleaved (the
+    /// first example of each class, then the second of each, …), so `train_limit` / `test_limit`
+    /// keep the classes balanced also on a set stored class by class (an image folder such as the
+    /// JPEG CIFAR-10 copy, whose first 1,000 test images are all airplanes). Needs a limit.
+    #[serde(skip_serializing_if = "is_false")]
+    pub balanced_limits: bool,
     /// Whether a missing dataset may be downloaded.
     pub allow_download: bool,
     /// Examples held out of the training split for the pipeline's choices (sensitivity scan, any
@@ -200,6 +210,7 @@ impl Default for DataSection {
             pad_to: None,
             train_limit: None,
             test_limit: None,
+            balanced_limits: false,
             allow_download: true,
             validation: None,
             verify: true,
@@ -604,6 +615,17 @@ impl Recipe {
                         .into(),
                 ));
             }
+        }
+        if self.data.balanced_limits
+            && self.data.train_limit.is_none()
+            && self.data.test_limit.is_none()
+        {
+            return Err(err(
+                "data.balanced_limits",
+                "orders the examples for data.train_limit / data.test_limit; without either it \
+                 would change nothing"
+                    .into(),
+            ));
         }
         if let Some(p) = self.data.pad_to {
             if !(28..=64).contains(&p) {
@@ -1260,6 +1282,13 @@ mod tests {
             (
                 with("train_limit = 0\n", "train_limit = 20000\n"),
                 "data.train_limit",
+            ),
+            (
+                with(
+                    "balanced_limits = true\n",
+                    "train_limit = 20000\ntest_limit = 5000\n",
+                ),
+                "data.balanced_limits",
             ),
         ];
         for (text, field) in cases {
