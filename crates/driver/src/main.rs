@@ -653,6 +653,7 @@ fn run() -> Result<()> {
                 out,
                 data_path: data,
                 progress: !no_progress && !quiet,
+                donors: Vec::new(),
             };
             let done = sweep::run(&opts, &device)?;
             out!("{}", sweep::to_markdown(&done.recipe, &done.rows));

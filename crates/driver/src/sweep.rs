@@ -7,9 +7,12 @@
 //! on, whose recorded stage inputs equal this point's (see [`crate::resume`]) is hard-linked in, so
 //! points that differ only in pruning or quantization train the dense model once.
 //!
-//! Every point is parsed, validated and its data looked at before the first one runs. The results go
-//! to `DIR/sweep.json`, `DIR/sweep.md` and `DIR/plots/tradeoff.svg` (decoded accuracy against the
-//! file's compression ratio, Pareto front marked), written also when some points fail.
+//! Every point is parsed, validated and its data looked at before the first one runs ([`prepare`];
+//! [`execute`] then runs them, and [`run`] does both). The data set is read once for all points (see
+//! [`pipeline::DataCache`]), and a sweep may also take checkpoints from other sweeps' point folders
+//! (`SweepOptions::donors`, used by [`crate::experiment`]). The results go to `DIR/sweep.json`,
+//! `DIR/sweep.md` and `DIR/plots/tradeoff.svg` (decoded accuracy against the file's compression
+//! ratio, Pareto front marked), written also when some points fail.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -43,6 +46,9 @@ pub struct SweepOptions {
     pub data_path: Option<PathBuf>,
     /// Show progress bars.
     pub progress: bool,
+    /// Other folders of point folders (other sweeps' `points/`) whose checkpoints may seed this
+    /// sweep's points, searched after its own.
+    pub donors: Vec<PathBuf>,
 }
 
 /// One axis: a key and its values (texts, each parsed as an override value).
@@ -99,8 +105,22 @@ pub struct SweepOutcome {
     pub out: PathBuf,
     /// The recipe's name.
     pub recipe: String,
-    /// One row per point, in order.
+    /// One row per point that finished, in order.
     pub rows: Vec<SweepRow>,
+    /// The points that failed: (name, error).
+    pub failed: Vec<(String, String)>,
+}
+
+/// A sweep checked and ready to run: every point validated, its data looked at and its stage inputs
+/// computed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The points, in order.
+    pub points: Vec<Point>,
+    /// Each point's stage inputs.
+    inputs: Vec<StageInputs>,
+    /// The recipe's name.
+    pub recipe: String,
 }
 
 /// The two ratios a sweep compares.
@@ -203,21 +223,25 @@ pub fn parse_axes(sets: &[String]) -> Result<Vec<Axis>> {
 }
 
 /// The points' overrides: the product of the axes (first axis outermost) or, with `zip`, the i-th
-/// value of every axis for point i (then every list must have the same length).
+/// value of every axis for point i. Under `zip` the lists need the same length, except that a list of
+/// one value is that value at every point (a fixed field, as without `zip`).
 pub fn combine(axes: &[Axis], zip: bool) -> Result<Vec<Vec<(String, String)>>> {
     if axes.is_empty() {
         return Ok(vec![Vec::new()]);
     }
     if zip {
-        let n = axes[0].values.len();
-        if let Some(a) = axes.iter().find(|a| a.values.len() != n) {
+        let n = axes.iter().map(|a| a.values.len()).max().unwrap_or(1);
+        if let Some(a) = axes
+            .iter()
+            .find(|a| a.values.len() != n && a.values.len() != 1)
+        {
             let lens: Vec<String> = axes
                 .iter()
                 .map(|a| format!("{} has {}", a.key, a.values.len()))
                 .collect();
             return Err(err(format!(
-                "sweep --zip pairs the lists element by element, so they need the same length: \
-                 {} (`{}` differs)",
+                "sweep --zip pairs the lists element by element, so they need the same length \
+                 (or one value, used at every point): {} (`{}` differs)",
                 lens.join(", "),
                 a.key
             )));
@@ -225,7 +249,14 @@ pub fn combine(axes: &[Axis], zip: bool) -> Result<Vec<Vec<(String, String)>>> {
         return Ok((0..n)
             .map(|i| {
                 axes.iter()
-                    .map(|a| (a.key.clone(), a.values[i].clone()))
+                    .map(|a| {
+                        let v = if a.values.len() == 1 {
+                            &a.values[0]
+                        } else {
+                            &a.values[i]
+                        };
+                        (a.key.clone(), v.clone())
+                    })
                     .collect()
             })
             .collect());
@@ -388,16 +419,10 @@ fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
     std::fs::rename(&tmp, dst).map_err(|e| DriverError::io(dst, e))
 }
 
-/// Seeds `dir`'s checkpoints from the point folder (under `points`) that holds the longest matching
-/// run of stages, when that is longer than what `dir` holds itself. Returns the donor's name.
-fn seed(dir: &Path, points: &Path, files: &[(PathBuf, Value)]) -> Result<Option<(String, usize)>> {
-    let own = matching_prefix(dir, files);
-    if own == files.len() {
-        return Ok(None);
-    }
-    let mut best: Option<(String, usize)> = None;
+/// The point folders under `points`, sorted by name.
+fn point_folders(points: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(points) else {
-        return Ok(None);
+        return Vec::new();
     };
     let mut names: Vec<String> = entries
         .flatten()
@@ -405,29 +430,58 @@ fn seed(dir: &Path, points: &Path, files: &[(PathBuf, Value)]) -> Result<Option<
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for name in names {
-        let other = points.join(&name);
-        if other == dir {
-            continue;
-        }
-        let k = matching_prefix(&other, files);
-        if k > own && best.as_ref().is_none_or(|(_, b)| k > *b) {
-            best = Some((name, k));
+    names
+}
+
+/// Seeds `dir`'s checkpoints from the point folder (under `points`, then under each of `donors`)
+/// that holds the longest matching run of stages, when that is longer than what `dir` holds itself.
+/// Returns the donor's name: its folder name when it is under `points`, else
+/// `<sweep folder>/points/<name>`.
+fn seed(
+    dir: &Path,
+    points: &Path,
+    donors: &[PathBuf],
+    files: &[(PathBuf, Value)],
+) -> Result<Option<(String, usize)>> {
+    let own = matching_prefix(dir, files);
+    if own == files.len() {
+        return Ok(None);
+    }
+    let mut best: Option<(PathBuf, String, usize)> = None;
+    for (i, root) in std::iter::once(points)
+        .chain(donors.iter().map(PathBuf::as_path))
+        .enumerate()
+    {
+        for name in point_folders(root) {
+            let other = root.join(&name);
+            if other == dir {
+                continue;
+            }
+            let k = matching_prefix(&other, files);
+            if k > own && best.as_ref().is_none_or(|(_, _, b)| k > *b) {
+                let label = if i == 0 {
+                    name
+                } else {
+                    let sweep = root
+                        .parent()
+                        .and_then(Path::file_name)
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    format!("{sweep}/points/{name}")
+                };
+                best = Some((other, label, k));
+            }
         }
     }
-    let Some((name, k)) = best else {
+    let Some((from, label, k)) = best else {
         return Ok(None);
     };
     let ck = dir.join("checkpoints");
     fsutil::create_dir_all(&ck)?;
     for (p, _) in &files[..k] {
         let Some(file) = p.file_name() else { continue };
-        link_or_copy(
-            &points.join(&name).join("checkpoints").join(file),
-            &ck.join(file),
-        )?;
+        link_or_copy(&from.join("checkpoints").join(file), &ck.join(file))?;
     }
-    Ok(Some((name, k)))
+    Ok(Some((label, k)))
 }
 
 fn row_of(point: &Point, report: &Report, seconds: f64, seeded: Option<String>) -> SweepRow {
@@ -565,18 +619,16 @@ pub fn write_summary(out: &Path, recipe: &str, rows: &[SweepRow]) -> Result<()> 
     Ok(())
 }
 
-/// Runs a sweep on `device`: validates every point, then runs them in order, seeding each folder
-/// from the points before it. Writes the summary of the points that finished; when any failed, the
-/// error names them (after the summary is written).
-pub fn run(opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
+/// Checks a sweep before anything runs: every point parsed and validated ([`plan`]), its data loaded
+/// once per distinct data configuration and its stage inputs computed (a data error or a missing
+/// checkpoint file shows here). `described` caches the data descriptions across calls (an experiment
+/// prepares all its sweeps before the first one runs). Nothing is written.
+pub fn prepare(opts: &SweepOptions, described: &mut HashMap<String, Value>) -> Result<Prepared> {
     let points = plan(&opts.recipe, &opts.sets, opts.zip)?;
-    // Every point's stage inputs, before anything runs (this also loads each distinct data
-    // configuration once, so a data error shows here).
-    let mut described: HashMap<String, Value> = HashMap::new();
     let mut inputs = Vec::with_capacity(points.len());
     for p in &points {
         let r = &p.recipe.recipe;
-        let key = serde_json::to_string(&(&r.dataset, &r.data, &r.seed))
+        let key = serde_json::to_string(&(&r.dataset, &r.data, &r.seed, &opts.data_path))
             .map_err(|e| err(e.to_string()))?;
         let desc = match described.get(&key) {
             Some(d) => d.clone(),
@@ -592,32 +644,51 @@ pub fn run(opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
                 .map_err(|e| err(format!("sweep point {}: {e}", p.slug)))?,
         );
     }
-    let name = points
+    let recipe = points
         .first()
         .map_or_else(String::new, |p| p.recipe.recipe.name.clone());
-    let out = opts
-        .out
+    Ok(Prepared {
+        points,
+        inputs,
+        recipe,
+    })
+}
+
+/// The folder a sweep writes to: `opts.out`, else `target/deepcomp/sweep-<recipe name>`.
+pub fn out_dir(opts: &SweepOptions, recipe: &str) -> PathBuf {
+    opts.out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("target/deepcomp").join(format!("sweep-{name}")));
+        .unwrap_or_else(|| PathBuf::from("target/deepcomp").join(format!("sweep-{recipe}")))
+}
+
+/// Runs the points of a prepared sweep on `device` in order, seeding each folder from the points
+/// before it (and from `opts.donors`), and writes the summary of the points that finished. A point
+/// that fails is recorded in [`SweepOutcome::failed`] and the others still run; only an error of the
+/// sweep folder itself (its lock, its summary) is returned as an error.
+pub fn execute(prepared: &Prepared, opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
+    let _cache = pipeline::DataCache::enable();
+    let name = prepared.recipe.clone();
+    let out = out_dir(opts, &name);
     let _lock = resume::OutputLock::acquire(&out)?;
     let points_dir = out.join("points");
     fsutil::create_dir_all(&points_dir)?;
-    let n = points.len();
+    let n = prepared.points.len();
     let mut rows = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
-    for (i, (p, inp)) in points.iter().zip(&inputs).enumerate() {
+    for (i, (p, inp)) in prepared.points.iter().zip(&prepared.inputs).enumerate() {
         let dir = points_dir.join(&p.slug);
         let t = Instant::now();
         let outcome = (|| -> Result<(Report, Option<String>)> {
             fsutil::create_dir_all(&dir)?;
             fsutil::write_atomic(&dir.join("recipe.toml"), p.recipe.text.as_bytes())?;
             let files = pipeline::stage_files(&dir, &p.recipe.recipe, inp);
-            let seeded = seed(&dir, &points_dir, &files)?;
+            let seeded = seed(&dir, &points_dir, &opts.donors, &files)?;
             if let Some((from, k)) = &seeded {
                 eprintln!(
-                    "sweep: [{}/{n}] {}: {k} stage checkpoint(s) taken from points/{from}",
+                    "sweep: [{}/{n}] {}: {k} stage checkpoint(s) taken from {}{from}",
                     i + 1,
-                    p.slug
+                    p.slug,
+                    if from.contains('/') { "" } else { "points/" }
                 );
             }
             eprintln!("sweep: [{}/{n}] {}: running", i + 1, p.slug);
@@ -659,20 +730,36 @@ pub fn run(opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
         }
     }
     write_summary(&out, &name, &rows)?;
-    if !failed.is_empty() {
-        let list: Vec<String> = failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
-        return Err(err(format!(
-            "sweep: {} of {n} point(s) failed (the summary in {} has the others): {}",
-            failed.len(),
-            out.display(),
-            list.join("; ")
-        )));
-    }
     Ok(SweepOutcome {
         out,
         recipe: name,
         rows,
+        failed,
     })
+}
+
+/// Runs a sweep on `device`: validates every point ([`prepare`]), then runs them in order
+/// ([`execute`]). Writes the summary of the points that finished; when any failed, the error names
+/// them (after the summary is written).
+pub fn run(opts: &SweepOptions, device: &Device) -> Result<SweepOutcome> {
+    let _cache = pipeline::DataCache::enable();
+    let prepared = prepare(opts, &mut HashMap::new())?;
+    let done = execute(&prepared, opts, device)?;
+    if !done.failed.is_empty() {
+        let list: Vec<String> = done
+            .failed
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect();
+        return Err(err(format!(
+            "sweep: {} of {} point(s) failed (the summary in {} has the others): {}",
+            done.failed.len(),
+            prepared.points.len(),
+            done.out.display(),
+            list.join("; ")
+        )));
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -719,6 +806,11 @@ mod tests {
         assert_eq!(z.len(), 2);
         assert_eq!(z[1][0].1, "4");
         assert_eq!(z[1][1].1, "2");
+        // One value is used at every point.
+        let z = combine(&axes(&["quant.fc_bits=3,4,5", "seed=9"]), true).unwrap();
+        assert_eq!(z.len(), 3);
+        assert!(z.iter().all(|p| p[1].1 == "9"));
+        assert_eq!(z[2][0].1, "5");
     }
 
     #[test]

@@ -68,6 +68,7 @@ fn opts(s: &Setup, sets: &[&str], zip: bool, out: &Path) -> SweepOptions {
         out: Some(out.to_path_buf()),
         data_path: None,
         progress: false,
+        donors: Vec::new(),
     }
 }
 
@@ -267,6 +268,11 @@ fn grid_and_zip_give_their_point_counts() {
     assert_eq!(zip.len(), 2);
     assert_eq!(zip[1].recipe.recipe.seed, 2);
     assert_eq!(zip[1].recipe.recipe.quant.fc_bits, 4);
+    // Under --zip a single value fixes the field for every point.
+    let fixed = sweep::plan(&r, &sets(&["quant.fc_bits=3,4", "seed=9"]), true).unwrap();
+    assert_eq!(fixed.len(), 2);
+    assert!(fixed.iter().all(|p| p.recipe.recipe.seed == 9));
+    assert_eq!(fixed[0].slug, "quant.fc_bits=3");
     // Array values: commas inside brackets belong to the value.
     let arrays = sweep::plan(
         &r,
@@ -306,7 +312,7 @@ fn a_bad_point_fails_before_anything_is_written() {
             false,
             &["fc9.weight", "matches no prunable layer"],
         ),
-        (&["quant.fc_bits=4,5", "seed=1"], true, &["same length"]),
+        (&["quant.fc_bits=4,5", "seed=1,2,3"], true, &["same length"]),
     ] {
         let out = s.root.join("never");
         let e = sweep::run(&opts(&s, sets, zip, &out), &candle_core::Device::Cpu)
@@ -382,7 +388,7 @@ fn cli_set_errors_name_the_key_and_write_nothing() {
         "--set",
         "seed=1,2",
         "--set",
-        "quant.fc_bits=4",
+        "quant.fc_bits=3,4,5",
     ]);
     assert!(!res.status.success());
     assert!(String::from_utf8_lossy(&res.stderr).contains("same length"));
