@@ -53,6 +53,14 @@ pub enum DriverError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// An experiment file that cannot be run as written (see [`crate::experiment`]).
+    #[error("experiment {file}: {reason}")]
+    Experiment {
+        /// The experiment file.
+        file: PathBuf,
+        /// What is wrong, naming the sweep, entry or column.
+        reason: String,
+    },
     /// The decoded file differs from the model it was written from.
     #[error("verification failed: {0}")]
     Verify(String),

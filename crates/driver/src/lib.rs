@@ -18,6 +18,8 @@
 //! - [`overrides`]: `--set KEY=VALUE` on any recipe field, applied to the TOML before it is read.
 //! - [`sweep`] and [`sweep_plot`]: `deepcomp sweep`, the pipeline over a grid of overrides with shared
 //!   stages reused, its summary and its accuracy-vs-ratio chart.
+//! - [`experiment`]: `deepcomp experiment`, a file of sweeps that reproduces a notebook's tables,
+//!   with the notebook's figures beside ours in `experiment.md`.
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
 //!   affects), the output-folder lock and the clean-up after a kill.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
@@ -32,6 +34,7 @@ pub mod compress;
 pub mod engine;
 pub mod epoch;
 pub mod error;
+pub mod experiment;
 pub mod fsutil;
 pub mod hooks;
 pub mod meta;

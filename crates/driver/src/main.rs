@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use deepcomp_driver::verbosity::{self, Verbosity};
 use deepcomp_driver::{
-    bench, compress, container, epoch, overrides, pipeline, recipe, summary, sweep,
+    bench, compress, container, epoch, experiment, overrides, pipeline, recipe, summary, sweep,
 };
 
 /// Deep Compression (pruning, trained quantization, Huffman coding) for neural networks.
@@ -77,6 +77,32 @@ enum Cmd {
         /// Dataset folder (first place looked at).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Hide progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        /// Device for training and evaluation: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Run an experiment file (experiments/*.toml): its sweeps, one table each, with the notebook's
+    /// figures beside ours; writes OUT/experiment.md, OUT/experiment.json and one sweep folder per
+    /// table.
+    Experiment {
+        /// The experiment file.
+        file: PathBuf,
+        /// The short variant (the file's [short] overrides: less data, fewer epochs and points).
+        #[arg(long)]
+        short: bool,
+        /// Output folder [default: target/deepcomp/experiments/<file stem>[-short]].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The shared data folder that `${data}` in the file stands for.
+        #[arg(long, default_value = deepcomp_driver::experiment::DEFAULT_DATA_ROOT)]
+        data_root: PathBuf,
+        /// Only check the file (every point of every sweep, every column) and list the sweeps;
+        /// run and write nothing.
+        #[arg(long)]
+        check: bool,
         /// Hide progress bars.
         #[arg(long)]
         no_progress: bool,
@@ -662,6 +688,37 @@ fn run() -> Result<()> {
                 done.rows.len(),
                 done.out.display()
             );
+        }
+        Cmd::Experiment {
+            file,
+            short,
+            out,
+            data_root,
+            check,
+            no_progress,
+            device,
+        } => {
+            let device = epoch::parse_device(&device)?;
+            let opts = experiment::ExperimentOptions {
+                file: file.clone(),
+                short,
+                out: out.clone(),
+                data_root,
+                progress: !no_progress && !quiet,
+            };
+            if check {
+                let plan = experiment::plan(&opts)?;
+                let out = out.unwrap_or_else(|| experiment::default_out(&file, short));
+                out!("{}", experiment::describe(&plan, &out));
+            } else {
+                let done = experiment::run(&opts, &device)?;
+                out!("{}", done.markdown);
+                outln!(
+                    "experiment: {} table(s) in {}",
+                    done.json.sweeps.len(),
+                    done.out.join("experiment.md").display()
+                );
+            }
         }
         Cmd::TrainEpoch {
             arch,
