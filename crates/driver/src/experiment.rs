@@ -1011,9 +1011,7 @@ fn cells(
             ColumnKind::Field(f) => {
                 let v = if let Some(s) = scan.filter(|_| f.starts_with("sens.")) {
                     s.figures.get(f.as_str()).cloned()
-                } else if (DERIVED.contains(&f.as_str()) && scan.is_none())
-                    || f.starts_with("drop_")
-                {
+                } else if DERIVED.contains(&f.as_str()) {
                     derived(f, report, row)
                 } else {
                     lookup(report, f).cloned()
