@@ -414,11 +414,7 @@ impl ConvOp {
         } else {
             Vec::new()
         };
-        let dx_chunks: Vec<Option<&mut [T]>> = if self.input_grad {
-            dx.chunks_mut(chunk * in_len).map(Some).collect()
-        } else {
-            (0..g.n.div_ceil(chunk)).map(|_| None).collect()
-        };
+        let dx_chunks = thread_chunks(&mut dx, g.n.div_ceil(chunk), chunk * in_len);
         let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
             .into_par_iter()
             .zip(x.par_chunks(chunk * in_len))
@@ -449,11 +445,7 @@ impl ConvOp {
                         false,
                     )?;
                     if want_bias {
-                        for (s, row) in db.iter_mut().zip(dyn_.chunks_exact(p)) {
-                            for &v in row {
-                                *s += v;
-                            }
-                        }
+                        add_row_sums(&mut db, dyn_, p);
                     }
                     if let Some(dxs) = dxs.as_deref_mut() {
                         let dxn = &mut dxs[i * in_len..(i + 1) * in_len];
@@ -478,18 +470,7 @@ impl ConvOp {
                 Ok((dw, db))
             })
             .collect::<candle_core::Result<_>>()?;
-        let mut parts = partials.into_iter();
-        let (mut dw, mut db) = parts
-            .next()
-            .unwrap_or_else(|| (vec![T::ZERO; g.o * kd], vec![T::ZERO; g.o]));
-        for (pw, pb) in parts {
-            for (a, b) in dw.iter_mut().zip(pw) {
-                *a += b;
-            }
-            for (a, b) in db.iter_mut().zip(pb) {
-                *a += b;
-            }
-        }
+        let (dw, db) = sum_partials(partials, g.o * kd, g.o);
         Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
     }
 
@@ -523,11 +504,7 @@ impl ConvOp {
         } else {
             Vec::new()
         };
-        let dx_chunks: Vec<Option<&mut [T]>> = if self.input_grad {
-            dx.chunks_mut(chunk * in_len).map(Some).collect()
-        } else {
-            (0..g.n.div_ceil(chunk)).map(|_| None).collect()
-        };
+        let dx_chunks = thread_chunks(&mut dx, g.n.div_ceil(chunk), chunk * in_len);
         let group = f.group();
         let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
             .into_par_iter()
@@ -553,11 +530,7 @@ impl ConvOp {
                         f.pad_image(xn, &mut xps[slot]);
                         f.grid_from(dyn_, &mut grids[slot]);
                         if want_bias {
-                            for (s, row) in db.iter_mut().zip(dyn_.chunks_exact(p)) {
-                                for &v in row {
-                                    *s += v;
-                                }
-                            }
+                            add_row_sums(&mut db, dyn_, p);
                         }
                         if let (Some(dxs), Some((t, toffs, wflip)), Some((dyp, tgrid))) =
                             (dxs.as_deref_mut(), tg.as_ref(), tbufs.as_mut())
@@ -574,18 +547,7 @@ impl ConvOp {
                 (dw, db)
             })
             .collect();
-        let mut parts = partials.into_iter();
-        let (mut dw, mut db) = parts
-            .next()
-            .unwrap_or_else(|| (vec![T::ZERO; g.o * kd], vec![T::ZERO; g.o]));
-        for (pw, pb) in parts {
-            for (a, b) in dw.iter_mut().zip(pw) {
-                *a += b;
-            }
-            for (a, b) in db.iter_mut().zip(pb) {
-                *a += b;
-            }
-        }
+        let (dw, db) = sum_partials(partials, g.o * kd, g.o);
         Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
     }
 
@@ -664,6 +626,47 @@ impl ConvOp {
             d => candle_core::bail!("{NAME}: unsupported dtype {d:?}"),
         }
     }
+}
+
+/// The chunks of `dx` the threads write (`count` of `len` values), or `count` times `None` when
+/// `dx` is empty because no input gradient is wanted.
+fn thread_chunks<T>(dx: &mut [T], count: usize, len: usize) -> Vec<Option<&mut [T]>> {
+    if dx.is_empty() {
+        (0..count).map(|_| None).collect()
+    } else {
+        dx.chunks_mut(len).map(Some).collect()
+    }
+}
+
+/// `db[o] += Σ dy[o][·]` over one image's output gradient (O rows of `p`).
+fn add_row_sums<T: Elem>(db: &mut [T], dy: &[T], p: usize) {
+    for (s, row) in db.iter_mut().zip(dy.chunks_exact(p)) {
+        for &v in row {
+            *s += v;
+        }
+    }
+}
+
+/// The per-thread partial sums of (dW, db) added together (zeros of `w_len` / `b_len` when there are
+/// none), in thread order so the result does not depend on scheduling.
+fn sum_partials<T: Elem>(
+    partials: Vec<(Vec<T>, Vec<T>)>,
+    w_len: usize,
+    b_len: usize,
+) -> (Vec<T>, Vec<T>) {
+    let mut parts = partials.into_iter();
+    let (mut dw, mut db) = parts
+        .next()
+        .unwrap_or_else(|| (vec![T::ZERO; w_len], vec![T::ZERO; b_len]));
+    for (pw, pb) in parts {
+        for (a, b) in dw.iter_mut().zip(pw) {
+            *a += b;
+        }
+        for (a, b) in db.iter_mut().zip(pb) {
+            *a += b;
+        }
+    }
+    (dw, db)
 }
 
 impl CustomOp3 for ConvOp {
