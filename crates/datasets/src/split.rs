@@ -67,20 +67,11 @@ impl Split {
                 ),
             });
         }
-        let classes = self
-            .labels
-            .iter()
-            .map(|&l| l as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-        for (i, &l) in self.labels.iter().enumerate() {
-            by_class[l as usize].push(i);
-        }
+        let mut by_class = self.indices_by_class();
         // Quotas by largest remainder (exact integer arithmetic).
         let total = self.n as u128;
-        let mut quota: Vec<usize> = Vec::with_capacity(classes);
-        let mut rem: Vec<(u128, usize)> = Vec::with_capacity(classes);
+        let mut quota: Vec<usize> = Vec::with_capacity(by_class.len());
+        let mut rem: Vec<(u128, usize)> = Vec::with_capacity(by_class.len());
         for (k, members) in by_class.iter().enumerate() {
             let num = n as u128 * members.len() as u128;
             quota.push((num / total) as usize);
@@ -120,14 +111,8 @@ impl Split {
         Ok((rest, val))
     }
 
-    /// Reorders the examples so that the classes take turns: the first example of every class
-    /// (in label order), then the second of every class, and so on; a class that runs out drops
-    /// out of the turn. Within a class the order is kept. A prefix of the result (what a batch
-    /// `limit` takes) then holds every class in proportion, also when the split was stored
-    /// class by class (an image folder). Deterministic: no seed, the labels alone decide.
-    /// Errors: a split whose sizes disagree (see [`Split::check_consistent`]).
-    pub fn interleave_classes(&mut self) -> Result<(), DatasetError> {
-        self.check_consistent()?;
+    /// The example indices of every class, in split order, one list per label from 0 to the largest.
+    fn indices_by_class(&self) -> Vec<Vec<usize>> {
         let classes = self
             .labels
             .iter()
@@ -138,6 +123,18 @@ impl Split {
         for (i, &l) in self.labels.iter().enumerate() {
             by_class[l as usize].push(i);
         }
+        by_class
+    }
+
+    /// Reorders the examples so that the classes take turns: the first example of every class
+    /// (in label order), then the second of every class, and so on; a class that runs out drops
+    /// out of the turn. Within a class the order is kept. A prefix of the result (what a batch
+    /// `limit` takes) then holds every class in proportion, also when the split was stored
+    /// class by class (an image folder). Deterministic: no seed, the labels alone decide.
+    /// Errors: a split whose sizes disagree (see [`Split::check_consistent`]).
+    pub fn interleave_classes(&mut self) -> Result<(), DatasetError> {
+        self.check_consistent()?;
+        let by_class = self.indices_by_class();
         let longest = by_class.iter().map(Vec::len).max().unwrap_or(0);
         let mut order = Vec::with_capacity(self.labels.len());
         for turn in 0..longest {
