@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch 128, shuffled, crop+flip",
             BatchConfig {
                 batch_size: 128,
-                augment: true,
+                augment: Some(deepcomp_datasets::Augment::CIFAR),
                 ..BatchConfig::default()
             },
         ),
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch 128, shuffled, pad to 32, crop+flip",
             BatchConfig {
                 batch_size: 128,
-                augment: true,
+                augment: Some(deepcomp_datasets::Augment::CIFAR),
                 pad_to: Some(32),
                 ..BatchConfig::default()
             },

@@ -1,6 +1,6 @@
 //! Mini-batches as candle tensors: seeded per-epoch shuffling, normalization, optional
-//! padding of 28×28 sets to 32×32, and CIFAR-style augmentation (random crop with 4-pixel
-//! zero padding, horizontal flip).
+//! padding of 28×28 sets to 32×32, and augmentation by random crops of a zero-padded image with
+//! optional horizontal flips (CIFAR's 4-pixel padding and flips, or small shifts alone for digits).
 
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -11,6 +11,25 @@ use crate::Split;
 
 /// Padding of the random crop (pixels on each side), as in the ResNet/VGG CIFAR recipes.
 pub const CROP_PADDING: usize = 4;
+
+/// Training-time augmentation, drawn per example: zero-pad by `padding` pixels on each side and
+/// crop back at a random offset (a shift of up to ±`padding` in each direction), then flip
+/// horizontally with probability 1/2 if `flip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augment {
+    /// Pixels of zero padding on each side; the shift is uniform in `-padding..=padding`.
+    pub padding: usize,
+    /// Horizontal flip with probability 1/2 (right for natural images, wrong for digits).
+    pub flip: bool,
+}
+
+impl Augment {
+    /// The ResNet/VGG CIFAR recipe: 4-pixel padded random crop and horizontal flip.
+    pub const CIFAR: Augment = Augment {
+        padding: CROP_PADDING,
+        flip: true,
+    };
+}
 
 /// How to cut a split into batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +42,8 @@ pub struct BatchConfig {
     pub drop_last: bool,
     /// Seed for shuffling and augmentation.
     pub seed: u64,
-    /// Random crop (zero padding of 4 pixels, then crop back) and horizontal flip with
-    /// probability 1/2, drawn per example.
-    pub augment: bool,
+    /// Random crop and flip, drawn per example (`None`: the images as they are).
+    pub augment: Option<Augment>,
     /// Zero-pad images (centred) to `pad_to × pad_to`, e.g. 32 for 28×28 sets.
     pub pad_to: Option<usize>,
     /// Use only the first `limit` examples of the split. `Some(0)` is an error (field
@@ -41,7 +59,7 @@ impl Default for BatchConfig {
             shuffle: true,
             drop_last: false,
             seed: 0,
-            augment: false,
+            augment: None,
             pad_to: None,
             limit: None,
         }
@@ -90,7 +108,7 @@ pub struct Batches<'a> {
     out_w: usize,
     top: usize,
     left: usize,
-    augment: bool,
+    augment: Option<Augment>,
     rng: ChaCha8Rng,
     device: Device,
 }
@@ -247,15 +265,16 @@ impl Iterator for Batches<'_> {
         let out_size = c * self.out_h * self.out_w;
         let mut images = vec![0f32; b * out_size];
         let mut labels = Vec::with_capacity(b);
-        let pad = CROP_PADDING as isize;
         for k in 0..b {
             let idx = self.order[self.pos + k] as usize;
-            let (shift_y, shift_x, flip) = if self.augment {
-                let dy = self.rng.random_range(0..=2 * CROP_PADDING) as isize - pad;
-                let dx = self.rng.random_range(0..=2 * CROP_PADDING) as isize - pad;
-                (dy, dx, self.rng.random_bool(0.5))
-            } else {
-                (0, 0, false)
+            let (shift_y, shift_x, flip) = match self.augment {
+                Some(a) => {
+                    let pad = a.padding as isize;
+                    let dy = self.rng.random_range(0..=2 * a.padding) as isize - pad;
+                    let dx = self.rng.random_range(0..=2 * a.padding) as isize - pad;
+                    (dy, dx, a.flip && self.rng.random_bool(0.5))
+                }
+                None => (0, 0, false),
             };
             let img = &self.split.images[idx * in_size..(idx + 1) * in_size];
             let out = &mut images[k * out_size..(k + 1) * out_size];

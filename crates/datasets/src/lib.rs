@@ -36,7 +36,7 @@
 //!   [`load`] accepts either form at the explicit path or in the searched folders.
 //! * **Batching** — [`Split::batches`] yields `(images, labels)` tensor pairs per epoch, with
 //!   seeded shuffling, optional drop-last, per-channel normalization, zero-padding of 28×28
-//!   sets to 32×32 and CIFAR-style augmentation (random 4-pixel-padded crop, horizontal flip);
+//!   sets to 32×32 and augmentation by random padded crops with optional horizontal flips;
 //!   the randomness depends only on `(seed, epoch)`, so an epoch is reproducible on its own.
 //!   [`Split::split_off_validation`] holds out a seeded, stratified validation set;
 //!   [`Dataset::set_normalization`] replaces the statistics (validated).
@@ -69,7 +69,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use batch::{BatchConfig, Batches, CROP_PADDING};
+pub use batch::{Augment, BatchConfig, Batches, CROP_PADDING};
 pub use cifar::{encode_cifar_records, CIFAR_PIXELS};
 pub use discover::SearchRoots;
 pub use download::Downloader;

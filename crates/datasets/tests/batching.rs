@@ -244,7 +244,7 @@ fn augmentation_is_a_padded_crop_and_flip_and_seeded() {
     };
     let cfg = BatchConfig {
         batch_size: 64,
-        augment: true,
+        augment: Some(deepcomp_datasets::Augment::CIFAR),
         shuffle: false,
         seed: 9,
         ..BatchConfig::default()
@@ -283,9 +283,42 @@ fn augmentation_is_a_padded_crop_and_flip_and_seeded() {
     assert_eq!(b[0].2, vec![1, 1, 12, 12]);
     let nonzero = b[0].0.iter().filter(|v| **v != 0.0).count();
     assert!((16..=64).contains(&nonzero), "{nonzero}");
+    // Shifts alone (digits): a 2-pixel padding never flips and never shifts further than 2.
+    let shifts = BatchConfig {
+        augment: Some(deepcomp_datasets::Augment {
+            padding: 2,
+            flip: false,
+        }),
+        ..cfg.clone()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (j, img) in collect(&s, &shifts, &[0.0], &[1.0], 0)
+        .iter()
+        .flat_map(|(x, _, _)| {
+            x.chunks_exact(h * w)
+                .map(<[f32]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .enumerate()
+    {
+        let src = s.image(j).unwrap();
+        let found: Vec<(isize, isize, bool)> = (-4..=4)
+            .flat_map(|dy| (-4..=4).flat_map(move |dx| [(dy, dx, false), (dy, dx, true)]))
+            .filter(|&(dy, dx, f)| reference(src, h, w, dy, dx, f) == img)
+            .collect();
+        assert_eq!(found.len(), 1, "image {j}: {found:?}");
+        let (dy, dx, flip) = found[0];
+        assert!(
+            !flip && dy.abs() <= 2 && dx.abs() <= 2,
+            "image {j}: {:?}",
+            found[0]
+        );
+        seen.insert((dy, dx));
+    }
+    assert_eq!(seen.len(), 25, "all 5×5 shifts drawn in 300 examples");
     // Without augmentation the images come out untouched.
     let plain = BatchConfig {
-        augment: false,
+        augment: None,
         ..cfg
     };
     let p = collect(&s, &plain, &[0.0], &[1.0], 0);

@@ -452,7 +452,7 @@ fn load_cifar10_from_an_image_folder_archive_or_folder() {
     // Batching works unchanged.
     let cfg = deepcomp_datasets::BatchConfig {
         batch_size: 8,
-        augment: true,
+        augment: Some(deepcomp_datasets::Augment::CIFAR),
         ..Default::default()
     };
     let n: usize = ds

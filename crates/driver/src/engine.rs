@@ -72,7 +72,7 @@ pub fn run_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Resul
         shuffle: false,
         drop_last: false,
         seed: recipe.seed,
-        augment: false,
+        augment: None,
         pad_to: recipe.data.pad_to,
         limit: recipe.data.test_limit,
     };

@@ -214,7 +214,7 @@ pub fn train_epochs(opts: &EpochOptions, device: &Device) -> Result<EpochReport>
         shuffle: true,
         drop_last: false,
         seed: opts.seed,
-        augment: false,
+        augment: None,
         pad_to: None,
         limit: Some(opts.examples),
     };

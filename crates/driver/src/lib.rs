@@ -22,6 +22,7 @@
 //!   with the notebook's figures beside ours in `experiment.md`.
 //! - [`resume`]: stage inputs recorded in every checkpoint (a changed recipe redoes the stages it
 //!   affects), the output-folder lock and the clean-up after a kill.
+//! - [`lsq`]: `deepcomp lsq`, seed 003's sparse least-squares lab with its figures.
 //! - [`bench`](mod@bench): throughput figures for `cargo xtask bench`.
 //! - [`epoch`]: `--device` parsing (`cpu`, `cuda`, `cuda:N`) and the per-epoch timing of
 //!   `deepcomp train-epoch`, compared with PyTorch on a GPU (built with the `cuda` feature).
@@ -37,6 +38,7 @@ pub mod error;
 pub mod experiment;
 pub mod fsutil;
 pub mod hooks;
+pub mod lsq;
 pub mod meta;
 pub mod overrides;
 pub mod pipeline;

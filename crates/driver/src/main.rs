@@ -229,6 +229,13 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Seed 003's Lab 1, sparse least squares: plain, projected, L1, proximal L1 and trimmed L1
+    /// gradient descent; prints the table, writes trajectories (CSV) and figures (SVG).
+    Lsq {
+        /// Output folder.
+        #[arg(long, default_value = "target/deepcomp/lsq")]
+        out: PathBuf,
+    },
     /// List the built-in recipes.
     Recipes,
 }
@@ -903,6 +910,15 @@ fn run() -> Result<()> {
             let figures = bench::run(quick, threads)?;
             deepcomp_driver::fsutil::write_json(&json, &figures)?;
             outln!("{}", serde_json::to_string_pretty(&figures)?);
+        }
+        Cmd::Lsq { out } => {
+            let lab = deepcomp_driver::lsq::run(&out)?;
+            outln!("{}", lab.table.trim_end());
+            deepcomp_driver::note!(
+                "{} files (table, trajectories, figures) in {}",
+                lab.files.len(),
+                out.display()
+            );
         }
         Cmd::Recipes => {
             for (name, text) in recipe::BUILTIN {

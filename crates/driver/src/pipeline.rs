@@ -265,7 +265,13 @@ fn batch_config(recipe: &Recipe, train: bool, tag: u64) -> BatchConfig {
         shuffle: train,
         drop_last: false,
         seed: recipe.seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        augment: train && recipe.data.augment,
+        augment: (train && recipe.data.augment).then(|| deepcomp_datasets::Augment {
+            padding: recipe
+                .data
+                .augment_padding
+                .unwrap_or(deepcomp_datasets::CROP_PADDING),
+            flip: recipe.data.augment_flip.unwrap_or(true),
+        }),
         pad_to: recipe.data.pad_to,
         limit: if train {
             recipe.data.train_limit

@@ -473,6 +473,9 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
     Ok(svg)
 }
 
+/// Series with more points than this are drawn without markers.
+const MARKER_LIMIT: usize = 60;
+
 /// A line chart with markers, one line per series (e.g. top-1 against pruned % per layer), the legend
 /// inside the frame, the y axis zoomed to the data.
 pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<String> {
@@ -534,19 +537,28 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
                 .copied()
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
+            // Long trajectories (optimization steps) are drawn as lines alone, earlier series
+            // wider for the same reason; markers would merge into a band.
+            let long = pts.len() > MARKER_LIMIT;
+            let width = if long { 2 + 2 * wider as u32 } else { 2 };
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    pts.iter().copied(),
+                    color.stroke_width(width),
+                ))
                 .map_err(e)?
                 .label(s.label.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
-            chart
-                .draw_series(
-                    pts.iter()
-                        .map(|&p| Circle::new(p, 3 + 2 * wider, color.filled())),
-                )
-                .map_err(e)?;
+            if !long {
+                chart
+                    .draw_series(
+                        pts.iter()
+                            .map(|&p| Circle::new(p, 3 + 2 * wider, color.filled())),
+                    )
+                    .map_err(e)?;
+            }
         }
         chart
             .configure_series_labels()

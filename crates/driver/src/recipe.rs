@@ -171,8 +171,16 @@ pub struct DataSection {
     pub batch_size: usize,
     /// Batch size for evaluation.
     pub eval_batch_size: usize,
-    /// CIFAR augmentation (random crop with 4-pixel padding, horizontal flip).
+    /// Training-time augmentation: random crop of the zero-padded image (a shift of up to
+    /// ±`augment_padding` pixels) and, unless `augment_flip = false`, a horizontal flip with
+    /// probability 1/2 (the CIFAR recipe's 4-pixel crop and flip by default).
     pub augment: bool,
+    /// Padding of the random crop, pixels on each side (default 4); needs `augment`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment_padding: Option<usize>,
+    /// Horizontal flips in the augmentation (default true; false for digits); needs `augment`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment_flip: Option<bool>,
     /// Pad 28×28 images to this size (32 lets CIFAR architectures run on Fashion-MNIST).
     pub pad_to: Option<usize>,
     /// Use only the first n training examples (short runs, CI).
@@ -207,6 +215,8 @@ impl Default for DataSection {
             batch_size: 128,
             eval_batch_size: 1000,
             augment: false,
+            augment_padding: None,
+            augment_flip: None,
             pad_to: None,
             train_limit: None,
             test_limit: None,
@@ -626,6 +636,27 @@ impl Recipe {
                  would change nothing"
                     .into(),
             ));
+        }
+        if !self.data.augment {
+            for (field, set) in [
+                ("data.augment_padding", self.data.augment_padding.is_some()),
+                ("data.augment_flip", self.data.augment_flip.is_some()),
+            ] {
+                if set {
+                    return Err(err(
+                        field,
+                        "shapes the augmentation, which is off (data.augment = false)".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = self.data.augment_padding {
+            if !(1..=16).contains(&p) {
+                return Err(err(
+                    "data.augment_padding",
+                    format!("{p} is outside 1..=16 (for no shifts, turn data.augment off)"),
+                ));
+            }
         }
         if let Some(p) = self.data.pad_to {
             if !(28..=64).contains(&p) {
@@ -1289,6 +1320,25 @@ mod tests {
                     "train_limit = 20000\ntest_limit = 5000\n",
                 ),
                 "data.balanced_limits",
+            ),
+            (
+                with(
+                    "augment_flip = false
+",
+                    "train_limit = 20000
+",
+                ),
+                "data.augment_flip",
+            ),
+            (
+                with(
+                    "augment = true
+augment_padding = 0
+",
+                    "train_limit = 20000
+",
+                ),
+                "data.augment_padding",
             ),
         ];
         for (text, field) in cases {

@@ -8,58 +8,26 @@
 //!
 //! Prints a markdown table (final loss, exact support, distance to the ground truth) and writes every
 //! run's trajectory (`step, loss, w0 … w4`) as a CSV file into `OUT_DIR` (default `target/lsq`).
+//! `deepcomp lsq` runs the same lab and also draws the lab's figures (log L and each weight
+//! against the step) as SVG.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use deepcomp_sparsity::lsq::{descend, LeastSquares, Method};
-
-const LR: f64 = 0.02;
-const STEPS: usize = 200;
+use deepcomp_sparsity::lsq::{descend, lab_problem, lab_runs, LAB_LR, LAB_STEPS};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("target/lsq"), PathBuf::from);
     std::fs::create_dir_all(&out)?;
-    // A small-integer instance (the seed does not reproduce its data); the truth is supported on {1, 4}.
-    let p = LeastSquares::new(
-        vec![
-            vec![-1.0, -2.0, -1.0, 1.0, -1.0],
-            vec![-1.0, 2.0, 2.0, 1.0, -2.0],
-            vec![1.0, -2.0, 1.0, -1.0, 0.0],
-        ],
-        vec![0.0, 1.5, 0.0, 0.0, -2.0],
-        vec![0.0; 5],
-    )?;
+    let p = lab_problem()?;
     let truth = p.truth.flatten_all()?.to_vec1::<f64>()?;
-    let mut runs: Vec<(String, Method)> = vec![
-        ("(b) plain".into(), Method::Plain),
-        ("(c) projected, k = 2".into(), Method::Projected { k: 2 }),
-    ];
-    for lambda in [0.2, 0.5, 1.0, 2.0] {
-        runs.push((format!("(d) L1, λ = {lambda}"), Method::L1 { lambda }));
-    }
-    for threshold in [0.004, 0.01, 0.02, 0.04] {
-        runs.push((
-            format!("(e) prox L1, thr = {threshold}"),
-            Method::Proximal { threshold },
-        ));
-    }
-    for (lambda, threshold) in [(1.0, 0.02), (2.0, 0.04), (5.0, 0.1), (10.0, 0.2)] {
-        runs.push((
-            format!("(f) trimmed L1 (3 smallest), λ = {lambda}"),
-            Method::TrimmedProximal {
-                threshold,
-                trimmed: 3,
-            },
-        ));
-    }
     let mut table = String::from(
         "| run | final L | log10 L | exact nonzeros | max abs(w - w*) | file |\n|---|---:|---:|---|---:|---|\n",
     );
-    for (i, (label, method)) in runs.iter().enumerate() {
-        let t = descend(&p, *method, LR, STEPS)?;
+    for (i, run) in lab_runs().iter().enumerate() {
+        let t = descend(&p, run.method, LAB_LR, LAB_STEPS)?;
         let w = t.final_weights();
         let err = w
             .iter()
@@ -74,7 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(out.join(&file), csv)?;
         writeln!(
             table,
-            "| {label} | {:.3e} | {:.2} | {:?} | {err:.3e} | {file} |",
+            "| ({}) {} | {:.3e} | {:.2} | {:?} | {err:.3e} | {file} |",
+            run.part,
+            run.label,
             t.final_loss(),
             t.final_loss().max(f64::MIN_POSITIVE).log10(),
             t.support(0.0),

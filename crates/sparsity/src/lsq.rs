@@ -210,3 +210,69 @@ pub fn descend(
     }
     Ok(Trajectory { losses, weights })
 }
+
+/// Learning rate of seed 003's Lab 1 (from its hint `thr = μλ`, `λ = 0.2 ↔ thr = 0.004`).
+pub const LAB_LR: f64 = 0.02;
+/// Full-batch steps of seed 003's Lab 1.
+pub const LAB_STEPS: usize = 200;
+
+/// One run of seed 003's Lab 1: its part of the lab, a label and the method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabRun {
+    /// The lab's part, `'b'` … `'f'`.
+    pub part: char,
+    /// What the legend and the table show, e.g. `λ = 0.5`.
+    pub label: String,
+    /// How each step is modified.
+    pub method: Method,
+}
+
+/// Seed 003's Lab 1 instance: 3 points, 5 unknowns, small integers (the seed does not give its
+/// data), the truth supported on {1, 4}, starting from zero.
+pub fn lab_problem() -> Result<LeastSquares> {
+    LeastSquares::new(
+        vec![
+            vec![-1.0, -2.0, -1.0, 1.0, -1.0],
+            vec![-1.0, 2.0, 2.0, 1.0, -2.0],
+            vec![1.0, -2.0, 1.0, -1.0, 0.0],
+        ],
+        vec![0.0, 1.5, 0.0, 0.0, -2.0],
+        vec![0.0; 5],
+    )
+}
+
+/// Every run of seed 003's Lab 1 with the seed's settings: (b) plain, (c) projected onto
+/// `‖w‖₀ ≤ 2`, (d) L1 with λ ∈ {0.2, 0.5, 1, 2}, (e) proximal L1 with thresholds {0.004, 0.01,
+/// 0.02, 0.04}, (f) trimmed L1 on the 3 smallest with λ ∈ {1, 2, 5, 10} (thresholds μλ).
+pub fn lab_runs() -> Vec<LabRun> {
+    let run = |part, label: String, method| LabRun {
+        part,
+        label,
+        method,
+    };
+    let mut runs = vec![
+        run('b', "plain".into(), Method::Plain),
+        run('c', "projected, k = 2".into(), Method::Projected { k: 2 }),
+    ];
+    for lambda in [0.2, 0.5, 1.0, 2.0] {
+        runs.push(run('d', format!("L1, λ = {lambda}"), Method::L1 { lambda }));
+    }
+    for threshold in [0.004, 0.01, 0.02, 0.04] {
+        runs.push(run(
+            'e',
+            format!("prox L1, thr = {threshold}"),
+            Method::Proximal { threshold },
+        ));
+    }
+    for (lambda, threshold) in [(1.0, 0.02), (2.0, 0.04), (5.0, 0.1), (10.0, 0.2)] {
+        runs.push(run(
+            'f',
+            format!("trimmed L1 (3 smallest), λ = {lambda}"),
+            Method::TrimmedProximal {
+                threshold,
+                trimmed: 3,
+            },
+        ));
+    }
+    runs
+}
