@@ -212,7 +212,7 @@ pub fn flatten_spatial(w_a: &Tensor, w_b: &Tensor) -> Result<usize> {
     let n = w_a.dims().first().copied().unwrap_or(0);
     if w_a.rank() > 2 && w_b.rank() == 2 && n > 0 {
         let in_b = w_b.dims()[1];
-        if in_b % n != 0 || in_b == 0 {
+        if in_b == 0 || !in_b.is_multiple_of(n) {
             return Err(SparsityError::ShapeMismatch {
                 name: format!(
                     "structured w_b (a linear layer after a conv of {n} channels needs a multiple of {n} inputs)"
