@@ -67,6 +67,7 @@ pub fn build_model(recipe: &Recipe, device: &Device) -> Result<Box<dyn Model>> {
         num_classes: recipe.arch.num_classes,
         kernels: recipe.arch.kernels.clone(),
         hidden: recipe.arch.hidden.clone(),
+        channels: recipe.arch.channels.clone(),
         init: recipe.arch.init,
         ..Default::default()
     };

@@ -27,6 +27,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "mlp-mnist-structured",
         include_str!("../recipes/mlp-mnist-structured.toml"),
     ),
+    (
+        "lenet5-mnist-structured",
+        include_str!("../recipes/lenet5-mnist-structured.toml"),
+    ),
     ("cifar-lenet", include_str!("../recipes/cifar-lenet.toml")),
     (
         "cifar-lenet-sensitivity",
@@ -152,8 +156,13 @@ pub struct ArchSection {
     pub in_channels: Option<usize>,
     /// Number of classes.
     pub num_classes: Option<usize>,
-    /// Hidden sizes of the configurable MLP.
+    /// Hidden sizes of the configurable MLP (and of the fully connected layers that structured pruning
+    /// shrinks in `lenet300`, `lenet5`, `cifar_lenet`, `vgg16_half`).
     pub hidden: Option<Vec<usize>>,
+    /// Filters of each convolution (`lenet5`, `cifar_lenet`, `vgg16_half`): what structured pruning
+    /// leaves of them. Left out of the serialized recipe when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<usize>>,
     /// Kernel sizes of the CIFAR LeNet's two convolutions.
     pub kernels: Option<Vec<usize>>,
     /// Weight initialization: `torch_default` (PyTorch's Kaiming-uniform), `caffe_xavier`,
@@ -379,7 +388,9 @@ with_optim_fields! {
     /// Pruning and masked finetuning.
     pub struct PruneSection {
         /// `percentile` (per layer), `std` (threshold s·std, Han's rule), `global`, `random` or
-        /// `structured` (whole neurons by L2 norm, giving a smaller dense model; `mlp`, `lenet300`).
+        /// `structured` (whole neurons and conv filters by L2 norm, giving a smaller dense model;
+        /// `mlp`, `lenet300`, `lenet5`, `cifar_lenet`, `vgg16_half`; not `resnet20`, whose residual
+        /// sums tie channels across layers).
         pub method: String,
         /// `rounds`, `oneshot`, `linear` or `agp`.
         #[serde(default = "default_prune_schedule")]

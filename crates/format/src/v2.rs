@@ -144,7 +144,8 @@ pub struct ModelMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
     /// Architecture options as deepcomp-models' `ArchConfig` serializes them (`in_channels`,
-    /// `input_size`, `num_classes`, `hidden`, `kernels`, `conv_bias`, `init`).
+    /// `input_size`, `num_classes`, `hidden`, `channels`, `kernels`, `conv_bias`,
+    /// `init`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch_config: Option<serde_json::Value>,
     /// Dataset id the model was trained / evaluated on (`mnist`, `fashion-mnist`, `cifar10`, …).

@@ -69,6 +69,90 @@ fn seed_004_lenet_has_35088_weights() {
 }
 
 #[test]
+fn conv_widths_are_configurable_and_default_to_the_published_ones() {
+    let shapes = |arch: &str, cfg: ArchConfig| -> Vec<(String, Vec<usize>)> {
+        let m = build(arch, &cfg, 2, &Device::Cpu).unwrap();
+        let [c, h, w] = m.input_shape();
+        let y = m.forward_t(&zeros(&[2, c, h, w]), false).unwrap();
+        assert_eq!(y.dims(), &[2, 10], "{arch}");
+        m.params()
+            .iter()
+            .map(|p| (p.name.clone(), p.var.dims().to_vec()))
+            .collect()
+    };
+    // Explicit defaults build the same model as no option at all, with the same weights.
+    for (arch, cfg) in [
+        (
+            "lenet5",
+            ArchConfig::new()
+                .with_channels(vec![20, 50])
+                .with_hidden(vec![500]),
+        ),
+        ("cifar_lenet", ArchConfig::new().with_channels(vec![6, 16])),
+        (
+            "vgg16_half",
+            ArchConfig::new()
+                .with_channels(vec![
+                    32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256,
+                ])
+                .with_hidden(vec![256, 256]),
+        ),
+    ] {
+        let a = build(arch, &ArchConfig::new(), 4, &Device::Cpu).unwrap();
+        let b = build(arch, &cfg, 4, &Device::Cpu).unwrap();
+        for (p, q) in a.params().iter().zip(b.params().iter()) {
+            assert_eq!(p.name, q.name);
+            let d = (p.var.as_tensor() - q.var.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{arch} {}", p.name);
+        }
+    }
+    let l = shapes(
+        "lenet5",
+        ArchConfig::new()
+            .with_channels(vec![7, 9])
+            .with_hidden(vec![33]),
+    );
+    assert_eq!(
+        l,
+        vec![
+            ("conv1.weight".to_string(), vec![7, 1, 5, 5]),
+            ("conv1.bias".to_string(), vec![7]),
+            ("conv2.weight".to_string(), vec![9, 7, 5, 5]),
+            ("conv2.bias".to_string(), vec![9]),
+            ("fc1.weight".to_string(), vec![33, 9 * 4 * 4]),
+            ("fc1.bias".to_string(), vec![33]),
+            ("fc2.weight".to_string(), vec![10, 33]),
+            ("fc2.bias".to_string(), vec![10]),
+        ]
+    );
+    let c = shapes("cifar_lenet", ArchConfig::new().with_channels(vec![4, 5]));
+    assert_eq!(c[2].1, vec![5, 4, 5, 5]);
+    assert_eq!(c[4].1, vec![120, 5 * 5 * 5]);
+    let mut ch = vec![8; 13];
+    ch[12] = 5;
+    let v = shapes(
+        "vgg16_half",
+        ArchConfig::new().with_channels(ch).with_hidden(vec![6, 7]),
+    );
+    let get = |n: &str| v.iter().find(|(m, _)| m == n).unwrap().1.clone();
+    assert_eq!(get("features.0.weight"), vec![8, 3, 3, 3]);
+    assert_eq!(get("features.40.weight"), vec![5, 8, 3, 3]);
+    assert_eq!(get("features.41.running_var"), vec![5]);
+    assert_eq!(get("classifier.0.weight"), vec![6, 5]);
+    assert_eq!(get("classifier.1.weight"), vec![6]);
+    assert_eq!(get("classifier.3.weight"), vec![7, 6]);
+    assert_eq!(get("classifier.4.running_mean"), vec![7]);
+    assert_eq!(get("classifier.6.weight"), vec![10, 7]);
+}
+
+#[test]
 fn forward_shapes_and_input_shapes() {
     let cases: [(&str, ArchConfig, [usize; 3]); 9] = [
         ("lenet300", ArchConfig::new(), [1, 28, 28]),
@@ -222,6 +306,27 @@ fn configuration_errors_name_the_field() {
         config_error("cifar_lenet", ArchConfig::new().with_in_channels(0)).0,
         "in_channels"
     );
+    let (field, reason) = config_error("lenet5", ArchConfig::new().with_channels(vec![20]));
+    assert_eq!(field, "channels");
+    assert!(reason.contains("exactly 2"), "{reason}");
+    assert_eq!(
+        config_error("lenet5", ArchConfig::new().with_hidden(vec![500, 10])).0,
+        "hidden"
+    );
+    assert_eq!(
+        config_error("cifar_lenet", ArchConfig::new().with_channels(vec![6, 0])).0,
+        "channels[1]"
+    );
+    assert_eq!(
+        config_error("vgg16_half", ArchConfig::new().with_hidden(vec![256])).0,
+        "hidden"
+    );
+    for arch in ["mlp", "lenet300", "resnet20"] {
+        assert_eq!(
+            config_error(arch, ArchConfig::new().with_channels(vec![4])).0,
+            "channels"
+        );
+    }
 }
 
 #[test]

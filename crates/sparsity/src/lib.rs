@@ -27,7 +27,9 @@
 //!   accuracy from a caller-supplied closure, as a markdown table or CSV, and per-layer
 //!   levels suggested from an accuracy budget.
 //! * [`structured`]: L2-norm neuron / filter removal that physically shrinks a layer and
-//!   the inputs of the next one (seed 002's `prune_layer`), giving a smaller dense model.
+//!   the inputs of the next one (seed 002's `prune_layer`), giving a smaller dense model;
+//!   [`structured::shrink_chain`] does it for a whole chain of linear and conv layers
+//!   (conv → flatten → linear column blocks, BatchNorm channels included).
 //! * [`regularize`] and [`lsq`]: L1, soft thresholding, trimmed L1 and `‖w‖₀ <= k`
 //!   projection, and seed 003's Lab 1 (sparse least squares) to compare them.
 //!

@@ -9,6 +9,11 @@
 //! each channel owns `spatial = h·w` consecutive columns of B (PyTorch's channel-major
 //! flatten).
 //!
+//! [`shrink_chain`] applies this to a whole chain of layers (linear → linear, conv → conv,
+//! conv → flatten → linear), each layer scored after its inputs were removed, carrying the
+//! per-channel tensors that follow a layer (a BatchNorm's weight, bias and running statistics)
+//! along with its filters.
+//!
 //! Difference from the seed: `prune_layer(wA, bA, wB, p)` keeps the rows with
 //! `score >= kthvalue(score, int(n·p))`, which removes `int(n·p) − 1` neurons (and fails
 //! for `int(n·p) = 0`). Here exactly `floor(n · remove_ratio)` neurons are removed (at
@@ -182,14 +187,118 @@ fn prune_with(
         });
     }
     let kept = pick(&row_norms(w_a)?)?;
-    let cols: Vec<usize> = kept
-        .iter()
-        .flat_map(|c| (c * spatial)..(c * spatial + spatial))
-        .collect();
+    let cols = channel_columns(&kept, spatial);
     Ok(StructuredPruned {
         w_a: select(w_a, &kept, 0)?,
         b_a: b_a.map(|b| select(b, &kept, 0)).transpose()?,
         w_b: select(w_b, &cols, 1)?,
         kept,
     })
+}
+
+/// Columns of the next layer's input that the kept neurons / channels own, ascending: channel `c`
+/// owns `c·spatial .. (c+1)·spatial` (PyTorch's channel-major flatten of a `c × h × w` activation,
+/// `spatial = h·w`; 1 for a linear or conv next layer).
+pub fn channel_columns(kept: &[usize], spatial: usize) -> Vec<usize> {
+    kept.iter()
+        .flat_map(|c| (c * spatial)..(c * spatial + spatial))
+        .collect()
+}
+
+/// Columns of `w_b` per output of `w_a`: `in_b / out_a` for a conv `w_a` feeding a linear `w_b`
+/// through a flatten (`h·w` of the conv's, possibly pooled, output), else 1. Errors when a conv's
+/// channels do not divide the linear layer's inputs.
+pub fn flatten_spatial(w_a: &Tensor, w_b: &Tensor) -> Result<usize> {
+    let n = w_a.dims().first().copied().unwrap_or(0);
+    if w_a.rank() > 2 && w_b.rank() == 2 && n > 0 {
+        let in_b = w_b.dims()[1];
+        if in_b == 0 || !in_b.is_multiple_of(n) {
+            return Err(SparsityError::ShapeMismatch {
+                name: format!(
+                    "structured w_b (a linear layer after a conv of {n} channels needs a multiple of {n} inputs)"
+                ),
+                expected: vec![w_b.dims()[0], n * (in_b / n).max(1)],
+                got: w_b.dims().to_vec(),
+            });
+        }
+        Ok(in_b / n)
+    } else {
+        Ok(1)
+    }
+}
+
+/// One layer of a chain shrunk by [`shrink_chain`].
+#[derive(Debug, Clone)]
+pub struct ChainLayer {
+    /// Weight: a linear `out × in` or a conv `out × in × kh × kw`.
+    pub weight: Tensor,
+    /// Bias (`out` entries), if the layer has one.
+    pub bias: Option<Tensor>,
+    /// Other tensors indexed by this layer's outputs along dim 0 (`out` entries: the weight, bias,
+    /// running mean and running variance of a BatchNorm that follows the layer); they lose the
+    /// entries of the removed outputs.
+    pub per_output: Vec<Tensor>,
+}
+
+impl ChainLayer {
+    /// A layer with no per-output companions.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            per_output: Vec::new(),
+        }
+    }
+}
+
+/// Shrinks a chain of layers, each feeding the next (linear → linear, conv → conv, or
+/// conv → flatten → linear, whose column blocks [`flatten_spatial`] infers from the shapes):
+/// layer `j < layers.len() − 1` keeps its `keep[j]` outputs of largest L2 norm (clamped to
+/// `1..=out`, see [`kept_top`]), with their bias and per-output entries, and layer `j + 1` loses
+/// the matching inputs. Layers are shrunk in order, so layer `j + 1` is scored after its inputs
+/// were removed (as seed 002 does). The last layer's outputs are never removed.
+///
+/// Returns, per shrunk layer, the original indices (ascending) of the outputs it kept. Errors on
+/// `keep.len() != layers.len() − 1`, shapes that do not chain, or a per-output tensor whose dim 0
+/// is not the layer's output count; `layers` is left unchanged on error.
+pub fn shrink_chain(layers: &mut [ChainLayer], keep: &[usize]) -> Result<Vec<Vec<usize>>> {
+    if layers.is_empty() || keep.len() + 1 != layers.len() {
+        return Err(SparsityError::InvalidParameter {
+            field: "structured keep",
+            value: format!("{} widths for {} layers", keep.len(), layers.len()),
+            reason: "one width per layer but the last",
+        });
+    }
+    for l in layers.iter() {
+        let n = l.weight.dims().first().copied().unwrap_or(0);
+        for t in &l.per_output {
+            if t.dims().first() != Some(&n) {
+                return Err(SparsityError::ShapeMismatch {
+                    name: "structured per-output tensor (dim 0 must be the layer's outputs)".into(),
+                    expected: vec![n],
+                    got: t.dims().to_vec(),
+                });
+            }
+        }
+    }
+    let mut work = layers.to_vec();
+    let mut kept_all = Vec::with_capacity(keep.len());
+    for (j, &k) in keep.iter().enumerate() {
+        let (head, tail) = work.split_at_mut(j + 1);
+        let a = &mut head[j];
+        let b = &mut tail[0];
+        let spatial = flatten_spatial(&a.weight, &b.weight)?;
+        let p = prune_neurons_to(&a.weight, a.bias.as_ref(), &b.weight, k, spatial)?;
+        a.per_output = a
+            .per_output
+            .iter()
+            .map(|t| select(t, &p.kept, 0))
+            .collect::<Result<_>>()?;
+        a.weight = p.w_a;
+        a.bias = p.b_a;
+        b.weight = p.w_b;
+        kept_all.push(p.kept);
+    }
+    layers.clone_from_slice(&work);
+    Ok(kept_all)
 }

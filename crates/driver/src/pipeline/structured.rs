@@ -1,16 +1,25 @@
-//! `prune.method = "structured"`: seed 002's L2-norm neuron pruning as a pipeline stage.
+//! `prune.method = "structured"`: seed 002's L2-norm neuron / filter pruning as a pipeline stage.
 //!
-//! Each round removes, from every hidden layer, the neurons (rows of its weight) with the smallest
-//! L2 norm, with their bias entries and the matching inputs (columns) of the next layer, until the
-//! layer has lost `floor(width · target · layer_scale)` of its original neurons (at least one is
-//! kept; the last layer's outputs, the classes, are never removed). The result is a smaller dense
-//! model of the same architecture with new hidden widths (`arch.hidden`), built by the models crate,
-//! finetuned without masks, and carried by the rest of the pipeline (k-means, Huffman, `.dcz`,
-//! whose metadata records the new widths). The arithmetic is `deepcomp_sparsity::structured`.
+//! The model is a chain of layers: its prunable weights in `state_dict` order (conv filters, then fully
+//! connected layers), each followed by its bias and, in `vgg16_half`, the BatchNorm over its outputs.
+//! Each round removes, from every layer but the last, the outputs with the smallest L2 norm (rows of a
+//! linear weight, whole filters `weight[o, :, :, :]` of a conv), with their bias entries, their
+//! BatchNorm channels (weight, bias, running mean and variance) and the matching inputs of the next
+//! layer: columns of a linear layer, input channels of a conv, and for the last conv → first linear
+//! layer, the `h·w` consecutive columns each channel owns in PyTorch's channel-major flatten. A layer
+//! loses `floor(width · target · layer_scale)` of its original outputs (at least one is kept; the last
+//! layer's outputs, the classes, are never removed). The result is a smaller dense model of the same
+//! architecture with new widths (`arch.channels` for the convs, `arch.hidden` for the fully connected
+//! layers), built by the models crate, finetuned without masks, and carried by the rest of the pipeline
+//! (k-means, Huffman, `.dcz`, whose metadata records the new widths). The arithmetic is
+//! `deepcomp_sparsity::structured::shrink_chain`.
 //!
-//! Supported: the fully connected `mlp` and `lenet300`. Convolutional nets are refused by the recipe
-//! check (filters would also need the conv → flatten → fc column blocks and, for `resnet20`, the
-//! residual sums tie channels across layers).
+//! Supported: `mlp`, `lenet300`, `lenet5`, `cifar_lenet` and `vgg16_half`. In `vgg16_half` a filter's
+//! L2 norm is a weak score, since the BatchNorm after it rescales the channel anyway (its `gamma` would
+//! be the better one); the filter's norm is used as for the other nets. `resnet20` is refused by the
+//! recipe check: the residual additions tie each block's output channels to its input's, across the
+//! whole stage, and the compressed-model runtime expects equal widths inside a block, so its inner
+//! convolutions are not pruned either.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +39,7 @@ use crate::recipe::{Recipe, RecipeError};
 use crate::report::Report;
 
 /// Architectures `prune.method = "structured"` supports.
-pub const SUPPORTED: &[&str] = &["mlp", "lenet300"];
+pub const SUPPORTED: &[&str] = &["mlp", "lenet300", "lenet5", "cifar_lenet", "vgg16_half"];
 
 /// Batch sizes of the latency measurement.
 pub const LATENCY_BATCHES: [usize; 2] = [1, 128];
@@ -39,9 +48,13 @@ pub const LATENCY_BATCHES: [usize; 2] = [1, 128];
 /// and the smaller model (`report.json` field `structured`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StructuredReport {
-    /// Hidden widths of the dense model.
+    /// The layers whose outputs were pruned (every prunable weight but the last, `.weight` left
+    /// out): the widths below are theirs, in this order.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// Widths of the dense model: conv filters and hidden neurons of [`Self::layers`].
     pub hidden_dense: Vec<usize>,
-    /// Hidden widths after structured pruning.
+    /// Widths after structured pruning.
     pub hidden: Vec<usize>,
     /// Parameters (weights and biases) of the dense model.
     pub params_dense: u64,
@@ -77,9 +90,14 @@ impl StructuredReport {
                 .join("-")
         };
         let _ = writeln!(s, "## Structured pruning\n");
+        let layers = if self.layers.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.layers.join(", "))
+        };
         let _ = writeln!(
             s,
-            "Hidden widths {} → {}; parameters {} → {} ({:.2} % kept). Latency: median eval-mode \
+            "Widths{layers} {} → {}; parameters {} → {} ({:.2} % kept). Latency: median eval-mode \
              forward, {} thread(s), same process.\n",
             w(&self.hidden_dense),
             w(&self.hidden),
@@ -117,10 +135,11 @@ pub fn validate_recipe(
     let p = &recipe.prune;
     if !SUPPORTED.contains(&recipe.model.as_str()) {
         let why = if recipe.model == "resnet20" {
-            "its residual additions tie each block's output channels to the shortcut's, so a \
-             filter cannot be removed from one convolution alone"
+            "its residual additions tie each block's output channels to the shortcut's across the \
+             whole stage, so a filter cannot be removed from one convolution alone (and the \
+             compressed-model runtime expects equal widths inside a block)"
         } else {
-            "removing convolution filters is not implemented (fully connected models only)"
+            "the architecture is not a chain of conv and linear layers this stage knows"
         };
         return Err(err(
             "prune.method",
@@ -150,8 +169,9 @@ pub fn validate_recipe(
     Ok(())
 }
 
-/// Widths to keep per hidden layer: layer `j` (the outputs of weight `names[j]`) of original width
-/// `orig[j]` loses `floor(orig[j] · min(target · scale, 0.999))` neurons, at least one stays.
+/// Widths to keep per pruned layer: layer `j` (the outputs of weight `names[j]`: neurons or conv
+/// filters) of original width `orig[j]` loses `floor(orig[j] · min(target · scale, 0.999))` of them,
+/// at least one stays.
 pub fn kept_widths(
     orig: &[usize],
     names: &[String],
@@ -170,54 +190,155 @@ pub fn kept_widths(
 
 /// A model after structured pruning.
 pub struct Shrunk {
-    /// The recipe with the new `arch.hidden`.
+    /// The recipe with the new `arch.channels` / `arch.hidden`.
     pub recipe: Recipe,
     /// The smaller model.
     pub model: Box<dyn Model>,
-    /// Per hidden layer, the original indices (in the model that was shrunk) of the kept neurons.
+    /// Per pruned layer, the original indices (in the model that was shrunk) of the kept outputs.
     pub kept: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Shrunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shrunk")
+            .field("channels", &self.recipe.arch.channels)
             .field("hidden", &self.recipe.arch.hidden)
             .field("kept", &self.kept)
             .finish_non_exhaustive()
     }
 }
 
-/// Weight and bias of each layer `fc1..fcL` of a fully connected model.
-fn fc_tensors(model: &dyn Model) -> Result<Vec<(Tensor, Option<Tensor>)>> {
-    let names: Vec<String> = model.prunable().into_iter().map(|p| p.name).collect();
+/// The names of one layer of the chain: its weight, its bias, and the tensors indexed by its outputs
+/// that follow it (a BatchNorm's weight, bias, running mean and running variance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainNames {
+    /// The prunable weight.
+    pub weight: String,
+    /// Its bias, if any.
+    pub bias: Option<String>,
+    /// BatchNorm tensors over its outputs.
+    pub per_output: Vec<String>,
+}
+
+/// The model as a chain of layers: every prunable weight in `state_dict` order, with the bias and
+/// BatchNorm tensors that follow it before the next prunable weight. Errors when something else sits
+/// between two weights, or a BatchNorm tensor does not match the layer's outputs.
+pub fn chain_names(model: &dyn Model) -> Result<Vec<ChainNames>> {
+    use deepcomp_models::ParamRole;
+    let mut chain: Vec<ChainNames> = Vec::new();
+    for p in model.params().iter() {
+        if let ParamRole::Weight(_) = p.role {
+            chain.push(ChainNames {
+                weight: p.name.clone(),
+                bias: None,
+                per_output: Vec::new(),
+            });
+            continue;
+        }
+        let Some(layer) = chain.last_mut() else {
+            return Err(DriverError::msg(format!(
+                "structured pruning: `{}` comes before any weight of `{}`",
+                p.name,
+                model.arch()
+            )));
+        };
+        let out = model
+            .params()
+            .get(&layer.weight)
+            .map(|w| w.var.dims()[0])
+            .unwrap_or(0);
+        if p.var.dims() != [out] {
+            return Err(DriverError::msg(format!(
+                "structured pruning: `{}` {:?} follows `{}` but is not one entry per its {out} outputs",
+                p.name,
+                p.var.dims(),
+                layer.weight
+            )));
+        }
+        match p.role {
+            ParamRole::Bias if layer.bias.is_none() && layer.per_output.is_empty() => {
+                layer.bias = Some(p.name.clone());
+            }
+            ParamRole::BnWeight | ParamRole::BnBias | ParamRole::Buffer => {
+                layer.per_output.push(p.name.clone());
+            }
+            _ => {
+                return Err(DriverError::msg(format!(
+                    "structured pruning: unexpected `{}` after `{}` in `{}`",
+                    p.name,
+                    layer.weight,
+                    model.arch()
+                )))
+            }
+        }
+    }
+    Ok(chain)
+}
+
+/// The chain's layers with the model's current tensors.
+fn chain_layers(
+    model: &dyn Model,
+    names: &[ChainNames],
+) -> Result<Vec<deepcomp_sparsity::structured::ChainLayer>> {
+    let get = |n: &str| -> Result<Tensor> {
+        model
+            .params()
+            .get(n)
+            .map(|p| p.var.as_tensor().clone())
+            .ok_or_else(|| DriverError::msg(format!("structured pruning: no `{n}`")))
+    };
     names
         .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let want = format!("fc{}.weight", i + 1);
-            if *n != want {
-                return Err(DriverError::msg(format!(
-                    "structured pruning: model `{}` has `{n}` where `{want}` was expected",
-                    model.arch()
-                )));
-            }
-            let w = model.params().get(n).map(|p| p.var.as_tensor().clone());
-            let b = model
-                .params()
-                .get(&format!("fc{}.bias", i + 1))
-                .map(|p| p.var.as_tensor().clone());
-            Ok((w.ok_or_else(|| DriverError::msg(format!("no `{n}`")))?, b))
+        .map(|c| {
+            Ok(deepcomp_sparsity::structured::ChainLayer {
+                weight: get(&c.weight)?,
+                bias: c.bias.as_deref().map(get).transpose()?,
+                per_output: c.per_output.iter().map(|n| get(n)).collect::<Result<_>>()?,
+            })
         })
         .collect()
 }
 
-/// Hidden widths of a fully connected model (outputs of every layer but the last).
+/// Widths of the pruned layers (outputs of every prunable weight but the last): conv filters, then
+/// hidden neurons.
 pub fn hidden_widths(model: &dyn Model) -> Vec<usize> {
     let p = model.prunable();
     p.iter()
         .take(p.len().saturating_sub(1))
         .map(|w| w.shape[0])
         .collect()
+}
+
+/// Names of the pruned layers (`conv1`, `fc1`, `features.0`, …), as [`hidden_widths`] lists them.
+pub fn pruned_layers(model: &dyn Model) -> Vec<String> {
+    let p = model.prunable();
+    p.iter()
+        .take(p.len().saturating_sub(1))
+        .map(|w| {
+            w.name
+                .strip_suffix(".weight")
+                .unwrap_or(&w.name)
+                .to_string()
+        })
+        .collect()
+}
+
+/// `recipe` with the architecture widths of a model whose pruned layers (weights of rank `ranks[j]`)
+/// have `widths[j]` outputs: conv widths go to `arch.channels`, the others to `arch.hidden`.
+fn with_widths(recipe: &Recipe, ranks: &[usize], widths: &[usize]) -> Recipe {
+    let pick = |conv: bool| -> Vec<usize> {
+        ranks
+            .iter()
+            .zip(widths)
+            .filter(|(r, _)| (**r > 2) == conv)
+            .map(|(_, w)| *w)
+            .collect()
+    };
+    let (channels, hidden) = (pick(true), pick(false));
+    let mut r = recipe.clone();
+    r.arch.channels = (!channels.is_empty()).then_some(channels);
+    r.arch.hidden = (!hidden.is_empty()).then_some(hidden);
+    r
 }
 
 /// Parameters (weights, biases, buffers) of a model.
@@ -229,47 +350,38 @@ pub fn param_count(model: &dyn Model) -> u64 {
         .sum()
 }
 
-/// Keeps `keep[j]` neurons of hidden layer `j` of `model` (built from `recipe`), the ones with the
+/// Keeps `keep[j]` outputs of pruned layer `j` of `model` (built from `recipe`), the ones with the
 /// largest L2 norms, layer after layer (layer `j + 1`'s norms are those of its rows after its
-/// columns were removed, as seed 002 does), and builds the smaller model.
+/// inputs were removed, as seed 002 does), and builds the smaller model.
 pub fn shrink(
     recipe: &Recipe,
     model: &dyn Model,
     keep: &[usize],
     device: &Device,
 ) -> Result<Shrunk> {
-    let mut fcs = fc_tensors(model)?;
-    if fcs.len() != keep.len() + 1 {
+    let names = chain_names(model)?;
+    if names.len() != keep.len() + 1 {
         return Err(DriverError::msg(format!(
-            "structured pruning: {} widths for the {} hidden layers of `{}`",
+            "structured pruning: {} widths for the {} pruned layers of `{}`",
             keep.len(),
-            fcs.len().saturating_sub(1),
+            names.len().saturating_sub(1),
             model.arch()
         )));
     }
-    let mut kept = Vec::with_capacity(keep.len());
-    for (j, &k) in keep.iter().enumerate() {
-        let next = fcs[j + 1].0.clone();
-        let (w_a, b_a) = &fcs[j];
-        let p = deepcomp_sparsity::structured::prune_neurons_to(w_a, b_a.as_ref(), &next, k, 1)?;
-        fcs[j] = (p.w_a, p.b_a);
-        fcs[j + 1].0 = p.w_b;
-        kept.push(p.kept);
-    }
-    let mut r = recipe.clone();
-    r.arch.hidden = Some(kept.iter().map(Vec::len).collect());
+    let mut layers = chain_layers(model, &names)?;
+    let kept = deepcomp_sparsity::structured::shrink_chain(&mut layers, keep)?;
+    let ranks: Vec<usize> = layers.iter().map(|l| l.weight.rank()).collect();
+    let widths: Vec<usize> = kept.iter().map(Vec::len).collect();
+    let r = with_widths(recipe, &ranks[..widths.len()], &widths);
     let small = build_model(&r, device)?;
-    let named: Vec<(String, Tensor)> = fcs
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, (w, b))| {
-            let mut v = vec![(format!("fc{}.weight", i + 1), w)];
-            if let Some(b) = b {
-                v.push((format!("fc{}.bias", i + 1), b));
-            }
-            v
-        })
-        .collect();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (n, l) in names.iter().zip(layers) {
+        named.push((n.weight.clone(), l.weight));
+        if let (Some(bn), Some(b)) = (&n.bias, l.bias) {
+            named.push((bn.clone(), b));
+        }
+        named.extend(n.per_output.iter().cloned().zip(l.per_output));
+    }
     deepcomp_models::io::assign_tensors(small.as_ref(), &named, Path::new("structured pruning"))?;
     Ok(Shrunk {
         recipe: r,
@@ -278,29 +390,32 @@ pub fn shrink(
     })
 }
 
-/// Loads a checkpoint written after structured pruning: the hidden widths are read from its
-/// tensor shapes (`fc1.weight` … ), the model built with them and filled.
+/// Loads a checkpoint written after structured pruning: the widths are read from its tensor shapes
+/// (the outputs of each pruned layer's weight, named as in the model `recipe` builds), the model
+/// built with them and filled.
 pub fn load_checkpoint(
     recipe: &Recipe,
     path: &Path,
     device: &Device,
 ) -> Result<(Recipe, Box<dyn Model>)> {
     let (tensors, _) = deepcomp_models::read_safetensors(path)?;
-    let out_of = |i: usize| {
-        tensors
-            .iter()
-            .find(|(n, _)| *n == format!("fc{i}.weight"))
-            .map(|(_, t)| t.dims()[0])
-    };
-    let mut widths = Vec::new();
-    let mut i = 1;
-    while let Some(w) = out_of(i) {
-        widths.push(w);
-        i += 1;
+    let template = build_model(recipe, device)?;
+    let prunable = template.prunable();
+    let pruned = &prunable[..prunable.len().saturating_sub(1)];
+    let mut widths = Vec::with_capacity(pruned.len());
+    for w in pruned {
+        let t = tensors.iter().find(|(n, _)| *n == w.name).ok_or_else(|| {
+            DriverError::msg(format!(
+                "{}: no `{}` in a structured-pruning checkpoint",
+                path.display(),
+                w.name
+            ))
+        })?;
+        widths.push(t.1.dims().first().copied().unwrap_or(0));
     }
-    widths.pop();
-    let mut r = recipe.clone();
-    r.arch.hidden = Some(widths);
+    let ranks: Vec<usize> = pruned.iter().map(|w| w.shape.len()).collect();
+    drop(template);
+    let r = with_widths(recipe, &ranks, &widths);
     let model = build_model(&r, device)?;
     deepcomp_models::load_safetensors(model.as_ref(), path)?;
     Ok((r, model))
@@ -344,6 +459,7 @@ pub fn measure(dense: &dyn Model, small: &dyn Model, device: &Device) -> Result<
         });
     }
     Ok(StructuredReport {
+        layers: pruned_layers(dense),
         hidden_dense: hidden_widths(dense),
         hidden: hidden_widths(small),
         params_dense: param_count(dense),
@@ -396,7 +512,7 @@ pub(super) fn prune_stage(
         let weights: usize = model.prunable().iter().map(|w| w.var.elem_count()).sum();
         let removed = 1.0 - weights as f64 / dense_weights.max(1) as f64;
         crate::note!(
-            "deepcomp: structured round {}/{}: hidden widths {:?} → {:?} ({weights} of {dense_weights} weights), top-1 before finetune {acc:.4}",
+            "deepcomp: structured round {}/{}: widths {:?} → {:?} ({weights} of {dense_weights} weights), top-1 before finetune {acc:.4}",
             i + 1,
             rounds.len(),
             orig,

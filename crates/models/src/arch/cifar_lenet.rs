@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{check_input, out_side, positive, ArchConfig};
+use super::{check_input, out_side, positive, widths, ArchConfig};
 use crate::error::{ModelError, Result};
 use crate::init::{init_params, InitScheme};
 use crate::layers::{flatten, max_pool2d, Activation, Conv2d, Linear};
@@ -14,8 +14,8 @@ use crate::report::{LayerInfo, LayerOp};
 /// the flattened features number 16·5·5 = 400; seed 004's `[8, 9]` kernels give 16·2·2 = 64 and, with
 /// 100 classes, 35,088 weights.
 ///
-/// Options: `in_channels` (3), `input_size` (32), `num_classes` (10), `kernels` (`[5, 5]`), `hidden`
-/// (`[120, 84]`), `init` (PyTorch default).
+/// Options: `in_channels` (3), `input_size` (32), `num_classes` (10), `kernels` (`[5, 5]`), `channels`
+/// (`[6, 16]`, the two convs' filters), `hidden` (`[120, 84]`), `init` (PyTorch default).
 #[derive(Debug)]
 pub struct CifarLeNet {
     conv1: Conv2d,
@@ -59,15 +59,17 @@ impl CifarLeNet {
         };
         positive("hidden[0]", h1)?;
         positive("hidden[1]", h2)?;
+        let ch = widths("cifar_lenet", "channels", cfg.channels.as_ref(), &[6, 16])?;
+        let (c1, c2) = (ch[0], ch[1]);
         let s1 = out_side("conv1", s, k1, 1, 0)?;
         let p1 = out_side("pool1", s1, 2, 2, 0)?;
         let s2 = out_side("conv2", p1, k2, 1, 0)?;
         let p2 = out_side("pool2", s2, 2, 2, 0)?;
-        let features = 16 * p2 * p2;
+        let features = c2 * p2 * p2;
 
         let mut store = ParamStore::new();
-        let conv1 = Conv2d::new(&mut store, "conv1", c, 6, k1, 1, 0, true, device)?;
-        let conv2 = Conv2d::new(&mut store, "conv2", 6, 16, k2, 1, 0, true, device)?;
+        let conv1 = Conv2d::new(&mut store, "conv1", c, c1, k1, 1, 0, true, device)?;
+        let conv2 = Conv2d::new(&mut store, "conv2", c1, c2, k2, 1, 0, true, device)?;
         let fc1 = Linear::new(&mut store, "fc1", features, h1, true, device)?;
         let fc2 = Linear::new(&mut store, "fc2", h1, h2, true, device)?;
         let fc3 = Linear::new(&mut store, "fc3", h2, classes, true, device)?;
@@ -98,10 +100,15 @@ impl CifarLeNet {
         };
         // PyTorch's `Net` reuses one `pool` module twice; the report names the two applications.
         let layers = vec![
-            info("conv1", conv(c, 6, k1), vec![c, s, s], vec![6, s1, s1]),
-            info("pool1", pool.clone(), vec![6, s1, s1], vec![6, p1, p1]),
-            info("conv2", conv(6, 16, k2), vec![6, p1, p1], vec![16, s2, s2]),
-            info("pool2", pool, vec![16, s2, s2], vec![16, p2, p2]),
+            info("conv1", conv(c, c1, k1), vec![c, s, s], vec![c1, s1, s1]),
+            info("pool1", pool.clone(), vec![c1, s1, s1], vec![c1, p1, p1]),
+            info(
+                "conv2",
+                conv(c1, c2, k2),
+                vec![c1, p1, p1],
+                vec![c2, s2, s2],
+            ),
+            info("pool2", pool, vec![c2, s2, s2], vec![c2, p2, p2]),
             info("fc1", fc(features, h1), vec![features], vec![h1]),
             info("fc2", fc(h1, h2), vec![h1], vec![h2]),
             info("fc3", fc(h2, classes), vec![h2], vec![classes]),

@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{check_input, out_side, ArchConfig};
+use super::{check_input, out_side, widths, ArchConfig};
 use crate::error::Result;
 use crate::init::{init_params, InitScheme};
 use crate::layers::{flatten, max_pool2d, Activation, Conv2d, Linear};
@@ -13,8 +13,9 @@ use crate::report::{LayerInfo, LayerOp};
 /// `fc2` classes. As in Caffe's `lenet_train_test.prototxt` there is no non-linearity after the convs.
 /// On 1×28×28 input the flattened features number 50·4·4 = 800; 430,500 prunable weights.
 ///
-/// Options: `in_channels` (1), `input_size` (28), `num_classes` (10), `init` (Caffe xavier, as the
-/// prototxt: weights `U(±√(3/fan_in))`, biases 0).
+/// Options: `in_channels` (1), `input_size` (28), `num_classes` (10), `channels` (`[20, 50]`, the two
+/// convs' filters) and `hidden` (`[500]`, `fc1`'s outputs): what structured pruning leaves of them,
+/// `init` (Caffe xavier, as the prototxt: weights `U(±√(3/fan_in))`, biases 0).
 #[derive(Debug)]
 pub struct LeNet5 {
     conv1: Conv2d,
@@ -30,20 +31,23 @@ pub struct LeNet5 {
 impl LeNet5 {
     /// Builds the network with weights drawn from `seed`.
     pub fn new(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("lenet5", &["kernels", "hidden", "conv_bias"])?;
+        cfg.reject("lenet5", &["kernels", "conv_bias"])?;
         let (input, classes) = cfg.io(1, 28)?;
         let [c, s, _] = input;
+        let ch = widths("lenet5", "channels", cfg.channels.as_ref(), &[20, 50])?;
+        let (c1, c2) = (ch[0], ch[1]);
+        let h = widths("lenet5", "hidden", cfg.hidden.as_ref(), &[500])?[0];
         let s1 = out_side("conv1", s, 5, 1, 0)?;
         let p1 = out_side("pool1", s1, 2, 2, 0)?;
         let s2 = out_side("conv2", p1, 5, 1, 0)?;
         let p2 = out_side("pool2", s2, 2, 2, 0)?;
-        let features = 50 * p2 * p2;
+        let features = c2 * p2 * p2;
 
         let mut store = ParamStore::new();
-        let conv1 = Conv2d::new(&mut store, "conv1", c, 20, 5, 1, 0, true, device)?;
-        let conv2 = Conv2d::new(&mut store, "conv2", 20, 50, 5, 1, 0, true, device)?;
-        let fc1 = Linear::new(&mut store, "fc1", features, 500, true, device)?;
-        let fc2 = Linear::new(&mut store, "fc2", 500, classes, true, device)?;
+        let conv1 = Conv2d::new(&mut store, "conv1", c, c1, 5, 1, 0, true, device)?;
+        let conv2 = Conv2d::new(&mut store, "conv2", c1, c2, 5, 1, 0, true, device)?;
+        let fc1 = Linear::new(&mut store, "fc1", features, h, true, device)?;
+        let fc2 = Linear::new(&mut store, "fc2", h, classes, true, device)?;
         init_params(&store, cfg.init.unwrap_or(InitScheme::CaffeXavier), seed)?;
 
         let conv = |cin, cout| LayerOp::Conv {
@@ -65,28 +69,28 @@ impl LeNet5 {
             out_shape,
         };
         let layers = vec![
-            info("conv1", conv(c, 20), vec![c, s, s], vec![20, s1, s1]),
-            info("pool1", pool.clone(), vec![20, s1, s1], vec![20, p1, p1]),
-            info("conv2", conv(20, 50), vec![20, p1, p1], vec![50, s2, s2]),
-            info("pool2", pool, vec![50, s2, s2], vec![50, p2, p2]),
+            info("conv1", conv(c, c1), vec![c, s, s], vec![c1, s1, s1]),
+            info("pool1", pool.clone(), vec![c1, s1, s1], vec![c1, p1, p1]),
+            info("conv2", conv(c1, c2), vec![c1, p1, p1], vec![c2, s2, s2]),
+            info("pool2", pool, vec![c2, s2, s2], vec![c2, p2, p2]),
             info(
                 "fc1",
                 LayerOp::Linear {
                     in_features: features,
-                    out_features: 500,
+                    out_features: h,
                     bias: true,
                 },
                 vec![features],
-                vec![500],
+                vec![h],
             ),
             info(
                 "fc2",
                 LayerOp::Linear {
-                    in_features: 500,
+                    in_features: h,
                     out_features: classes,
                     bias: true,
                 },
-                vec![500],
+                vec![h],
                 vec![classes],
             ),
         ];

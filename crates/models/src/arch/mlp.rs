@@ -33,7 +33,7 @@ impl Mlp {
     /// `hidden` (`[300, 100]`; exactly two widths: what structured pruning leaves of the two hidden
     /// layers), `init` (Caffe xavier).
     pub fn lenet300(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("lenet300", &["kernels", "conv_bias"])?;
+        cfg.reject("lenet300", &["kernels", "channels", "conv_bias"])?;
         let (input, classes) = cfg.io(1, 28)?;
         let hidden = cfg.hidden.clone().unwrap_or_else(|| vec![300, 100]);
         if hidden.len() != 2 {
@@ -55,7 +55,7 @@ impl Mlp {
     /// Seed 002's SimpleDNN (`mlp`). Options: `in_channels` (1), `input_size` (28), `num_classes` (10),
     /// `hidden` (`[1568, 3136, 6272]`), `init` (PyTorch default).
     pub fn simple_dnn(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("mlp", &["kernels", "conv_bias"])?;
+        cfg.reject("mlp", &["kernels", "channels", "conv_bias"])?;
         let (input, classes) = cfg.io(1, 28)?;
         let hidden = cfg.hidden.clone().unwrap_or_else(|| vec![1568, 3136, 6272]);
         for (i, &h) in hidden.iter().enumerate() {

@@ -56,8 +56,16 @@ pub struct ArchConfig {
     /// `cifar_lenet` only: the two conv kernel sides `[k1, k2]` (default `[5, 5]`; seed 004 uses `[8, 9]`).
     pub kernels: Option<Vec<usize>>,
     /// Hidden widths: `mlp` any number of layers (default `[1568, 3136, 6272]`, seed 002's SimpleDNN);
-    /// `lenet300` exactly two (default `[300, 100]`); `cifar_lenet` exactly two (default `[120, 84]`).
+    /// `lenet300` exactly two (default `[300, 100]`); `cifar_lenet` exactly two (default `[120, 84]`);
+    /// `lenet5` exactly one (default `[500]`); `vgg16_half` the two hidden classifier layers (default
+    /// `[256, 256]`).
     pub hidden: Option<Vec<usize>>,
+    /// Output channels of each convolution, in order: `lenet5` two (default `[20, 50]`), `cifar_lenet`
+    /// two (default `[6, 16]`), `vgg16_half` thirteen (default
+    /// `[32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256]`). What structured pruning leaves
+    /// of the filters; left out of the serialized form when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<usize>>,
     /// `vgg16_half` only: whether the convolutions carry a bias (default `false`: each conv is followed by
     /// BatchNorm, which makes a bias redundant).
     pub conv_bias: Option<bool>,
@@ -101,6 +109,12 @@ impl ArchConfig {
         self
     }
 
+    /// Sets `channels`.
+    pub fn with_channels(mut self, c: Vec<usize>) -> Self {
+        self.channels = Some(c);
+        self
+    }
+
     /// Sets `conv_bias`.
     pub fn with_conv_bias(mut self, b: bool) -> Self {
         self.conv_bias = Some(b);
@@ -122,6 +136,7 @@ impl ArchConfig {
                 "num_classes" => self.num_classes.is_some(),
                 "kernels" => self.kernels.is_some(),
                 "hidden" => self.hidden.is_some(),
+                "channels" => self.channels.is_some(),
                 "conv_bias" => self.conv_bias.is_some(),
                 "init" => self.init.is_some(),
                 _ => false,
@@ -147,6 +162,31 @@ impl ArchConfig {
         let n = positive("num_classes", self.num_classes.unwrap_or(10))?;
         Ok(([c, s, s], n))
     }
+}
+
+/// A list of layer widths (`hidden`, `channels`): `given` or `default`, of exactly `default.len()`
+/// entries, each at least 1.
+pub(crate) fn widths(
+    arch: &str,
+    field: &str,
+    given: Option<&Vec<usize>>,
+    default: &[usize],
+) -> Result<Vec<usize>> {
+    let v = given.cloned().unwrap_or_else(|| default.to_vec());
+    if v.len() != default.len() {
+        return Err(ModelError::Config {
+            field: field.to_string(),
+            reason: format!(
+                "{arch} needs exactly {} {field} widths, got {}",
+                default.len(),
+                v.len()
+            ),
+        });
+    }
+    for (i, &w) in v.iter().enumerate() {
+        positive(&format!("{field}[{i}]"), w)?;
+    }
+    Ok(v)
 }
 
 /// Checks that a configuration value is at least 1.

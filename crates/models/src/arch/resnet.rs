@@ -111,7 +111,7 @@ impl ResNet20 {
 
     /// Builds the network with weights drawn from `seed`.
     pub fn new(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("resnet20", &["kernels", "hidden", "conv_bias"])?;
+        cfg.reject("resnet20", &["kernels", "hidden", "channels", "conv_bias"])?;
         let (input, classes) = cfg.io(3, 32)?;
         let [c0, s0, _] = input;
         if s0 % 4 != 0 {

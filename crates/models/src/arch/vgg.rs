@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{check_input, out_side, ArchConfig};
+use super::{check_input, out_side, widths, ArchConfig};
 use crate::error::Result;
 use crate::init::{init_params, InitScheme};
 use crate::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, Linear};
@@ -32,8 +32,10 @@ enum Stage {
 /// checkpoints.
 ///
 /// Options: `in_channels` (3), `input_size` (32; at least 32, as five 2×2 pools follow each other),
-/// `num_classes` (10), `conv_bias` (false; the seed's published weight count does not include biases,
-/// and the course code exists in both variants), `init` (Glorot normal, as the course's pruned layers).
+/// `num_classes` (10), `channels` (the 13 convs' filters, default the plan above) and `hidden` (the two
+/// hidden classifier widths, default `[256, 256]`): what structured pruning leaves of them,
+/// `conv_bias` (false; the seed's published weight count does not include biases, and the course code
+/// exists in both variants), `init` (Glorot normal, as the course's pruned layers).
 #[derive(Debug)]
 pub struct Vgg16Half {
     features: Vec<Stage>,
@@ -51,8 +53,18 @@ pub struct Vgg16Half {
 impl Vgg16Half {
     /// Builds the network with weights drawn from `seed`.
     pub fn new(cfg: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
-        cfg.reject("vgg16_half", &["kernels", "hidden"])?;
+        cfg.reject("vgg16_half", &["kernels"])?;
         let (input, classes) = cfg.io(3, 32)?;
+        let default_channels: Vec<usize> = PLAN.iter().copied().filter(|&c| c != 0).collect();
+        let channels = widths(
+            "vgg16_half",
+            "channels",
+            cfg.channels.as_ref(),
+            &default_channels,
+        )?;
+        let hidden = widths("vgg16_half", "hidden", cfg.hidden.as_ref(), &[256, 256])?;
+        let (h1, h2) = (hidden[0], hidden[1]);
+        let mut channel = channels.iter().copied();
         let conv_bias = cfg.conv_bias.unwrap_or(false);
         let [c0, s0, _] = input;
 
@@ -61,8 +73,8 @@ impl Vgg16Half {
         let mut layers = Vec::new();
         let (mut c, mut s) = (c0, s0);
         let mut idx = 0;
-        for &out in &PLAN {
-            if out == 0 {
+        for &plan in &PLAN {
+            if plan == 0 {
                 let name = format!("features.{idx}");
                 let so = out_side(&name, s, 2, 2, 0)?;
                 layers.push(LayerInfo {
@@ -78,6 +90,7 @@ impl Vgg16Half {
                 s = so;
                 idx += 1;
             } else {
+                let out = channel.next().unwrap_or(plan);
                 let conv_name = format!("features.{idx}");
                 let bn_name = format!("features.{}", idx + 1);
                 let conv = Conv2d::new(&mut store, &conv_name, c, out, 3, 1, 1, conv_bias, device)?;
@@ -112,17 +125,17 @@ impl Vgg16Half {
             in_shape: vec![c, s, s],
             out_shape: vec![c],
         });
-        let fc1 = Linear::new(&mut store, "classifier.0", c, 256, true, device)?;
-        let bn1 = BatchNorm::new(&mut store, "classifier.1", 256, device)?;
-        let fc2 = Linear::new(&mut store, "classifier.3", 256, 256, true, device)?;
-        let bn2 = BatchNorm::new(&mut store, "classifier.4", 256, device)?;
-        let fc3 = Linear::new(&mut store, "classifier.6", 256, classes, true, device)?;
+        let fc1 = Linear::new(&mut store, "classifier.0", c, h1, true, device)?;
+        let bn1 = BatchNorm::new(&mut store, "classifier.1", h1, device)?;
+        let fc2 = Linear::new(&mut store, "classifier.3", h1, h2, true, device)?;
+        let bn2 = BatchNorm::new(&mut store, "classifier.4", h2, device)?;
+        let fc3 = Linear::new(&mut store, "classifier.6", h2, classes, true, device)?;
         for (name, i, o) in [
-            ("classifier.0", c, 256),
-            ("classifier.1", 256, 256),
-            ("classifier.3", 256, 256),
-            ("classifier.4", 256, 256),
-            ("classifier.6", 256, classes),
+            ("classifier.0", c, h1),
+            ("classifier.1", h1, h1),
+            ("classifier.3", h1, h2),
+            ("classifier.4", h2, h2),
+            ("classifier.6", h2, classes),
         ] {
             let op = if name.ends_with('1') || name.ends_with('4') {
                 LayerOp::BatchNorm { features: o }
