@@ -15,6 +15,7 @@ use libfuzzer_sys::fuzz_target;
 const LIMITS: Limits = Limits {
     max_elements: 1 << 24,
     max_implicit_zeros: 1 << 22,
+    implicit_zeros_per_byte: 0,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -1490,7 +1490,9 @@ pub(crate) fn sparse_layer(
     Ok(layer)
 }
 
-/// The index width in 2..=12 that gives the smallest encoded layer.
+/// The index width in 2..=12 that gives the smallest encoded layer (its section's bytes, measured
+/// without the file limits: a layer alone is not a file, and its implicit zeros may need the
+/// allowance the whole file's size gives).
 fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
     let mut best = (u64::MAX, layer.index_bits);
     for b in 2..=12u8 {
@@ -1503,7 +1505,9 @@ fn best_index_bits(layer: &SparseLayer) -> Result<u8> {
             dense: vec![],
             ..Default::default()
         };
-        let size = f.to_bytes()?.len() as u64;
+        let size = container::layer_stats(&f)?
+            .first()
+            .map_or(u64::MAX, |s| s.bytes);
         if size < best.0 {
             best = (size, b);
         }
@@ -1903,4 +1907,35 @@ pub fn eval_on_test(recipe: &Recipe, model: &dyn Model, data: Dataset) -> Result
         val: None,
     };
     ctx.evaluate(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2^25-element layer pruned to nothing is more implicit zeros than a file of that layer alone
+    /// may hold; choosing its index width must still work (the whole file carries other data).
+    #[test]
+    fn the_index_width_of_a_large_empty_layer_is_chosen_without_file_limits() {
+        let layer = SparseLayer {
+            name: "fc3.weight".into(),
+            kind: container::LayerKind::Fc,
+            shape: vec![1 << 13, 1 << 12],
+            bits: 2,
+            index_bits: 5,
+            codebook: vec![-0.5, 0.5],
+            positions: vec![],
+            codes: vec![],
+        };
+        let b = best_index_bits(&layer).unwrap();
+        assert!((2..=12).contains(&b));
+        let alone = DczFile {
+            layers: vec![layer],
+            ..Default::default()
+        };
+        assert!(
+            alone.to_bytes().is_err(),
+            "a file of the layer alone is refused"
+        );
+    }
 }

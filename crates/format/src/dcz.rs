@@ -37,8 +37,13 @@ pub const MAX_RANK: usize = 8;
 /// tensors of one file together, layers and raw tensors.
 pub const MAX_FILE_ELEMENTS: u64 = 1 << 30;
 /// Default [`Limits::max_implicit_zeros`]: 2^24 elements per file that lie
-/// beyond the reach of their layer's index stream.
+/// beyond the reach of their layer's index stream, whatever the file's size.
 pub const MAX_IMPLICIT_ZEROS: u64 = 1 << 24;
+/// Default [`Limits::implicit_zeros_per_byte`]: each byte of a file allows 256
+/// more implicit zeros (1 KiB of `f32` per byte), so a large layer pruned to
+/// nothing fits in a file that holds other data, while a small file still
+/// cannot inflate beyond [`MAX_IMPLICIT_ZEROS`] and a few times its size.
+pub const IMPLICIT_ZEROS_PER_BYTE: u64 = 256;
 /// Longest tensor name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
 /// The one name a tensor may not have (safetensors keeps it for its metadata).
@@ -60,8 +65,12 @@ pub struct Limits {
     /// Most elements of all tensors of one file together.
     pub max_elements: u64,
     /// Most elements of all sparse layers of one file together that lie
-    /// beyond the last kept position of their layer.
+    /// beyond the last kept position of their layer, plus
+    /// `implicit_zeros_per_byte` for each byte of the file.
     pub max_implicit_zeros: u64,
+    /// Implicit zeros allowed per byte of the file, on top of
+    /// `max_implicit_zeros`.
+    pub implicit_zeros_per_byte: u64,
 }
 
 impl Default for Limits {
@@ -69,7 +78,16 @@ impl Default for Limits {
         Self {
             max_elements: MAX_FILE_ELEMENTS,
             max_implicit_zeros: MAX_IMPLICIT_ZEROS,
+            implicit_zeros_per_byte: IMPLICIT_ZEROS_PER_BYTE,
         }
+    }
+}
+
+impl Limits {
+    /// Implicit zeros a file of `file_len` bytes may hold in all.
+    pub fn implicit_zeros_for(&self, file_len: u64) -> u64 {
+        self.max_implicit_zeros
+            .saturating_add(self.implicit_zeros_per_byte.saturating_mul(file_len))
     }
 }
 
@@ -625,15 +643,29 @@ pub(crate) struct Budget {
     limits: Limits,
     elements_left: u64,
     zeros_left: u64,
+    file_len: u64,
 }
 
 impl Budget {
-    fn new(limits: &Limits) -> Self {
+    /// The budget of a file of `file_len` bytes.
+    fn new(limits: &Limits, file_len: u64) -> Self {
         Self {
             limits: *limits,
             elements_left: limits.max_elements,
-            zeros_left: limits.max_implicit_zeros,
+            zeros_left: limits.implicit_zeros_for(file_len),
+            file_len,
         }
+    }
+
+    /// How the implicit-zero limit of this file came about, for error texts.
+    fn zeros_limit(&self) -> String {
+        format!(
+            "{} + {} per byte of this {}-byte file = {}",
+            self.limits.max_implicit_zeros,
+            self.limits.implicit_zeros_per_byte,
+            self.file_len,
+            self.limits.implicit_zeros_for(self.file_len)
+        )
     }
 
     /// Takes `numel` elements of the per-file total; the error text names the limit.
@@ -656,9 +688,10 @@ impl Budget {
         if zeros > self.zeros_left {
             return Err(format!(
                 "shape has {numel} elements but the index stream reaches only {reach}: \
-                 {zeros} implicit zeros exceed the limit of {} per file \
+                 {zeros} implicit zeros exceed the limit of {} \
                  ({} left after the layers before this one)",
-                self.limits.max_implicit_zeros, self.zeros_left
+                self.zeros_limit(),
+                self.zeros_left
             ));
         }
         self.zeros_left -= zeros;
@@ -674,8 +707,8 @@ fn reach(positions: &[u64]) -> u64 {
 impl DczFile {
     /// Checks what [`Self::to_bytes`] checks beyond each tensor's own
     /// validity: every name valid and unique across layers and raw tensors,
-    /// and the file within `limits`.
-    pub fn check(&self, limits: &Limits) -> Result<(), ContainerError> {
+    /// and the file, serialized to `file_len` bytes, within `limits`.
+    pub fn check(&self, limits: &Limits, file_len: u64) -> Result<(), ContainerError> {
         let mut seen: std::collections::HashMap<&str, String> = Default::default();
         let names = self
             .layers
@@ -707,7 +740,7 @@ impl DczFile {
             }
             seen.insert(name, what);
         }
-        let mut budget = Budget::new(limits);
+        let mut budget = Budget::new(limits, file_len);
         for l in &self.layers {
             let numel = element_count(&l.shape).unwrap_or(u64::MAX);
             let section = || format!("layer `{}`", l.name);
@@ -763,7 +796,9 @@ impl DczFile {
         for t in &self.typed {
             t.validate()?;
         }
-        self.check(&Limits::default())?;
+        // Names and element counts before the work; the implicit zeros, which the file's size
+        // bounds, once its bytes are known.
+        self.check(&Limits::default(), u64::MAX)?;
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -794,6 +829,7 @@ impl DczFile {
         }
         crate::channel::write_sections(self, &mut out)?;
         out.extend_from_slice(&TAG_END);
+        self.check(&Limits::default(), out.len() as u64 + 4)?;
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -840,7 +876,7 @@ impl DczFile {
         };
         h.finish()?;
 
-        let mut budget = Budget::new(limits);
+        let mut budget = Budget::new(limits, b.len() as u64);
         // Tensor name → the section that first used it.
         let mut seen: std::collections::HashMap<String, String> = Default::default();
         let mut unique = |name: &str, desc: &str, offset: u64| match seen.get(name) {
@@ -1109,10 +1145,10 @@ fn decode_layer(
     if numel - reach_max > budget.zeros_left {
         return Err(c.limit(format!(
             "shape has {numel} elements but {index_symbols} index entries of {index_bits} bits \
-             reach at most {reach_max}: {} implicit zeros exceed the limit of {} per file \
+             reach at most {reach_max}: {} implicit zeros exceed the limit of {} \
              ({} left after the layers before this one)",
             numel - reach_max,
-            budget.limits.max_implicit_zeros,
+            budget.zeros_limit(),
             budget.zeros_left
         )));
     }
@@ -1812,6 +1848,7 @@ mod tests {
         let big = Limits {
             max_elements: 1 << 30,
             max_implicit_zeros: 1 << 29,
+            implicit_zeros_per_byte: 0,
         };
         let f = DczFile::from_bytes_with_limits(&b, &big).unwrap();
         assert_eq!(f.layers[0].numel(), 268_435_450);
@@ -1830,6 +1867,7 @@ mod tests {
         let tight = Limits {
             max_elements: 21,
             max_implicit_zeros: 0,
+            implicit_zeros_per_byte: 0,
         };
         let msg = DczFile::from_bytes_with_limits(&bytes, &tight)
             .unwrap_err()
@@ -1839,6 +1877,7 @@ mod tests {
         let ok = Limits {
             max_elements: 22,
             max_implicit_zeros: 0,
+            implicit_zeros_per_byte: 0,
         };
         assert_eq!(DczFile::from_bytes_with_limits(&bytes, &ok).unwrap(), f);
         // The writer refuses what the default reader would refuse.
@@ -1849,6 +1888,40 @@ mod tests {
         let mut g = tiny_file();
         g.layers[0].shape = vec![1 << 14, 1 << 11];
         let msg = g.to_bytes().unwrap_err().to_string();
+        assert!(
+            msg.contains("fc.w") && msg.contains("implicit zeros"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_large_layer_pruned_to_nothing_fits_a_file_that_holds_other_data() {
+        // fc.w with 2^25 elements (its kept positions end at 19): about 2^25 implicit zeros, above
+        // the 2^24 a file of any size may hold, below 2^24 + 256 per byte of a 128 KB file.
+        let mut g = tiny_file();
+        g.layers[0].shape = vec![1 << 13, 1 << 12];
+        let msg = g.to_bytes().unwrap_err().to_string();
+        assert!(
+            msg.contains("fc.w") && msg.contains("implicit zeros") && msg.contains("per byte"),
+            "{msg}"
+        );
+        g.dense.push(DenseTensor {
+            name: "other.weight".into(),
+            shape: vec![32_000],
+            data: (0..32_000).map(|i| i as f32 * 1e-3).collect(),
+        });
+        let bytes = g.to_bytes().unwrap();
+        assert!(bytes.len() > 128_000);
+        let back = DczFile::from_bytes(&bytes).unwrap();
+        assert_eq!(back, g);
+        // Without the per-byte allowance the reader refuses it, naming the limit.
+        let strict = Limits {
+            implicit_zeros_per_byte: 0,
+            ..Limits::default()
+        };
+        let msg = DczFile::from_bytes_with_limits(&bytes, &strict)
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("fc.w") && msg.contains("implicit zeros"),
             "{msg}"

@@ -27,8 +27,9 @@
 //!   remain before anything is allocated from it, and the decoded size is bounded before any tensor is
 //!   materialized: at most [`Limits::max_elements`] elements per file (default [`MAX_FILE_ELEMENTS`]),
 //!   and a sparse layer's shape may exceed what its index stream reaches by at most
-//!   [`Limits::max_implicit_zeros`] elements per file (default [`MAX_IMPLICIT_ZEROS`]). So a small
-//!   file cannot ask [`SparseLayer::to_dense`] for gigabytes.
+//!   [`Limits::max_implicit_zeros`] elements per file (default [`MAX_IMPLICIT_ZEROS`]) plus
+//!   [`Limits::implicit_zeros_per_byte`] per byte of the file (default [`IMPLICIT_ZEROS_PER_BYTE`]).
+//!   So a small file cannot ask [`SparseLayer::to_dense`] for gigabytes.
 //! - Names are checked on read and on write: every tensor name is non-empty, at most
 //!   [`MAX_NAME_LEN`] bytes, free of control characters, not `__metadata__`, and unique across
 //!   layers and raw tensors.
