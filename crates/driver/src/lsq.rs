@@ -5,10 +5,12 @@
 //! for as SVG: per part (b)–(f) one chart of log10 L against the step with a line per setting, and
 //! per run one chart of each element of w against the step.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use deepcomp_sparsity::lsq::{descend, lab_problem, lab_runs, Trajectory, LAB_LR, LAB_STEPS};
+use deepcomp_sparsity::lsq::{
+    descend, lab_problem, lab_row, lab_runs, trajectory_csv, Trajectory, LAB_LR, LAB_STEPS,
+    LAB_TABLE_HEADER,
+};
 
 use crate::error::Result;
 use crate::fsutil;
@@ -41,26 +43,13 @@ pub fn run(out: &Path) -> Result<LabOutput> {
     fsutil::create_dir_all(out)?;
     let p = lab_problem()?;
     let truth = p.truth.flatten_all()?.to_vec1::<f64>()?;
-    let mut table = String::from(
-        "| run | final L | log10 L | exact nonzeros | max abs(w − w*) | files |\n\
-         |---|---:|---:|---|---:|---|\n",
-    );
+    let mut table = String::from(LAB_TABLE_HEADER);
     let mut files = Vec::new();
     let mut loss_series: Vec<(char, Series)> = Vec::new();
     for (i, run) in lab_runs().iter().enumerate() {
         let t = descend(&p, run.method, LAB_LR, LAB_STEPS)?;
-        let err = t
-            .final_weights()
-            .iter()
-            .zip(&truth)
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         let csv_name = format!("run{i:02}.csv");
-        let mut csv = String::from("step,loss,w0,w1,w2,w3,w4\n");
-        for (s, (l, w)) in t.losses.iter().zip(&t.weights).enumerate() {
-            let ws: Vec<String> = w.iter().map(|v| v.to_string()).collect();
-            let _ = writeln!(csv, "{s},{l},{}", ws.join(","));
-        }
-        fsutil::write_atomic(&out.join(&csv_name), csv.as_bytes())?;
+        fsutil::write_atomic(&out.join(&csv_name), trajectory_csv(&t).as_bytes())?;
         let weights: Vec<Series> = (0..truth.len())
             .map(|j| Series {
                 label: format!("w{j} (w* = {})", truth[j]),
@@ -85,15 +74,12 @@ pub fn run(out: &Path) -> Result<LabOutput> {
                 points: log_loss(&t),
             },
         ));
-        let _ = writeln!(
-            table,
-            "| ({}) {} | {:.3e} | {:.2} | {:?} | {err:.3e} | {csv_name}, {svg_name} |",
-            run.part,
-            run.label,
-            t.final_loss(),
-            t.final_loss().max(LOSS_FLOOR).log10(),
-            t.support(0.0),
-        );
+        table.push_str(&lab_row(
+            run,
+            &t,
+            &truth,
+            &format!("{csv_name}, {svg_name}"),
+        ));
         files.push(csv_name);
         files.push(svg_name);
     }

@@ -11,10 +11,11 @@
 //! `deepcomp lsq` runs the same lab and also draws the lab's figures (log L and each weight
 //! against the step) as SVG.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use deepcomp_sparsity::lsq::{descend, lab_problem, lab_runs, LAB_LR, LAB_STEPS};
+use deepcomp_sparsity::lsq::{
+    descend, lab_problem, lab_row, lab_runs, trajectory_csv, LAB_LR, LAB_STEPS, LAB_TABLE_HEADER,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
@@ -23,32 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     let p = lab_problem()?;
     let truth = p.truth.flatten_all()?.to_vec1::<f64>()?;
-    let mut table = String::from(
-        "| run | final L | log10 L | exact nonzeros | max abs(w - w*) | file |\n|---|---:|---:|---|---:|---|\n",
-    );
+    let mut table = String::from(LAB_TABLE_HEADER);
     for (i, run) in lab_runs().iter().enumerate() {
         let t = descend(&p, run.method, LAB_LR, LAB_STEPS)?;
-        let w = t.final_weights();
-        let err = w
-            .iter()
-            .zip(&truth)
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         let file = format!("run{i:02}.csv");
-        let mut csv = String::from("step,loss,w0,w1,w2,w3,w4\n");
-        for (s, (l, w)) in t.losses.iter().zip(&t.weights).enumerate() {
-            let ws: Vec<String> = w.iter().map(|v| v.to_string()).collect();
-            writeln!(csv, "{s},{l},{}", ws.join(","))?;
-        }
-        std::fs::write(out.join(&file), csv)?;
-        writeln!(
-            table,
-            "| ({}) {} | {:.3e} | {:.2} | {:?} | {err:.3e} | {file} |",
-            run.part,
-            run.label,
-            t.final_loss(),
-            t.final_loss().max(f64::MIN_POSITIVE).log10(),
-            t.support(0.0),
-        )?;
+        std::fs::write(out.join(&file), trajectory_csv(&t))?;
+        table.push_str(&lab_row(run, &t, &truth, &file));
     }
     print!("{table}");
     std::fs::write(out.join("table.md"), &table)?;

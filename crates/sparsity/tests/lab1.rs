@@ -2,26 +2,15 @@
 //! least-squares solution (3 points, 5 unknowns, ‖w*‖₀ = 2, 200 full-batch steps,
 //! μ = 0.02; λ and thresholds as listed in the seed).
 
-use deepcomp_sparsity::lsq::{descend, LeastSquares, Method};
+use deepcomp_sparsity::lsq::{descend, lab_problem, LeastSquares, Method, LAB_LR, LAB_STEPS};
 
-const LR: f64 = 0.02;
-const STEPS: usize = 200;
+const LR: f64 = LAB_LR;
+const STEPS: usize = LAB_STEPS;
 
-/// A small-integer instance in the spirit of the lab's fixed data (which the seed does not
-/// reproduce). It was picked by searching random integer 3×5 matrices (entries in -2..=2,
-/// `2μλ_max(XᵀX) < 1.6`) for one where, from w0 = 0, the seed's narrative is visible;
-/// the aggregate test below checks what holds on *every* generated instance.
+/// The lab's instance (`lsq::lab_problem`); the aggregate test below checks what holds on *every*
+/// generated instance.
 fn lab_instance() -> LeastSquares {
-    LeastSquares::new(
-        vec![
-            vec![-1.0, -2.0, -1.0, 1.0, -1.0],
-            vec![-1.0, 2.0, 2.0, 1.0, -2.0],
-            vec![1.0, -2.0, 1.0, -1.0, 0.0],
-        ],
-        vec![0.0, 1.5, 0.0, 0.0, -2.0],
-        vec![0.0; 5],
-    )
-    .unwrap()
+    lab_problem().unwrap()
 }
 
 #[test]
