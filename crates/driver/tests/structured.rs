@@ -240,13 +240,68 @@ fn smaller_cifar_lenet_and_vgg16_half_equal_their_zeroed_dense_models() {
     assert_eq!(shapes["classifier.6.weight"], vec![10, 7]);
 }
 
-#[test]
-fn structured_lenet5_pipeline_end_to_end() {
+/// A finished pipeline run on generated data: its folders, its options (for a second run), its report.
+struct GeneratedRun {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    out: std::path::PathBuf,
+    opts: PipelineOptions,
+    report: deepcomp_driver::report::Report,
+}
+
+/// Runs `recipe_text` (`{data}` standing for the data folder) on 600 + 200 generated images.
+fn run_generated(recipe_text: &str) -> GeneratedRun {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     write_dataset(&data, 600, 200);
-    let text = format!(
+    let text = recipe_text.replace("{data}", &data.display().to_string());
+    let loaded = recipe::parse(&text, "test").unwrap();
+    let out = tmp.path().join("out");
+    let opts = PipelineOptions {
+        recipe: loaded,
+        out: out.clone(),
+        fresh: false,
+        progress: false,
+        data_path: None,
+    };
+    let report = run(&opts).unwrap();
+    GeneratedRun {
+        _tmp: tmp,
+        data,
+        out,
+        opts,
+        report,
+    }
+}
+
+/// Tensor shapes of the smaller model's checkpoint.
+fn pruned_shapes(out: &std::path::Path) -> BTreeMap<String, Vec<usize>> {
+    let (tensors, _) =
+        deepcomp_models::read_safetensors(&out.join("checkpoints/pruned.safetensors")).unwrap();
+    tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
+        .collect()
+}
+
+/// The `.dcz` alone says what to build: the recipe from its metadata evaluates it to the pipeline's
+/// decoded accuracy, and the compressed engine agrees within 0.02. Returns that recipe.
+fn check_dcz_alone(g: &GeneratedRun) -> recipe::Recipe {
+    let dcz = g.out.join("model.dcz");
+    let mut r = deepcomp_driver::meta::recipe_for(&dcz, None, None, "ci").unwrap();
+    r.data.verify = false;
+    r.data.allow_download = false;
+    let (top1, _) = eval_file(&r, &dcz, Some(&g.data), None).unwrap();
+    assert_eq!(top1, g.report.accuracy.decoded);
+    let rt = deepcomp_driver::engine::run_file(&r, &dcz, Some(&g.data)).unwrap();
+    assert!((rt.top1 - top1).abs() < 0.02, "{} vs {top1}", rt.top1);
+    r
+}
+
+#[test]
+fn structured_lenet5_pipeline_end_to_end() {
+    let g = run_generated(
         r#"
 name = "structured-lenet5"
 model = "lenet5"
@@ -257,7 +312,7 @@ channels = [8, 12]
 hidden = [32]
 init = "torch_default"
 [data]
-path = "{}"
+path = "{data}"
 batch_size = 50
 eval_batch_size = 200
 allow_download = false
@@ -269,8 +324,8 @@ lr = 0.02
 momentum = 0.9
 [prune]
 method = "structured"
-rounds = [{{ target = 0.25, epochs = 1 }}, {{ target = 0.5, epochs = 1 }}]
-layer_scale = {{ "conv1.weight" = 0.5 }}
+rounds = [{ target = 0.25, epochs = 1 }, { target = 0.5, epochs = 1 }]
+layer_scale = { "conv1.weight" = 0.5 }
 lr = 0.01
 momentum = 0.9
 [quant]
@@ -279,25 +334,10 @@ fc_bits = 4
 epochs = 1
 lr = 0.0005
 "#,
-        data.display()
     );
-    let loaded = recipe::parse(&text, "test").unwrap();
-    let out = tmp.path().join("out");
-    let opts = PipelineOptions {
-        recipe: loaded,
-        out: out.clone(),
-        fresh: false,
-        progress: false,
-        data_path: None,
-    };
-    let report = run(&opts).unwrap();
+    let (out, report, opts) = (&g.out, &g.report, &g.opts);
     // conv1: 8 − floor(8 · 0.25) = 6; conv2: 12 → 6; fc1: 32 → 16; the 10 classes stay.
-    let (tensors, _) =
-        deepcomp_models::read_safetensors(&out.join("checkpoints/pruned.safetensors")).unwrap();
-    let shapes: BTreeMap<String, Vec<usize>> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
-        .collect();
+    let shapes = pruned_shapes(out);
     assert_eq!(shapes["conv1.weight"], vec![6, 1, 5, 5]);
     assert_eq!(shapes["conv1.bias"], vec![6]);
     assert_eq!(shapes["conv2.weight"], vec![6, 6, 5, 5]);
@@ -340,31 +380,21 @@ lr = 0.0005
         .as_deref()
         .unwrap()
         .contains("\"channels\":[6,6]"));
-    let mut r = deepcomp_driver::meta::recipe_for(&dcz, None, None, "ci").unwrap();
+    let r = check_dcz_alone(&g);
     assert_eq!(r.model, "lenet5");
     assert_eq!(r.arch.channels, Some(vec![6, 6]));
     assert_eq!(r.arch.hidden, Some(vec![16]));
-    r.data.verify = false;
-    r.data.allow_download = false;
-    let (top1, _) = eval_file(&r, &dcz, Some(&data), None).unwrap();
-    assert_eq!(top1, report.accuracy.decoded);
-    let rt = deepcomp_driver::engine::run_file(&r, &dcz, Some(&data)).unwrap();
-    assert!((rt.top1 - top1).abs() < 0.02, "{} vs {top1}", rt.top1);
 
     // A second run resumes from the smaller checkpoints and writes the same file.
     let sha = report.dcz_sha256.clone();
-    let again = run(&opts).unwrap();
+    let again = run(opts).unwrap();
     assert_eq!(again.dcz_sha256, sha);
     assert_eq!(again.structured.unwrap().hidden, vec![6, 6, 16]);
 }
 
 #[test]
 fn structured_pipeline_writes_the_smaller_model_and_a_self_describing_dcz() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 600, 200);
-    let text = format!(
+    let g = run_generated(
         r#"
 name = "structured-e2e"
 model = "mlp"
@@ -373,7 +403,7 @@ seed = 3
 [arch]
 hidden = [32, 24]
 [data]
-path = "{}"
+path = "{data}"
 batch_size = 50
 eval_batch_size = 200
 allow_download = false
@@ -384,33 +414,18 @@ epochs = 1
 lr = 0.05
 [prune]
 method = "structured"
-rounds = [{{ target = 0.25, epochs = 1 }}, {{ target = 0.5, epochs = 1 }}]
-layer_scale = {{ "fc2.weight" = 0.5 }}
+rounds = [{ target = 0.25, epochs = 1 }, { target = 0.5, epochs = 1 }]
+layer_scale = { "fc2.weight" = 0.5 }
 lr = 0.01
 [quant]
 fc_bits = 4
 epochs = 1
 lr = 0.0005
 "#,
-        data.display()
     );
-    let loaded = recipe::parse(&text, "test").unwrap();
-    let out = tmp.path().join("out");
-    let opts = PipelineOptions {
-        recipe: loaded,
-        out: out.clone(),
-        fresh: false,
-        progress: false,
-        data_path: None,
-    };
-    let report = run(&opts).unwrap();
+    let (out, report, opts) = (&g.out, &g.report, &g.opts);
     // fc1: 32 → 16; fc2: 24 → 24 − floor(24 · 0.25) = 18; the 10 classes stay.
-    let (tensors, _) =
-        deepcomp_models::read_safetensors(&out.join("checkpoints/pruned.safetensors")).unwrap();
-    let shapes: BTreeMap<String, Vec<usize>> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.dims().to_vec()))
-        .collect();
+    let shapes = pruned_shapes(out);
     assert_eq!(shapes["fc1.weight"], vec![16, 784]);
     assert_eq!(shapes["fc1.bias"], vec![16]);
     assert_eq!(shapes["fc2.weight"], vec![18, 16]);
@@ -442,20 +457,13 @@ lr = 0.0005
     assert!(md.contains("## Structured pruning"), "{md}");
 
     // The `.dcz` alone says what to build: its metadata carries the new widths.
-    let dcz = out.join("model.dcz");
-    let mut r = deepcomp_driver::meta::recipe_for(&dcz, None, None, "ci").unwrap();
+    let r = check_dcz_alone(&g);
     assert_eq!(r.model, "mlp");
     assert_eq!(r.arch.hidden, Some(vec![16, 18]));
-    r.data.verify = false;
-    r.data.allow_download = false;
-    let (top1, _) = eval_file(&r, &dcz, Some(&data), None).unwrap();
-    assert_eq!(top1, report.accuracy.decoded);
-    let rt = deepcomp_driver::engine::run_file(&r, &dcz, Some(&data)).unwrap();
-    assert!((rt.top1 - top1).abs() < 0.02, "{} vs {top1}", rt.top1);
 
     // A second run resumes from the smaller checkpoints and writes the same file.
     let sha = report.dcz_sha256.clone();
-    let again = run(&opts).unwrap();
+    let again = run(opts).unwrap();
     assert_eq!(again.dcz_sha256, sha);
     assert_eq!(again.structured.unwrap().hidden, vec![16, 18]);
 }
