@@ -180,6 +180,19 @@ impl TrainHook for Chain<'_> {
         Ok(())
     }
 
+    fn loss(
+        &mut self,
+        images: &Tensor,
+        logits: &Tensor,
+        loss: Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let mut loss = loss;
+        for h in &mut self.0 {
+            loss = h.loss(images, logits, loss)?;
+        }
+        Ok(loss)
+    }
+
     fn after_backward(
         &mut self,
         model: &dyn Model,

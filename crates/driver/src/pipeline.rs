@@ -54,6 +54,8 @@ struct Ctx<'a> {
     inputs: StageInputs,
     /// Held out of the training split for the pipeline's choices.
     val: Option<Split>,
+    /// The dense model, when a compression stage distills from it (`prune.distill`, `quant.distill`).
+    teacher: Option<Box<dyn Model>>,
 }
 
 fn ckpt_dir(out: &Path) -> PathBuf {
@@ -364,6 +366,33 @@ impl Ctx<'_> {
             !(e.stage == stage
                 && (e.round > round || (e.round == round && e.epoch >= epoch_offset)))
         });
+        // Distillation from the dense model wraps the stage's hook (the teacher only changes the loss).
+        let distill = match stage {
+            "finetune" => self.recipe.prune.distill.as_ref(),
+            "centroids" | "qat" => self.recipe.quant.distill.as_ref(),
+            _ => None,
+        };
+        let mut kd = match (distill, &self.teacher) {
+            (Some(d), Some(t)) => Some(deepcomp_models::distill::Distill::new(
+                t.as_ref(),
+                d.alpha,
+                d.temperature,
+            )?),
+            (Some(_), None) => {
+                return Err(DriverError::Other(format!(
+                    "stage `{stage}` distills from the dense model, but no teacher was loaded"
+                )))
+            }
+            _ => None,
+        };
+        let mut chain;
+        let hook: &mut dyn TrainHook = match kd.as_mut() {
+            Some(kd) => {
+                chain = Chain(vec![kd, hook]);
+                &mut chain
+            }
+            None => hook,
+        };
         let mut opt = make_optimizer(o)?;
         let sched = make_schedule(o, epochs)?;
         let progress = deepcomp_models::ProgressConfig {
@@ -829,6 +858,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         progress: opts.progress,
         inputs,
         val,
+        teacher: None,
     };
     report.recipe = recipe.name.clone();
     report.model = recipe.model.clone();
@@ -915,6 +945,12 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
         fsutil::write_json(&progress_path, &report)?;
     }
     crate::note!("deepcomp: dense top-1 {:.4}", report.accuracy.dense);
+    if recipe.prune.distill.is_some() || recipe.quant.distill.is_some() {
+        // The teacher: a second copy of the dense model, from the checkpoint just written or resumed.
+        let teacher = build_model(recipe, &device)?;
+        deepcomp_models::load_safetensors(teacher.as_ref(), &dense_ckpt)?;
+        ctx.teacher = Some(teacher);
+    }
     // The dense weights, for the weight-distribution plots.
     let dense_values: Vec<(String, Vec<f32>)> = model
         .prunable()
@@ -1905,6 +1941,7 @@ pub fn eval_on_test(recipe: &Recipe, model: &dyn Model, data: Dataset) -> Result
         progress: false,
         inputs: StageInputs::default(),
         val: None,
+        teacher: None,
     };
     ctx.evaluate(model)
 }

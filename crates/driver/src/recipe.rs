@@ -328,6 +328,25 @@ pub struct OptimSection {
     pub eta_min: f64,
 }
 
+/// Knowledge distillation (Hinton et al. 2015) from the dense model, the teacher, while a compression
+/// stage finetunes: `{ alpha = 0.5, temperature = 4.0 }`. The loss becomes
+/// `(1 − alpha)·CE + alpha·T²·KL(softmax(teacher/T) ‖ softmax(student/T))`
+/// ([`deepcomp_models::distill`]). The teacher is the model the `train` stage ends with (trained, or
+/// loaded from `train.checkpoint`), run in inference mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// Weight of the soft term, in [0, 1] (0: labels only; 1: the teacher only).
+    pub alpha: f64,
+    /// Softmax temperature T > 0 (Hinton et al. use 2–20; 1 compares the plain probabilities).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_temperature() -> f64 {
+    4.0
+}
+
 /// A regularizer of the prunable weights (seed 003, Lab 1, on a network): `{ kind = "l1", lambda = 1e-5 }`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +446,9 @@ with_optim_fields! {
         /// tensor, pruned weights kept at zero); schedules `rounds` and `oneshot` only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub qat_bits: Option<u8>,
+        /// Knowledge distillation from the dense model during masked finetuning.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub distill: Option<DistillSection>,
     }
 }
 
@@ -477,6 +499,9 @@ pub struct QuantSection {
     /// `uniform` / `ste`: one scale per `tensor` (default) or per output `channel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granularity: Option<String>,
+    /// Knowledge distillation from the dense model during centroid (or QAT) finetuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillSection>,
 }
 
 fn default_method() -> String {
@@ -950,6 +975,36 @@ impl Recipe {
         ] {
             if let Some(r) = reg {
                 validate_regularizer(r, section, trains, &err)?;
+            }
+        }
+        let prune_trains = p.rounds.iter().any(|r| r.epochs > 0)
+            || p.epochs.unwrap_or(0) > 0
+            || p.extra_epochs.unwrap_or(0) > 0;
+        let quant_trains = self.quant.epochs > 0 && self.quant.method != "uniform";
+        for (section, d, trains) in [
+            ("prune", &self.prune.distill, prune_trains),
+            ("quant", &self.quant.distill, quant_trains),
+        ] {
+            let Some(d) = d else { continue };
+            if !trains {
+                return Err(err(
+                    &format!("{section}.distill"),
+                    format!(
+                        "the `{section}` section trains no epoch, so distillation would be ignored"
+                    ),
+                ));
+            }
+            if !(d.alpha.is_finite() && (0.0..=1.0).contains(&d.alpha)) {
+                return Err(err(
+                    &format!("{section}.distill.alpha"),
+                    format!("{} must be in [0, 1]", d.alpha),
+                ));
+            }
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err(err(
+                    &format!("{section}.distill.temperature"),
+                    format!("{} must be a finite value > 0", d.temperature),
+                ));
             }
         }
         if let Some(b) = self.encode.index_bits {
@@ -1430,6 +1485,40 @@ augment_padding = 0
             load("ci").unwrap().recipe.method_for("fc1.weight"),
             "kmeans"
         );
+    }
+
+    #[test]
+    fn distillation_is_validated_naming_the_field() {
+        let prune = |d: &str| with(&format!("lr = 0.01\ndistill = {d}"), "lr = 0.01");
+        let cases = [
+            (prune("{ alpha = 1.5 }"), "prune.distill.alpha"),
+            (prune("{ alpha = -0.1 }"), "prune.distill.alpha"),
+            (
+                prune("{ alpha = 0.5, temperature = 0.0 }"),
+                "prune.distill.temperature",
+            ),
+            (prune("{ alpha = 0.5, temp = 2.0 }"), "temp"),
+            (
+                quant("epochs = 1\ndistill = { alpha = 0.5, temperature = -2.0 }"),
+                "quant.distill.temperature",
+            ),
+            // A stage that trains nothing would ignore it.
+            (
+                quant("epochs = 0\ndistill = { alpha = 0.5 }"),
+                "quant.distill",
+            ),
+            (
+                quant("method = \"uniform\"\nepochs = 0\ndistill = { alpha = 0.5 }"),
+                "quant.distill",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text, "test").unwrap_err().to_string();
+            assert!(e.contains(field), "error `{e}` should name `{field}`");
+        }
+        let r = parse(&prune("{ alpha = 0.7 }"), "test").unwrap().recipe;
+        let d = r.prune.distill.unwrap();
+        assert_eq!((d.alpha, d.temperature), (0.7, 4.0));
     }
 
     #[test]

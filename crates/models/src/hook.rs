@@ -11,10 +11,18 @@ use crate::model::Model;
 use crate::optim::Optimizer;
 
 /// Called by the training loop; every method has a do-nothing default.
-pub trait TrainHook {
+pub trait TrainHook: Send {
     /// Before the first batch of `epoch` (0-based). Pruning schedules act here.
     fn on_epoch_start(&mut self, _epoch: usize, _model: &dyn Model) -> Result<()> {
         Ok(())
+    }
+
+    /// Between the forward pass and `backward`: given the batch's `images`, the model's `logits` (part of
+    /// the graph) and the cross-entropy `loss`, returns the loss to differentiate. The default returns
+    /// `loss` unchanged; knowledge distillation ([`crate::distill::Distill`]) mixes in a teacher's soft
+    /// targets here.
+    fn loss(&mut self, _images: &Tensor, _logits: &Tensor, loss: Tensor) -> Result<Tensor> {
+        Ok(loss)
     }
 
     /// After `loss.backward()`, before the optimizer step: may rewrite gradients (mask them, group them).

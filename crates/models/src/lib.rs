@@ -17,7 +17,8 @@
 //! [`evaluate`] / [`fit`] with top-1/top-5 and throughput, and [`Checkpoint`]s holding weights,
 //! optimizer state, masks and the epoch so a killed run resumes bit for bit. The one seam to the rest
 //! of deepcomp is [`TrainHook`]: called after backward and after each optimizer step, it is where the
-//! driver keeps pruned weights at zero and trains shared centroids.
+//! driver keeps pruned weights at zero and trains shared centroids; its [`TrainHook::loss`] lets
+//! [`distill::Distill`] add a teacher's soft targets to the loss.
 //!
 //! [`layer_report`] gives the per-layer MACs and memory footprint (fp32 and at k bits) that seed 004
 //! computes by hand. Where candle 0.11 is slow, wrong or missing something, [`kernels`] has our own CPU
@@ -27,6 +28,7 @@
 
 pub mod arch;
 pub mod checkpoint;
+pub mod distill;
 pub mod error;
 pub mod hook;
 pub mod init;

@@ -1,7 +1,7 @@
 //! Training and evaluation loops.
 //!
 //! [`train_epoch`] runs one epoch of mini-batch training: forward in training mode, cross-entropy loss on the
-//! logits, backward, the hook's [`TrainHook::after_backward`] (masks, grouped centroid gradients), the
+//! logits (which [`TrainHook::loss`] may change, e.g. to distill from a teacher), backward, the hook's [`TrainHook::after_backward`] (masks, grouped centroid gradients), the
 //! optimizer step, then [`TrainHook::after_step`]. [`evaluate`] runs the model in inference mode. Both report
 //! mean loss, top-1 and top-5 accuracy (top-5 when the model has at least 5 classes) and throughput.
 //! [`fit`] strings epochs together: it sets the scheduled learning rate, trains, evaluates, keeps a history
@@ -238,7 +238,7 @@ fn forward_loss(
     images: &Tensor,
     labels: &Tensor,
     train: bool,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<(Tensor, Tensor, Vec<f32>)> {
     let logits = model.forward_t(images, train)?;
     let expected = [labels.dim(0)?, model.num_classes()];
     if logits.dims() != expected {
@@ -253,7 +253,7 @@ fn forward_loss(
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    Ok((loss, host))
+    Ok((logits, loss, host))
 }
 
 fn scalar(loss: &Tensor) -> Result<f64> {
@@ -294,7 +294,7 @@ fn log_line(bar: &ProgressBar, line: String) {
 
 /// Trains `model` for one epoch over `batches` with `opt`, calling `hook` around every step.
 ///
-/// Order per batch: `forward_t(train = true)` → cross-entropy → `backward` → `hook.after_backward` →
+/// Order per batch: `forward_t(train = true)` → cross-entropy → `hook.loss` → `backward` → `hook.after_backward` →
 /// `opt.step` → `hook.after_step`. `hook.on_epoch_start(epoch)` runs before the first batch. The learning
 /// rate is whatever `opt` holds (see [`fit`] for schedules).
 pub fn train_epoch(
@@ -319,7 +319,8 @@ pub fn train_epoch(
         let (images, labels) = batch?;
         let host_labels = check_batch(model, &images, &labels)?;
         let (loss, host_logits, mut grads) = in_pool(|| {
-            let (loss, host_logits) = forward_loss(model, &images, &labels, true)?;
+            let (logits, loss, host_logits) = forward_loss(model, &images, &labels, true)?;
+            let loss = hook.loss(&images, &logits, loss)?;
             let grads = loss.backward()?;
             Ok((loss, host_logits, grads))
         })?;
@@ -383,7 +384,7 @@ pub fn evaluate(
     for batch in batches {
         let (images, labels) = batch?;
         let host_labels = check_batch(model, &images, &labels)?;
-        let (loss, host_logits) = in_pool(|| forward_loss(model, &images, &labels, false))?;
+        let (_, loss, host_logits) = in_pool(|| forward_loss(model, &images, &labels, false))?;
         tally.add(&host_logits, &host_labels, classes, scalar(&loss)?);
     }
     if tally.examples == 0 {

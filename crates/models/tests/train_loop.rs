@@ -308,3 +308,56 @@ fn masks_in_the_hook_keep_pruned_weights_and_momentum_at_zero() {
         .iter()
         .all(|v| *v != 0.0));
 }
+
+/// Distillation through the training loop's `TrainHook::loss`: a fresh student shown only meaningless
+/// labels (all 0) learns the problem from a trained teacher when the soft term has all the weight, and
+/// learns nothing from the same batches without it.
+#[test]
+fn distillation_teaches_a_student_through_the_loss_hook() {
+    let data = Blobs::new(2000, 20, 10, 0.6, 7, 0);
+    let test = Blobs::new(500, 20, 10, 0.6, 7, 1);
+    let teacher = Mlp::new([1, 1, 20], &[32], 10, 1);
+    let sgd = || {
+        Sgd::new(SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            ..SgdConfig::default()
+        })
+        .unwrap()
+    };
+    let progress = ProgressConfig::default();
+    let mut opt = sgd();
+    for epoch in 0..3 {
+        let batches = data.batches(64, 3, epoch).into_iter();
+        train_epoch(
+            &teacher,
+            &mut opt,
+            batches,
+            &mut deepcomp_models::NoHook,
+            epoch,
+            &progress,
+        )
+        .unwrap();
+    }
+    let teacher_top1 = evaluate(&teacher, test.eval_batches(100).into_iter())
+        .unwrap()
+        .top1;
+    assert!(teacher_top1 > 0.97, "teacher {teacher_top1}");
+    let mut student_top1 = Vec::new();
+    for alpha in [1.0, 0.0] {
+        let student = Mlp::new([1, 1, 20], &[32], 10, 2);
+        let mut hook = deepcomp_models::distill::Distill::new(&teacher, alpha, 2.0).unwrap();
+        let mut opt = sgd();
+        for epoch in 0..3 {
+            let batches = data.batches(64, 3, epoch).into_iter().map(|b| {
+                let (x, y) = b?;
+                Ok((x, y.zeros_like()?))
+            });
+            train_epoch(&student, &mut opt, batches, &mut hook, epoch, &progress).unwrap();
+        }
+        let e = evaluate(&student, test.eval_batches(100).into_iter()).unwrap();
+        student_top1.push(e.top1);
+    }
+    assert!(student_top1[0] > 0.9, "distilled student {student_top1:?}");
+    assert!(student_top1[1] < 0.2, "label-only student {student_top1:?}");
+}
