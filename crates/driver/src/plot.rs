@@ -476,6 +476,62 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
 /// Series with more points than this are drawn without markers.
 const MARKER_LIMIT: usize = 60;
 
+/// The corner of the plot area whose legend-sized box the lines cross least: every point and eight
+/// evenly spaced points of every segment between neighbours are counted. The box is about a third of the
+/// width and a line of height per series; ties go to lower-left, lower-right, upper-right, upper-left, in
+/// that order.
+pub fn legend_corner(
+    series: &[Series],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let (w, h) = ((x1 - x0).max(1e-300), (y1 - y0).max(1e-300));
+    let bw = 0.36;
+    let bh = (0.08 + 0.065 * series.len() as f64).min(0.9);
+    // Corners in normalized coordinates: (x from the left, y from the bottom) ranges.
+    let corners = [
+        (SeriesLabelPosition::LowerLeft, (0.0, bw), (0.0, bh)),
+        (SeriesLabelPosition::LowerRight, (1.0 - bw, 1.0), (0.0, bh)),
+        (
+            SeriesLabelPosition::UpperRight,
+            (1.0 - bw, 1.0),
+            (1.0 - bh, 1.0),
+        ),
+        (SeriesLabelPosition::UpperLeft, (0.0, bw), (1.0 - bh, 1.0)),
+    ];
+    let mut counts = [0usize; 4];
+    let mut add = |x: f64, y: f64| {
+        let (u, v) = ((x - x0) / w, (y - y0) / h);
+        for (c, (_, xr, yr)) in counts.iter_mut().zip(&corners) {
+            if (xr.0..=xr.1).contains(&u) && (yr.0..=yr.1).contains(&v) {
+                *c += 1;
+            }
+        }
+    };
+    for s in series {
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        for (i, &(x, y)) in pts.iter().enumerate() {
+            add(x, y);
+            if let Some(&(nx, ny)) = pts.get(i + 1) {
+                for k in 1..=8 {
+                    let t = k as f64 / 9.0;
+                    add(x + t * (nx - x), y + t * (ny - y));
+                }
+            }
+        }
+    }
+    let best = (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0);
+    corners
+        .into_iter()
+        .nth(best)
+        .map_or(SeriesLabelPosition::LowerLeft, |c| c.0)
+}
+
 /// A line chart with markers, one line per series (e.g. top-1 against pruned % per layer), the legend
 /// inside the frame, the y axis zoomed to the data.
 pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<String> {
@@ -562,7 +618,7 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
+            .position(legend_corner(series, (x0, x1), (y0, y1)))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font((FONT, 12))
@@ -576,6 +632,51 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pos_name(p: SeriesLabelPosition) -> &'static str {
+        match p {
+            SeriesLabelPosition::LowerLeft => "lower-left",
+            SeriesLabelPosition::LowerRight => "lower-right",
+            SeriesLabelPosition::UpperRight => "upper-right",
+            SeriesLabelPosition::UpperLeft => "upper-left",
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        let line = |pts: Vec<(f64, f64)>| Series {
+            label: "s".into(),
+            points: pts,
+        };
+        // A falling loss curve: high on the left, low on the right → the upper-right corner is free.
+        let falling = line(
+            (0..200)
+                .map(|i| (i as f64, (-0.03 * i as f64).exp()))
+                .collect(),
+        );
+        let at = legend_corner(std::slice::from_ref(&falling), (0.0, 199.0), (0.0, 1.0));
+        assert_eq!(pos_name(at), "upper-right");
+        // A rising accuracy curve: lower-right and upper-left are free; lower-right wins the tie.
+        let rising = line((0..50).map(|i| (i as f64, i as f64 / 49.0)).collect());
+        let at = legend_corner(std::slice::from_ref(&rising), (0.0, 49.0), (0.0, 1.0));
+        assert_eq!(pos_name(at), "lower-right");
+        // Sensitivity curves: flat at the top, then falling at the right → lower-left is free.
+        let sens = line(vec![
+            (0.0, 0.9),
+            (50.0, 0.9),
+            (80.0, 0.85),
+            (90.0, 0.5),
+            (100.0, 0.1),
+        ]);
+        let at = legend_corner(std::slice::from_ref(&sens), (0.0, 100.0), (0.1, 0.9));
+        assert_eq!(pos_name(at), "lower-left");
+        // Segments count, not only the points: two points outside every box, their line across the
+        // lower-left one.
+        let diag = line(vec![(0.0, 0.4), (0.4, 0.0)]);
+        let at = legend_corner(std::slice::from_ref(&diag), (0.0, 1.0), (0.0, 1.0));
+        assert_eq!(pos_name(at), "lower-right");
+    }
 
     #[test]
     fn weight_distribution_is_svg_with_both_panels_and_the_centroids() {
