@@ -476,6 +476,15 @@ pub fn stage_accuracy(title: &str, points: &[StagePoint], footnote: &str) -> Res
 /// Series with more points than this are drawn without markers.
 const MARKER_LIMIT: usize = 60;
 
+/// The series' points with both coordinates finite (what is drawn).
+fn finite_points(s: &Series) -> Vec<(f64, f64)> {
+    s.points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
+}
+
 /// The corner of the plot area whose legend-sized box the lines cross least: every point and eight
 /// evenly spaced points of every segment between neighbours are counted. The box is about a third of the
 /// width and a line of height per series; ties go to lower-left, lower-right, upper-right, upper-left, in
@@ -509,12 +518,7 @@ pub fn legend_corner(
         }
     };
     for s in series {
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let pts = finite_points(s);
         for (i, &(x, y)) in pts.iter().enumerate() {
             add(x, y);
             if let Some(&(nx, ny)) = pts.get(i + 1) {
@@ -587,12 +591,7 @@ pub fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Resu
             // Earlier series get larger markers, so where a later one coincides with them (layers
             // equally insensitive, or all at chance at 100 %) their colours still ring its points.
             let wider = (series.len() - 1 - k).min(3) as i32;
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
+            let pts = finite_points(s);
             // Long trajectories (optimization steps) are drawn as lines alone, earlier series
             // wider for the same reason; markers would merge into a band.
             let long = pts.len() > MARKER_LIMIT;

@@ -7,7 +7,7 @@ use deepcomp_driver::recipe;
 use deepcomp_driver::report::Report;
 
 mod common;
-use common::{recipe_text, write_dataset};
+use common::recipe_text;
 
 fn run_in(out: &std::path::Path, text: &str) -> Report {
     run(&PipelineOptions {
@@ -30,10 +30,7 @@ fn losses(r: &Report, stage: &str) -> Vec<f64> {
 
 #[test]
 fn distillation_changes_the_finetuning_and_only_the_stages_it_is_set_for() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 600, 200);
+    let (tmp, data) = common::generated_data(600, 200);
     let plain = recipe_text(&data).replace("sensitivity = true\n", "");
     let with_prune = plain.replacen(
         "lr = 0.01\n",

@@ -6,14 +6,11 @@ use deepcomp_driver::pipeline::{run, PipelineOptions};
 use deepcomp_driver::recipe;
 
 mod common;
-use common::{recipe_text, write_dataset};
+use common::recipe_text;
 
 #[test]
 fn pipeline_runs_every_stage_decodes_exactly_and_is_deterministic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 1000, 300);
+    let (tmp, data) = common::generated_data(1000, 300);
     let loaded = recipe::parse(&recipe_text(&data), "e2e-test").unwrap();
     let out = tmp.path().join("out");
     let opts = PipelineOptions {

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::{recipe_text, write_dataset};
+use common::recipe_text;
 
 /// The common recipe with its `[quant]` table replaced, without the sensitivity scan, plus `extra`
 /// lines at the end of `[train]`.
@@ -28,10 +28,7 @@ fn recipe_with(data: &std::path::Path, quant: &str, train_extra: &str) -> String
 }
 
 fn run_recipe(text: &str) -> (deepcomp_driver::report::Report, DczFile, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 600, 200);
+    let (tmp, data) = common::generated_data(600, 200);
     let text = text.replace("@DATA@", &data.display().to_string());
     let loaded = recipe::parse(&text, "test").unwrap();
     let out = tmp.path().join("out");

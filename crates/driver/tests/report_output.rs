@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{recipe_text, write_dataset};
+use common::recipe_text;
 
 fn deepcomp(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_deepcomp"))
@@ -45,10 +45,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn quiet_pipeline_report_plots_and_json_documents() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 1000, 300);
+    let (tmp, data) = common::generated_data(1000, 300);
     let text = recipe_text(&data);
     let recipe = tmp.path().join("e2e.toml");
     std::fs::write(&recipe, &text).unwrap();

@@ -9,7 +9,7 @@ use deepcomp_driver::sensitivity::{memory_markdown, memory_rows};
 use deepcomp_models::{LayerCost, LayerOp, ModelReport};
 
 mod common;
-use common::{recipe_text, write_dataset};
+use common::recipe_text;
 
 /// The common recipe with `[prune]` lines replaced by `(from, to)` pairs.
 fn edited(data: &std::path::Path, edits: &[(&str, &str)]) -> String {
@@ -29,10 +29,7 @@ fn parse_err(text: &str) -> String {
 }
 
 fn run_text(text: &str) -> (Report, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 800, 200);
+    let (tmp, data) = common::generated_data(800, 200);
     let text = text.replace("@DATA@", &data.display().to_string());
     let loaded = recipe::parse(&text, "test").unwrap();
     let r = run(&PipelineOptions {

@@ -9,10 +9,7 @@ use common::{recipe_text, write_dataset};
 
 #[test]
 fn validation_is_held_out_of_training_and_eval_needs_only_test_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 600, 200);
+    let (tmp, data) = common::generated_data(600, 200);
     let text = recipe_text(&data)
         .replace("epochs = 2\n", "epochs = 1\n")
         .replace("verify = false\n", "verify = false\nvalidation = 120\n");

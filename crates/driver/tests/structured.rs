@@ -11,7 +11,6 @@ use deepcomp_driver::recipe;
 use deepcomp_sparsity::structured::{kept_top, prune_neurons_to};
 
 mod common;
-use common::write_dataset;
 
 fn t(v: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
@@ -251,10 +250,7 @@ struct GeneratedRun {
 
 /// Runs `recipe_text` (`{data}` standing for the data folder) on 600 + 200 generated images.
 fn run_generated(recipe_text: &str) -> GeneratedRun {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_dataset(&data, 600, 200);
+    let (tmp, data) = common::generated_data(600, 200);
     let text = recipe_text.replace("{data}", &data.display().to_string());
     let loaded = recipe::parse(&text, "test").unwrap();
     let out = tmp.path().join("out");

@@ -6,6 +6,16 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// A temporary folder holding [`write_dataset`]'s set in `data/`: (the folder, kept alive while the
+/// `TempDir` lives; the data path). Tests write their outputs beside `data/`.
+pub fn generated_data(n_train: usize, n_test: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_dataset(&data, n_train, n_test);
+    (tmp, data)
+}
+
 /// A learnable 10-class set in Fashion-MNIST's file layout: class k has a bright bar at rows 2k+3..2k+5.
 pub fn write_dataset(dir: &Path, n_train: usize, n_test: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
