@@ -219,6 +219,49 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `act(bn(conv(xs)) [+ residual])`: this convolution, `bn` in train or eval mode, the
+    /// `residual` (of the output's shape) and a ReLU when `relu`, as [`BatchNorm::forward_act`] on
+    /// [`Conv2d::forward`]. In eval mode on the CPU the BatchNorm is folded into the convolution's
+    /// weight and bias and the whole is one op ([`crate::kernels::conv::conv2d_affine`]): the
+    /// output is written once, with no separate BatchNorm pass.
+    pub fn forward_bn_act(
+        &self,
+        xs: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        if bn.num_features() != self.out_channels {
+            return Err(ModelError::Shape {
+                name: "batch norm after conv2d".into(),
+                expected: vec![self.out_channels],
+                found: vec![bn.num_features()],
+            });
+        }
+        let fold = !train
+            && xs.device().is_cpu()
+            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && self.weight.dtype() == xs.dtype();
+        if !fold {
+            return bn.forward_act(&self.forward(xs)?, train, residual, relu);
+        }
+        let (scale, shift) = bn.eval_affine()?;
+        crate::kernels::conv::conv2d_affine(
+            xs,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+            &scale,
+            &shift,
+            self.stride,
+            self.padding,
+            residual,
+            relu,
+        )
+    }
+}
+
 /// Output side length of a convolution or pooling window: `⌊(size + 2·padding − kernel) / stride⌋ + 1`,
 /// `None` when the window does not fit (or `stride` is 0).
 pub fn conv_out_size(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
@@ -310,6 +353,15 @@ impl BatchNorm {
     /// Number of channels.
     pub fn num_features(&self) -> usize {
         self.num_features
+    }
+
+    /// Eval mode as one scale and one shift per channel (C each): `γ / √(running_var + ε)` and
+    /// `β − running_mean · scale`, made of candle ops (gradients flow to γ, β and the statistics).
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale =
+            (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
     }
 
     /// Normalizes `xs` of shape (N, C) or (N, C, H, W). With `train`, uses batch statistics and updates
@@ -409,10 +461,7 @@ impl BatchNorm {
             self.running_var.set(&new_var)?;
             Ok(ys)
         } else {
-            // Fold the running statistics into one scale and one shift per channel.
-            let scale =
-                (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-            let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+            let (scale, shift) = self.eval_affine()?;
             if fused && scale.dtype() == xs.dtype() {
                 return crate::kernels::bn::channel_affine(xs, &scale, &shift, residual, relu);
             }

@@ -23,7 +23,9 @@
 //! chosen at run time; elsewhere, and for f64 (the finite-difference tests), the same loops run in
 //! plain Rust.
 
-use super::Elem;
+use std::mem::MaybeUninit;
+
+use super::{multiversion, Elem};
 
 /// Geometry of one stride-1 convolution on the flat grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,23 +168,30 @@ impl Flat {
         }
     }
 
-    /// Copies the valid positions of the grid (O rows of `qs`) into `y` (O × Ho × Wo), adding
-    /// `bias[o]` when given.
-    pub fn grid_to<T: Elem>(&self, grid: &[T], y: &mut [T], bias: Option<&[T]>) {
+    /// Writes the valid positions of the grid (O rows of `qs`) into `y` (O × Ho × Wo), every element
+    /// once: `act(grid + bias[o] [+ r])`, with `r` (O × Ho × Wo) added when given and a ReLU when
+    /// `relu`. `y` may be uninitialized (a fresh output buffer need not be zero-filled first).
+    pub fn grid_to<T: Elem>(
+        &self,
+        grid: &[T],
+        y: &mut [MaybeUninit<T>],
+        bias: Option<&[T]>,
+        r: Option<&[T]>,
+        relu: bool,
+    ) {
         let (ho, wo, wp) = (self.ho, self.wo, self.wp);
+        let plane = ho * wo;
+        assert!(grid.len() >= self.grid_len() && y.len() == self.o * plane);
+        assert!(r.is_none_or(|r| r.len() == y.len()));
         for (o, (src, dst)) in grid
             .chunks_exact(self.qs)
-            .zip(y.chunks_exact_mut(ho * wo))
+            .zip(y.chunks_exact_mut(plane))
             .enumerate()
         {
+            let b = bias.map_or(T::ZERO, |b| b[o]);
             for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
-                row.copy_from_slice(&src[y * wp..y * wp + wo]);
-                if let Some(b) = bias {
-                    let b = b[o];
-                    for v in row.iter_mut() {
-                        *v += b;
-                    }
-                }
+                let rr = r.map(|r| &r[o * plane + y * wo..o * plane + (y + 1) * wo]);
+                store_row(row, &src[y * wp..y * wp + wo], b, rr, relu);
             }
         }
     }
@@ -247,6 +256,25 @@ impl Flat {
     pub fn group(&self) -> usize {
         512usize.div_ceil(self.qs).max(1)
     }
+}
+
+multiversion! {
+/// One output row of [`Flat::grid_to`]: `dst = act(src + b [+ r])`.
+fn store_row<T: Elem>(dst: &mut [MaybeUninit<T>], src: &[T], b: T, r: Option<&[T]>, relu: bool) {
+    let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
+    match r {
+        Some(r) => {
+            for ((d, &v), &rv) in dst.iter_mut().zip(src).zip(r) {
+                d.write(act(v + b + rv));
+            }
+        }
+        None => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(act(v + b));
+            }
+        }
+    }
+}
 }
 
 /// `v` as f32 when `T` is f32.
