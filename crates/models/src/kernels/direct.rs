@@ -179,21 +179,11 @@ impl Flat {
         r: Option<&[T]>,
         relu: bool,
     ) {
-        let (ho, wo, wp) = (self.ho, self.wo, self.wp);
-        let plane = ho * wo;
+        let plane = self.ho * self.wo;
         assert!(grid.len() >= self.grid_len() && y.len() == self.o * plane);
         assert!(r.is_none_or(|r| r.len() == y.len()));
-        for (o, (src, dst)) in grid
-            .chunks_exact(self.qs)
-            .zip(y.chunks_exact_mut(plane))
-            .enumerate()
-        {
-            let b = bias.map_or(T::ZERO, |b| b[o]);
-            for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
-                let rr = r.map(|r| &r[o * plane + y * wo..o * plane + (y + 1) * wo]);
-                store_row(row, &src[y * wp..y * wp + wo], b, rr, relu);
-            }
-        }
+        assert!(bias.is_none_or(|b| b.len() >= self.o));
+        store_image(self, grid, y, bias, r, relu);
     }
 
     /// The forward stencil on one padded image: `grid[o][q] = Σ_j w[o][j] · xp[off_j + q]` with
@@ -259,18 +249,34 @@ impl Flat {
 }
 
 multiversion! {
-/// One output row of [`Flat::grid_to`]: `dst = act(src + b [+ r])`.
-fn store_row<T: Elem>(dst: &mut [MaybeUninit<T>], src: &[T], b: T, r: Option<&[T]>, relu: bool) {
+/// [`Flat::grid_to`]'s loop (the shapes checked by the caller), compiled for AVX2 as a whole so
+/// that the short rows (8 to 32 values) pay no dispatch each.
+fn store_image<T: Elem>(
+    f: &Flat,
+    grid: &[T],
+    y: &mut [MaybeUninit<T>],
+    bias: Option<&[T]>,
+    r: Option<&[T]>,
+    relu: bool,
+) {
+    let (wo, wp, plane) = (f.wo, f.wp, f.ho * f.wo);
     let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
-    match r {
-        Some(r) => {
-            for ((d, &v), &rv) in dst.iter_mut().zip(src).zip(r) {
-                d.write(act(v + b + rv));
-            }
-        }
-        None => {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                d.write(act(v + b));
+    for (o, (src, dst)) in grid.chunks_exact(f.qs).zip(y.chunks_exact_mut(plane)).enumerate() {
+        let b = bias.map_or(T::ZERO, |b| b[o]);
+        for (row, d) in dst.chunks_exact_mut(wo).enumerate() {
+            let s = &src[row * wp..row * wp + wo];
+            match r {
+                Some(r) => {
+                    let rr = &r[o * plane + row * wo..o * plane + (row + 1) * wo];
+                    for ((d, &v), &rv) in d.iter_mut().zip(s).zip(rr) {
+                        d.write(act(v + b + rv));
+                    }
+                }
+                None => {
+                    for (d, &v) in d.iter_mut().zip(s) {
+                        d.write(act(v + b));
+                    }
+                }
             }
         }
     }
