@@ -14,6 +14,10 @@
 //! The column matrix is rebuilt in backward instead of being kept from forward: unfolding costs a
 //! fraction of the gemm that follows it and keeping it would hold C·k·k·Ho·Wo values per image between
 //! the passes. A 1×1 convolution with stride 1 and no padding uses the image itself as `col`.
+//!
+//! [`conv2d_affine`] is the same op with an eval-mode BatchNorm folded in (its scale multiplied into
+//! the weight, its shift into the bias) and a residual and a ReLU applied to each image's output as it
+//! is written, so that evaluation makes one pass over each layer's output instead of two.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
