@@ -224,7 +224,9 @@ impl Conv2d {
     /// `residual` (of the output's shape) and a ReLU when `relu`, as [`BatchNorm::forward_act`] on
     /// [`Conv2d::forward`]. In eval mode on the CPU the BatchNorm is folded into the convolution's
     /// weight and bias and the whole is one op ([`crate::kernels::conv::conv2d_affine`]): the
-    /// output is written once, with no separate BatchNorm pass.
+    /// output is written once, with no separate BatchNorm pass. In train mode on the CPU (for a
+    /// convolution without bias) the convolution and the BatchNorm are one op as well
+    /// ([`crate::kernels::conv_bn::conv2d_batch_norm_train`]), with the same results.
     pub fn forward_bn_act(
         &self,
         xs: &Tensor,
@@ -240,11 +242,30 @@ impl Conv2d {
                 found: vec![bn.num_features()],
             });
         }
-        let fold = !train
-            && xs.device().is_cpu()
+        let cpu = xs.device().is_cpu()
             && matches!(xs.dtype(), DType::F32 | DType::F64)
-            && self.weight.dtype() == xs.dtype();
-        if !fold {
+            && self.weight.dtype() == xs.dtype()
+            && bn.weight.dtype() == xs.dtype()
+            && residual.is_none_or(|r| r.dtype() == xs.dtype());
+        if train && cpu && self.bias.is_none() {
+            // One op: the convolution's output is no node of candle's graph, so its gradient is
+            // neither zero-filled nor accumulated (see `kernels::conv_bn`).
+            let (ys, stats) = crate::kernels::conv_bn::conv2d_batch_norm_train(
+                xs,
+                self.weight.as_tensor(),
+                bn.weight.as_tensor(),
+                bn.bias.as_tensor(),
+                bn.eps,
+                self.stride,
+                self.padding,
+                residual,
+                relu,
+            )?;
+            let (mean, var) = bn.stat_tensors(&stats, xs.device())?;
+            bn.track(mean, var, stats.count)?;
+            return Ok(ys);
+        }
+        if train || !cpu {
             return bn.forward_act(&self.forward(xs)?, train, residual, relu);
         }
         let (scale, shift) = bn.eval_affine()?;
@@ -355,6 +376,30 @@ impl BatchNorm {
         self.num_features
     }
 
+    /// The batch statistics of a fused op as tensors of the running statistics' dtype.
+    fn stat_tensors(
+        &self,
+        stats: &crate::kernels::bn::BatchStats,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let stat = |v: &[f64]| -> Result<Tensor> {
+            Ok(Tensor::new(v, device)?.to_dtype(self.running_mean.dtype())?)
+        };
+        Ok((stat(&stats.mean)?, stat(&stats.var)?))
+    }
+
+    /// Folds a batch's mean and biased variance (over `count` values per channel) into the running
+    /// statistics: detached, the variance made unbiased, as PyTorch does.
+    fn track(&self, mean: Tensor, var: Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(())
+    }
+
     /// Eval mode as one scale and one shift per channel (C each): `γ / √(running_var + ε)` and
     /// `β − running_mean · scale`, made of candle ops (gradients flow to γ, β and the statistics).
     pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
@@ -424,10 +469,8 @@ impl BatchNorm {
                     residual,
                     relu,
                 )?;
-                let stat = |v: &[f64]| -> Result<Tensor> {
-                    Ok(Tensor::new(v, xs.device())?.to_dtype(self.running_mean.dtype())?)
-                };
-                (ys, stat(&stats.mean)?, stat(&stats.var)?)
+                let (mean, var) = self.stat_tensors(&stats, xs.device())?;
+                (ys, mean, var)
             } else {
                 let inv_n = 1.0 / count as f64;
                 let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
@@ -452,13 +495,7 @@ impl BatchNorm {
                     var.detach().flatten_all()?,
                 )
             };
-            // Running statistics: detached, unbiased variance as in PyTorch.
-            let m = self.momentum;
-            let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
+            self.track(mean, var, count)?;
             Ok(ys)
         } else {
             let (scale, shift) = self.eval_affine()?;

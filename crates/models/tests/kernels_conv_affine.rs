@@ -301,3 +301,177 @@ fn forward_bn_act_folds_batch_norm_in_eval_mode() {
     let wrong = BatchNorm::new(&mut ParamStore::new(), "bn", 8, &dev).unwrap();
     assert!(conv.forward_bn_act(&x, &wrong, false, None, true).is_err());
 }
+
+/// Output, gradients (x, W, γ, β, r) and batch statistics of `L = Σ y·loss_weights` for a
+/// convolution followed by train-mode BatchNorm: our fused op (`fused`) or `conv2d` followed by
+/// `batch_norm_train_act` (two ops, two graph nodes).
+fn run_train(
+    case: &Case,
+    dtype: DType,
+    residual: bool,
+    relu: bool,
+    fused: bool,
+) -> (Vec<Vec<f64>>, Vec<f64>) {
+    use deepcomp_models::kernels::bn::batch_norm_train_act;
+    use deepcomp_models::kernels::conv::conv2d;
+    use deepcomp_models::kernels::conv_bn::conv2d_batch_norm_train;
+    let s = case.s;
+    let vars: Vec<Var> = case
+        .vals
+        .iter()
+        .zip(case.dims())
+        .map(|(v, d)| {
+            Var::from_tensor(
+                &Tensor::from_slice(v, d.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let t: Vec<&Tensor> = vars.iter().map(Var::as_tensor).collect();
+    let r = residual.then_some(t[5]);
+    let (y, stats) = if fused {
+        conv2d_batch_norm_train(t[0], t[1], t[3], t[4], 1e-5, s.stride, s.pad, r, relu).unwrap()
+    } else {
+        let z = conv2d(t[0], t[1], None, s.stride, s.pad).unwrap();
+        batch_norm_train_act(&z, t[3], t[4], 1e-5, r, relu).unwrap()
+    };
+    assert_eq!(y.dims(), s.out());
+    let grads = (&y * t[6]).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut out = vec![to_f64(&y)];
+    for (i, v) in vars.iter().enumerate().take(6) {
+        if i == 2 {
+            continue; // no convolution bias
+        }
+        out.push(
+            grads
+                .get(v.as_tensor())
+                .map(to_f64)
+                .unwrap_or_else(|| vec![0.0; case.vals[i].len()]),
+        );
+    }
+    (out, stats.mean.into_iter().chain(stats.var).collect())
+}
+
+#[test]
+fn conv2d_batch_norm_train_matches_the_two_ops() {
+    let shapes = [
+        shape(3, 16, (8, 8), 10, 3, 1, 1),
+        shape(2, 8, (7, 9), 13, 3, 1, 1),
+        shape(5, 32, (16, 16), 32, 3, 1, 1),
+        shape(2, 3, (9, 7), 4, 3, 2, 1),
+        shape(3, 3, (8, 8), 16, 3, 1, 1),
+        shape(2, 4, (5, 5), 3, 1, 1, 0),
+        shape(2, 3, (6, 6), 7, 5, 1, 2),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    for s in shapes {
+        let case = Case::new(&mut rng, s);
+        for (residual, relu) in [(false, false), (false, true), (true, true), (true, false)] {
+            for dtype in [DType::F32, DType::F64] {
+                let (ours, ours_stats) = run_train(&case, dtype, residual, relu, true);
+                let (want, want_stats) = run_train(&case, dtype, residual, relu, false);
+                // The same kernels in the same order: equal to the bit.
+                assert_eq!(ours_stats, want_stats, "{s:?} {dtype:?}: batch statistics");
+                for (what, (a, b)) in ["y", "dx", "dW", "dgamma", "dbeta", "dr"]
+                    .iter()
+                    .zip(ours.iter().zip(&want))
+                {
+                    assert!(
+                        a == b,
+                        "{s:?} residual {residual} relu {relu} {dtype:?} {what}: relative error {:e}",
+                        rel_err(a, b)
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_batch_norm_train_gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for s in [
+        shape(2, 8, (5, 4), 3, 3, 1, 1),
+        shape(3, 2, (5, 5), 3, 3, 2, 1),
+    ] {
+        let mut case = Case::new(&mut rng, s);
+        let (grads, _) = run_train(&case, DType::F64, true, true, true);
+        let loss = |case: &Case| -> f64 {
+            let y = &run_train(case, DType::F64, true, true, true).0[0];
+            y.iter().zip(&case.vals[6]).map(|(a, b)| a * b).sum()
+        };
+        let h = 1e-6;
+        // (index into `case.vals`, index into `grads`, name)
+        for (which, gi, name) in [
+            (0, 1, "x"),
+            (1, 2, "W"),
+            (3, 3, "gamma"),
+            (4, 4, "beta"),
+            (5, 5, "r"),
+        ] {
+            let grad = &grads[gi];
+            for _ in 0..6 {
+                let i = rng.random_range(0..case.vals[which].len());
+                let v = case.vals[which][i];
+                case.vals[which][i] = v + h;
+                let up = loss(&case);
+                case.vals[which][i] = v - h;
+                let down = loss(&case);
+                case.vals[which][i] = v;
+                let fd = (up - down) / (2.0 * h);
+                assert!(
+                    (fd - grad[i]).abs() <= 1e-5 * (1.0 + fd.abs()),
+                    "{s:?} d{name}[{i}]: analytic {} vs finite difference {fd}",
+                    grad[i]
+                );
+            }
+        }
+    }
+}
+
+/// In train mode `Conv2d::forward_bn_act` (one op) gives the output, the gradients and the running
+/// statistics of the convolution followed by `BatchNorm::forward_act`.
+#[test]
+fn forward_bn_act_in_train_mode_matches_the_two_layers() {
+    let dev = Device::Cpu;
+    let build = || {
+        let mut store = ParamStore::new();
+        let conv = Conv2d::new(&mut store, "conv", 8, 12, 3, 1, 1, false, &dev).unwrap();
+        let bn = BatchNorm::new(&mut store, "bn", 12, &dev).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(43);
+        for p in store.iter() {
+            let v: Vec<f32> = (0..p.var.elem_count())
+                .map(|_| 0.5 + rng.random_range(0.0f32..0.5))
+                .collect();
+            p.var
+                .set(&Tensor::from_vec(v, p.var.dims(), &dev).unwrap())
+                .unwrap();
+        }
+        (store, conv, bn)
+    };
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8, 6, 6), &dev).unwrap()).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (4, 12, 6, 6), &dev).unwrap();
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let (store, conv, bn) = build();
+        let y = if fused {
+            conv.forward_bn_act(x.as_tensor(), &bn, true, Some(&r), true)
+        } else {
+            bn.forward_act(&conv.forward(x.as_tensor()).unwrap(), true, Some(&r), true)
+        }
+        .unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let mut v = vec![to_f64(&y), to_f64(grads.get(x.as_tensor()).unwrap())];
+        for p in store.iter() {
+            v.push(to_f64(p.var.as_tensor()));
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                v.push(to_f64(g));
+            }
+        }
+        results.push(v);
+    }
+    assert_eq!(results[0], results[1]);
+}

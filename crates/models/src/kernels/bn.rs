@@ -54,10 +54,10 @@ impl BatchStats {
 
 /// Input geometry: `n` rows of `c` channels of `s` contiguous values each (s = H·W, or 1 for (N, C)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    s: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) s: usize,
 }
 
 impl Geom {
@@ -65,7 +65,7 @@ impl Geom {
         self.n * self.c * self.s
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.n * self.s
     }
 
@@ -81,9 +81,9 @@ impl Geom {
 
 /// Per-channel statistics and the scale/shift derived from them, as the ops use them.
 #[derive(Debug)]
-struct Stats {
-    mean: Vec<f64>,
-    var: Vec<f64>,
+pub(crate) struct Stats {
+    pub(crate) mean: Vec<f64>,
+    pub(crate) var: Vec<f64>,
     invstd: Vec<f64>,
 }
 
@@ -159,7 +159,7 @@ fn segments<T>(v: &[T], g: Geom, ch: usize) -> impl Iterator<Item = &[T]> {
 }
 
 /// Mean and biased variance of every channel.
-fn channel_stats<T: Elem>(x: &[T], g: Geom, eps: f64) -> Stats {
+pub(crate) fn channel_stats<T: Elem>(x: &[T], g: Geom, eps: f64) -> Stats {
     let m = g.count() as f64;
     let (mean, var): (Vec<f64>, Vec<f64>) = if g.s == 1 {
         // (N, C): accumulate whole rows, which is what the memory layout favours.
@@ -211,7 +211,7 @@ fn per_row<T: Elem>(g: &Geom, out: &mut [T], f: impl Fn(&mut [T], usize) + Sync 
 }
 
 /// Casts a per-channel f64 vector to `T`.
-fn cast<T: Elem>(v: impl IntoIterator<Item = f64>) -> Vec<T> {
+pub(crate) fn cast<T: Elem>(v: impl IntoIterator<Item = f64>) -> Vec<T> {
     v.into_iter().map(T::from_f64).collect()
 }
 
@@ -435,10 +435,10 @@ fn masked_sums_avx2(dy: &[f32], y: &[f32], x: &[f32], mu: f32) -> (f64, f64) {
 /// The forward op: (x, γ, β) → y, or (x, [γ; β], r) → y with a residual, with the statistics
 /// computed beforehand.
 #[derive(Debug)]
-struct BatchNormTrain {
-    g: Geom,
-    stats: Arc<Stats>,
-    epilogue: Epilogue,
+pub(crate) struct BatchNormTrain {
+    pub(crate) g: Geom,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) epilogue: Epilogue,
 }
 
 fn check_shapes(
@@ -466,7 +466,7 @@ fn check_shapes(
 }
 
 impl BatchNormTrain {
-    fn run<T: Elem>(&self, x: &[T], a2: &[T], a3: &[T]) -> Vec<T> {
+    pub(crate) fn run<T: Elem>(&self, x: &[T], a2: &[T], a3: &[T]) -> Vec<T> {
         let g = self.g;
         let st = &*self.stats;
         let (gamma, beta, r) = if self.epilogue.residual {
@@ -492,7 +492,7 @@ impl BatchNormTrain {
 
     /// (dx, dγ, dβ, dr) from the input, the output, the output gradient and γ.
     #[allow(clippy::type_complexity)]
-    fn grads<T: Elem>(
+    pub(crate) fn grads<T: Elem>(
         &self,
         x: &[T],
         y: &[T],

@@ -31,21 +31,26 @@ const NAME: &str = "deepcomp-conv2d";
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) k: usize,
     stride: usize,
     pad: usize,
-    ho: usize,
-    wo: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
 }
 
 impl Geom {
-    fn new(x: &[usize], wt: &[usize], stride: usize, pad: usize) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        x: &[usize],
+        wt: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> candle_core::Result<Self> {
         let (&[n, c, h, w], &[o, wc, k, k2]) = (x, wt) else {
             candle_core::bail!(
                 "{NAME}: expected a 4-D input and a 4-D weight, got {x:?} and {wt:?}"
@@ -78,7 +83,7 @@ impl Geom {
     }
 
     /// Rows of the column matrix: C·k·k.
-    fn kdim(&self) -> usize {
+    pub(crate) fn kdim(&self) -> usize {
         self.c * self.k * self.k
     }
 
@@ -323,9 +328,9 @@ pub fn conv2d(
 /// What [`ConvOp::forward`] does to each image's output after the bias: add a residual of the
 /// output's shape (the whole batch), apply a ReLU.
 #[derive(Debug, Clone, Copy, Default)]
-struct Epi<'a, T> {
-    residual: Option<&'a [T]>,
-    relu: bool,
+pub(crate) struct Epi<'a, T> {
+    pub(crate) residual: Option<&'a [T]>,
+    pub(crate) relu: bool,
 }
 
 multiversion! {
@@ -348,17 +353,17 @@ fn add_act<T: Elem>(y: &mut [T], r: Option<&[T]>, relu: bool) {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct ConvOp {
-    stride: usize,
-    pad: usize,
-    input_grad: bool,
+pub(crate) struct ConvOp {
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) input_grad: bool,
 }
 
 impl ConvOp {
     /// `act(conv(x, W) + b [+ r])` for the whole batch: the epilogue is applied to each image's
     /// output while it is in cache (on the direct path, as the grid is copied out, so the output is
     /// written once and needs no zero-filling first).
-    fn forward<T: Elem>(
+    pub(crate) fn forward<T: Elem>(
         &self,
         g: Geom,
         x: &[T],
@@ -440,7 +445,7 @@ impl ConvOp {
 
     /// (dx, dW, db) from the input, the weight and the output gradient.
     #[allow(clippy::type_complexity)]
-    fn backward<T: Elem>(
+    pub(crate) fn backward<T: Elem>(
         &self,
         g: Geom,
         x: &[T],

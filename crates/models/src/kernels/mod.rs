@@ -25,6 +25,7 @@
 
 pub mod bn;
 pub mod conv;
+pub mod conv_bn;
 pub mod direct;
 pub mod linear;
 pub mod pool;
