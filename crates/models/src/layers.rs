@@ -217,9 +217,7 @@ impl Conv2d {
             self.padding,
         )
     }
-}
 
-impl Conv2d {
     /// `act(bn(conv(xs)) [+ residual])`: this convolution, `bn` in train or eval mode, the
     /// `residual` (of the output's shape) and a ReLU when `relu`, as [`BatchNorm::forward_act`] on
     /// [`Conv2d::forward`]. In eval mode on the CPU the BatchNorm is folded into the convolution's
