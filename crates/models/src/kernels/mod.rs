@@ -13,7 +13,8 @@
 //!   the forward pass, `dW` and `dx`, no column matrix); strided ones im2col + gemm per image for the
 //!   forward pass, `dW` and `dx` (col2im). The batch is split between threads; `dx` is skipped for
 //!   the network's input. [`conv::conv2d_affine`] folds an eval-mode BatchNorm, a residual and a
-//!   ReLU into the same op.
+//!   ReLU into the same op; [`conv_bn::conv2d_batch_norm_train`] runs a convolution and the
+//!   train-mode BatchNorm after it as one op.
 //! - [`pool::max_pool2d`]: any kernel, stride and padding, the gradient routed to each window's first
 //!   maximum as PyTorch does.
 //! - [`bn::batch_norm_train`]: BatchNorm's training-mode forward and backward in two passes per
