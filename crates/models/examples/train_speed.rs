@@ -1,5 +1,6 @@
 //! Training throughput of one architecture on generated data: `cargo run --release -p deepcomp-models
-//! --example train_speed -- lenet5 [steps] [batch]`. Prints examples per second (best of three runs).
+//! --example train_speed -- lenet5 [steps] [batch] [eval]`. Prints examples per second (best of three
+//! runs); with `eval`, of evaluation (eval-mode forward, loss and accuracy tally) instead of training.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{Device, Tensor};
 use deepcomp_models::{
-    build, train_epoch, ArchConfig, NoHook, OptimizerConfig, ProgressConfig, SgdConfig,
+    build, evaluate, train_epoch, ArchConfig, NoHook, OptimizerConfig, ProgressConfig, SgdConfig,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let arch = args.next().unwrap_or_else(|| "lenet300".into());
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(128);
+    let eval = args.next().is_some_and(|s| s == "eval");
     let device = Device::Cpu;
     let model = build(&arch, &ArchConfig::default(), 1, &device)?;
     let [c, h, w] = model.input_shape();
@@ -47,6 +49,17 @@ fn main() -> anyhow::Result<()> {
             .take(n)
             .map(|(x, y)| Ok((x.clone(), y.clone())))
     };
+    if eval {
+        evaluate(model.as_ref(), one(2))?;
+        let mut best = 0f64;
+        for _ in 0..3 {
+            let t = Instant::now();
+            evaluate(model.as_ref(), one(steps))?;
+            best = best.max((steps * batch) as f64 / t.elapsed().as_secs_f64());
+        }
+        println!("{arch} eval: {best:.0} ex/s (batch {batch}, {steps} batches)");
+        return Ok(());
+    }
     train_epoch(
         model.as_ref(),
         opt.as_mut(),

@@ -217,6 +217,68 @@ impl Conv2d {
             self.padding,
         )
     }
+
+    /// `act(bn(conv(xs)) [+ residual])`: this convolution, `bn` in train or eval mode, the
+    /// `residual` (of the output's shape) and a ReLU when `relu`, as [`BatchNorm::forward_act`] on
+    /// [`Conv2d::forward`]. In eval mode on the CPU the BatchNorm is folded into the convolution's
+    /// weight and bias and the whole is one op ([`crate::kernels::conv::conv2d_affine`]): the
+    /// output is written once, with no separate BatchNorm pass. In train mode on the CPU (for a
+    /// convolution without bias) the convolution and the BatchNorm are one op as well
+    /// ([`crate::kernels::conv_bn::conv2d_batch_norm_train`]), with the same results.
+    pub fn forward_bn_act(
+        &self,
+        xs: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        if bn.num_features() != self.out_channels {
+            return Err(ModelError::Shape {
+                name: "batch norm after conv2d".into(),
+                expected: vec![self.out_channels],
+                found: vec![bn.num_features()],
+            });
+        }
+        let cpu = xs.device().is_cpu()
+            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && self.weight.dtype() == xs.dtype()
+            && bn.weight.dtype() == xs.dtype()
+            && residual.is_none_or(|r| r.dtype() == xs.dtype());
+        if train && cpu && self.bias.is_none() {
+            // One op: the convolution's output is no node of candle's graph, so its gradient is
+            // neither zero-filled nor accumulated (see `kernels::conv_bn`).
+            let (ys, stats) = crate::kernels::conv_bn::conv2d_batch_norm_train(
+                xs,
+                self.weight.as_tensor(),
+                bn.weight.as_tensor(),
+                bn.bias.as_tensor(),
+                bn.eps,
+                self.stride,
+                self.padding,
+                residual,
+                relu,
+            )?;
+            let (mean, var) = bn.stat_tensors(&stats, xs.device())?;
+            bn.track(mean, var, stats.count)?;
+            return Ok(ys);
+        }
+        if train || !cpu {
+            return bn.forward_act(&self.forward(xs)?, train, residual, relu);
+        }
+        let (scale, shift) = bn.eval_affine()?;
+        crate::kernels::conv::conv2d_affine(
+            xs,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+            &scale,
+            &shift,
+            self.stride,
+            self.padding,
+            residual,
+            relu,
+        )
+    }
 }
 
 /// Output side length of a convolution or pooling window: `⌊(size + 2·padding − kernel) / stride⌋ + 1`,
@@ -312,6 +374,39 @@ impl BatchNorm {
         self.num_features
     }
 
+    /// The batch statistics of a fused op as tensors of the running statistics' dtype.
+    fn stat_tensors(
+        &self,
+        stats: &crate::kernels::bn::BatchStats,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let stat = |v: &[f64]| -> Result<Tensor> {
+            Ok(Tensor::new(v, device)?.to_dtype(self.running_mean.dtype())?)
+        };
+        Ok((stat(&stats.mean)?, stat(&stats.var)?))
+    }
+
+    /// Folds a batch's mean and biased variance (over `count` values per channel) into the running
+    /// statistics: detached, the variance made unbiased, as PyTorch does.
+    fn track(&self, mean: Tensor, var: Tensor, count: usize) -> Result<()> {
+        let m = self.momentum;
+        let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(())
+    }
+
+    /// Eval mode as one scale and one shift per channel (C each): `γ / √(running_var + ε)` and
+    /// `β − running_mean · scale`, made of candle ops (gradients flow to γ, β and the statistics).
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale =
+            (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// Normalizes `xs` of shape (N, C) or (N, C, H, W). With `train`, uses batch statistics and updates
     /// the running statistics in place (through `Var::set`, so `&self` suffices).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
@@ -372,10 +467,8 @@ impl BatchNorm {
                     residual,
                     relu,
                 )?;
-                let stat = |v: &[f64]| -> Result<Tensor> {
-                    Ok(Tensor::new(v, xs.device())?.to_dtype(self.running_mean.dtype())?)
-                };
-                (ys, stat(&stats.mean)?, stat(&stats.var)?)
+                let (mean, var) = self.stat_tensors(&stats, xs.device())?;
+                (ys, mean, var)
             } else {
                 let inv_n = 1.0 / count as f64;
                 let mean = (xs.sum_keepdim(reduce.as_slice())? * inv_n)?;
@@ -400,19 +493,10 @@ impl BatchNorm {
                     var.detach().flatten_all()?,
                 )
             };
-            // Running statistics: detached, unbiased variance as in PyTorch.
-            let m = self.momentum;
-            let var_unbiased = (var * (count as f64 / (count - 1) as f64))?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (var_unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
+            self.track(mean, var, count)?;
             Ok(ys)
         } else {
-            // Fold the running statistics into one scale and one shift per channel.
-            let scale =
-                (self.weight.as_tensor() / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
-            let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+            let (scale, shift) = self.eval_affine()?;
             if fused && scale.dtype() == xs.dtype() {
                 return crate::kernels::bn::channel_affine(xs, &scale, &shift, residual, relu);
             }

@@ -66,9 +66,8 @@ impl BasicBlock {
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let out = self
-            .bn1
-            .forward_act(&self.conv1.forward(xs)?, train, None, true)?;
-        let out = self.conv2.forward(&out)?;
+            .conv1
+            .forward_bn_act(xs, &self.bn1, train, None, true)?;
         let short = match self.shortcut_pad {
             None => xs.clone(),
             Some(pad) => {
@@ -79,8 +78,9 @@ impl BasicBlock {
                     .pad_with_zeros(1, pad, pad)?
             }
         };
-        // bn2, the shortcut and the ReLU in one op.
-        self.bn2.forward_act(&out, train, Some(&short), true)
+        // bn2, the shortcut and the ReLU in one op (in eval mode, with conv2 as well).
+        self.conv2
+            .forward_bn_act(&out, &self.bn2, train, Some(&short), true)
     }
 }
 
@@ -231,8 +231,8 @@ impl Model for ResNet20 {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         check_input(xs, self.input)?;
         let mut x = self
-            .bn1
-            .forward_act(&self.conv1.forward(xs)?, train, None, true)?;
+            .conv1
+            .forward_bn_act(xs, &self.bn1, train, None, true)?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }

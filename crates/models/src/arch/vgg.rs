@@ -179,7 +179,7 @@ impl Model for Vgg16Half {
         let mut x = xs.clone();
         for stage in &self.features {
             x = match stage {
-                Stage::Conv(conv, bn) => bn.forward_act(&conv.forward(&x)?, train, None, true)?,
+                Stage::Conv(conv, bn) => conv.forward_bn_act(&x, bn, train, None, true)?,
                 Stage::Pool => max_pool2d(&x, 2)?,
             };
         }

@@ -13,6 +13,7 @@
 //! ([`BatchStats`]). Per-channel sums split the channels between threads; the elementwise passes split
 //! the batch.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
@@ -54,10 +55,10 @@ impl BatchStats {
 
 /// Input geometry: `n` rows of `c` channels of `s` contiguous values each (s = H·W, or 1 for (N, C)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    s: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) s: usize,
 }
 
 impl Geom {
@@ -65,7 +66,7 @@ impl Geom {
         self.n * self.c * self.s
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.n * self.s
     }
 
@@ -81,9 +82,9 @@ impl Geom {
 
 /// Per-channel statistics and the scale/shift derived from them, as the ops use them.
 #[derive(Debug)]
-struct Stats {
-    mean: Vec<f64>,
-    var: Vec<f64>,
+pub(crate) struct Stats {
+    pub(crate) mean: Vec<f64>,
+    pub(crate) var: Vec<f64>,
     invstd: Vec<f64>,
 }
 
@@ -159,7 +160,7 @@ fn segments<T>(v: &[T], g: Geom, ch: usize) -> impl Iterator<Item = &[T]> {
 }
 
 /// Mean and biased variance of every channel.
-fn channel_stats<T: Elem>(x: &[T], g: Geom, eps: f64) -> Stats {
+pub(crate) fn channel_stats<T: Elem>(x: &[T], g: Geom, eps: f64) -> Stats {
     let m = g.count() as f64;
     let (mean, var): (Vec<f64>, Vec<f64>) = if g.s == 1 {
         // (N, C): accumulate whole rows, which is what the memory layout favours.
@@ -195,7 +196,7 @@ fn channel_stats<T: Elem>(x: &[T], g: Geom, eps: f64) -> Stats {
 }
 
 /// Runs `f(row of out, row index)` over the `n` batch rows of `out`, on several threads when large.
-fn per_row<T: Elem>(g: &Geom, out: &mut [T], f: impl Fn(&mut [T], usize) + Sync + Send) {
+fn per_row<U: Send>(g: &Geom, out: &mut [U], f: impl Fn(&mut [U], usize) + Sync + Send) {
     let row = g.c * g.s;
     if row == 0 {
         return;
@@ -211,7 +212,7 @@ fn per_row<T: Elem>(g: &Geom, out: &mut [T], f: impl Fn(&mut [T], usize) + Sync 
 }
 
 /// Casts a per-channel f64 vector to `T`.
-fn cast<T: Elem>(v: impl IntoIterator<Item = f64>) -> Vec<T> {
+pub(crate) fn cast<T: Elem>(v: impl IntoIterator<Item = f64>) -> Vec<T> {
     v.into_iter().map(T::from_f64).collect()
 }
 
@@ -244,17 +245,24 @@ impl Epilogue {
 
 multiversion! {
 /// One channel's segment of [`affine_rows`]: `o = act(x·sc + sh [+ r])`, in one pass.
-fn affine_seg<T: Elem>(o: &mut [T], x: &[T], r: Option<&[T]>, sc: T, sh: T, relu: bool) {
+fn affine_seg<T: Elem>(
+    o: &mut [MaybeUninit<T>],
+    x: &[T],
+    r: Option<&[T]>,
+    sc: T,
+    sh: T,
+    relu: bool,
+) {
     let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
     match r {
         Some(r) => {
             for ((o, &v), &rv) in o.iter_mut().zip(x).zip(r) {
-                *o = act(v * sc + sh + rv);
+                o.write(act(v * sc + sh + rv));
             }
         }
         None => {
             for (o, &v) in o.iter_mut().zip(x) {
-                *o = act(v * sc + sh);
+                o.write(act(v * sc + sh));
             }
         }
     }
@@ -270,8 +278,9 @@ fn affine_rows<T: Elem>(
     r: Option<&[T]>,
     relu: bool,
 ) -> Vec<T> {
-    let mut y = buffer::<T>(g.len());
-    per_row(g, &mut y, |out, i| {
+    // Written once per element, so not zero-filled first.
+    let mut y = Vec::with_capacity(g.len());
+    per_row(g, &mut y.spare_capacity_mut()[..g.len()], |out, i| {
         let span = i * g.c * g.s..(i + 1) * g.c * g.s;
         let xr = &x[span.clone()];
         let rr = r.map(|r| &r[span]);
@@ -287,6 +296,9 @@ fn affine_rows<T: Elem>(
             );
         }
     });
+    // SAFETY: `per_row` hands out every row of the `g.len()` elements and `affine_seg` wrote every
+    // element of each row's C segments.
+    unsafe { y.set_len(g.len()) };
     y
 }
 
@@ -295,8 +307,8 @@ multiversion! {
 /// `y > 0` when `y` is given, and `dz` itself into `dr` (the residual's gradient) when asked for.
 #[allow(clippy::too_many_arguments)]
 fn grad_seg<T: Elem>(
-    o: &mut [T],
-    dr: Option<&mut [T]>,
+    o: &mut [MaybeUninit<T>],
+    dr: Option<&mut [MaybeUninit<T>]>,
     x: &[T],
     dy: &[T],
     y: Option<&[T]>,
@@ -308,20 +320,22 @@ fn grad_seg<T: Elem>(
     match y {
         Some(y) => {
             for (((o, &xv), &dv), &yv) in o.iter_mut().zip(x).zip(dy).zip(y) {
-                *o = a * masked(dv, yv) + b * (xv - mu) + d;
+                o.write(a * masked(dv, yv) + b * (xv - mu) + d);
             }
             if let Some(dr) = dr {
                 for ((o, &dv), &yv) in dr.iter_mut().zip(dy).zip(y) {
-                    *o = masked(dv, yv);
+                    o.write(masked(dv, yv));
                 }
             }
         }
         None => {
             for ((o, &xv), &dv) in o.iter_mut().zip(x).zip(dy) {
-                *o = a * dv + b * (xv - mu) + d;
+                o.write(a * dv + b * (xv - mu) + d);
             }
             if let Some(dr) = dr {
-                dr.copy_from_slice(dy);
+                for (o, &dv) in dr.iter_mut().zip(dy) {
+                    o.write(dv);
+                }
             }
         }
     }
@@ -435,10 +449,10 @@ fn masked_sums_avx2(dy: &[f32], y: &[f32], x: &[f32], mu: f32) -> (f64, f64) {
 /// The forward op: (x, γ, β) → y, or (x, [γ; β], r) → y with a residual, with the statistics
 /// computed beforehand.
 #[derive(Debug)]
-struct BatchNormTrain {
-    g: Geom,
-    stats: Arc<Stats>,
-    epilogue: Epilogue,
+pub(crate) struct BatchNormTrain {
+    pub(crate) g: Geom,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) epilogue: Epilogue,
 }
 
 fn check_shapes(
@@ -466,7 +480,7 @@ fn check_shapes(
 }
 
 impl BatchNormTrain {
-    fn run<T: Elem>(&self, x: &[T], a2: &[T], a3: &[T]) -> Vec<T> {
+    pub(crate) fn run<T: Elem>(&self, x: &[T], a2: &[T], a3: &[T]) -> Vec<T> {
         let g = self.g;
         let st = &*self.stats;
         let (gamma, beta, r) = if self.epilogue.residual {
@@ -492,7 +506,7 @@ impl BatchNormTrain {
 
     /// (dx, dγ, dβ, dr) from the input, the output, the output gradient and γ.
     #[allow(clippy::type_complexity)]
-    fn grads<T: Elem>(
+    pub(crate) fn grads<T: Elem>(
         &self,
         x: &[T],
         y: &[T],
@@ -551,13 +565,13 @@ impl BatchNormTrain {
         }
         let mean: Vec<T> = cast(st.mean.iter().copied());
         let row = g.c * g.s;
-        let mut dx = buffer::<T>(g.len());
-        let mut dr = if self.epilogue.residual {
-            buffer::<T>(g.len())
-        } else {
-            Vec::new()
-        };
-        let body = |out: &mut [T], rout: Option<&mut [T]>, i: usize| {
+        // dx and dr are written once per element (`grad_seg`), so not zero-filled first.
+        let dr_len = if self.epilogue.residual { g.len() } else { 0 };
+        let mut dx_vec = Vec::with_capacity(g.len());
+        let mut dr_vec = Vec::with_capacity(dr_len);
+        let dx = &mut dx_vec.spare_capacity_mut()[..g.len()];
+        let dr = &mut dr_vec.spare_capacity_mut()[..dr_len];
+        let body = |out: &mut [MaybeUninit<T>], rout: Option<&mut [MaybeUninit<T>]>, i: usize| {
             let span = i * row..(i + 1) * row;
             let (xr, dyr, yr) = (&x[span.clone()], &dy[span.clone()], &y[span]);
             let mut rout = rout;
@@ -590,9 +604,17 @@ impl BatchNormTrain {
                     .zip(dr.chunks_mut(row))
                     .enumerate()
                     .for_each(|(i, (o, r))| body(o, Some(r), i)),
-                (false, _) => per_row(&g, &mut dx, |o, i| body(o, None, i)),
+                (false, _) => per_row(&g, dx, |o, i| body(o, None, i)),
             }
         }
+        // SAFETY: every row of dx (and of dr, when there is a residual; else its length is 0) went
+        // through `body` above, whose `grad_seg` calls wrote every element of the row's C segments.
+        // A geometry of no elements writes and sets nothing.
+        unsafe {
+            dx_vec.set_len(g.len());
+            dr_vec.set_len(dr_len);
+        }
+        let (dx, dr) = (dx_vec, dr_vec);
         let dgamma = sum_dz_xc
             .iter()
             .zip(&st.invstd)

@@ -14,34 +14,43 @@
 //! The column matrix is rebuilt in backward instead of being kept from forward: unfolding costs a
 //! fraction of the gemm that follows it and keeping it would hold C·k·k·Ho·Wo values per image between
 //! the passes. A 1×1 convolution with stride 1 and no padding uses the image itself as `col`.
+//!
+//! [`conv2d_affine`] is the same op with an eval-mode BatchNorm folded in (its scale multiplied into
+//! the weight, its shift into the bias) and a residual and a ReLU applied to each image's output as it
+//! is written, so that evaluation makes one pass over each layer's output instead of two.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::direct::Flat;
-use super::{buffer, contiguous, gemm, tensor, threads, with_cpu, Elem, MatRef};
+use super::{buffer, contiguous, gemm, multiversion, tensor, threads, with_cpu, Elem, MatRef};
 use crate::error::{ModelError, Result};
 
 const NAME: &str = "deepcomp-conv2d";
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) k: usize,
     stride: usize,
     pad: usize,
-    ho: usize,
-    wo: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
 }
 
 impl Geom {
-    fn new(x: &[usize], wt: &[usize], stride: usize, pad: usize) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        x: &[usize],
+        wt: &[usize],
+        stride: usize,
+        pad: usize,
+    ) -> candle_core::Result<Self> {
         let (&[n, c, h, w], &[o, wc, k, k2]) = (x, wt) else {
             candle_core::bail!(
                 "{NAME}: expected a 4-D input and a 4-D weight, got {x:?} and {wt:?}"
@@ -74,7 +83,7 @@ impl Geom {
     }
 
     /// Rows of the column matrix: C·k·k.
-    fn kdim(&self) -> usize {
+    pub(crate) fn kdim(&self) -> usize {
         self.c * self.k * self.k
     }
 
@@ -316,56 +325,101 @@ pub fn conv2d(
     })
 }
 
+/// What [`ConvOp::forward`] does to each image's output after the bias: add a residual of the
+/// output's shape (the whole batch), apply a ReLU.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Epi<'a, T> {
+    pub(crate) residual: Option<&'a [T]>,
+    pub(crate) relu: bool,
+}
+
+multiversion! {
+/// `y ← act(y [+ r])`: the epilogue of one image's output on the im2col path.
+fn add_act<T: Elem>(y: &mut [T], r: Option<&[T]>, relu: bool) {
+    let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
+    match r {
+        Some(r) => {
+            for (y, &rv) in y.iter_mut().zip(r) {
+                *y = act(*y + rv);
+            }
+        }
+        None => {
+            for y in y.iter_mut() {
+                *y = act(*y);
+            }
+        }
+    }
+}
+}
+
 #[derive(Debug, Clone, Copy)]
-struct ConvOp {
-    stride: usize,
-    pad: usize,
-    input_grad: bool,
+pub(crate) struct ConvOp {
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) input_grad: bool,
 }
 
 impl ConvOp {
-    fn forward<T: Elem>(
+    /// `act(conv(x, W) + b [+ r])` for the whole batch: the epilogue is applied to each image's
+    /// output while it is in cache (on the direct path, as the grid is copied out, so the output is
+    /// written once and needs no zero-filling first).
+    pub(crate) fn forward<T: Elem>(
         &self,
         g: Geom,
         x: &[T],
         wt: &[T],
         b: Option<&[T]>,
+        epi: Epi<'_, T>,
     ) -> candle_core::Result<Vec<T>> {
         let (kd, p) = (g.kdim(), g.p());
-        let mut y = buffer::<T>(g.n * g.out_len());
+        let (in_len, out_len) = (g.in_len(), g.out_len());
+        let len = g.n * out_len;
+        if epi.residual.is_some_and(|r| r.len() != len) {
+            candle_core::bail!("{NAME}: the residual does not have the output's shape");
+        }
+        let chunk = g.chunk();
+        let residual = |n: usize| epi.residual.map(|r| &r[n * out_len..(n + 1) * out_len]);
         if let Some(f) = g.flat() {
             let offs = f.offsets();
             let wt = &f.transpose(wt);
-            y.par_chunks_mut(g.chunk() * g.out_len())
-                .zip(x.par_chunks(g.chunk() * g.in_len()))
-                .for_each(|(ys, xs)| {
+            let mut y = Vec::<T>::with_capacity(len);
+            y.spare_capacity_mut()[..len]
+                .par_chunks_mut(chunk * out_len)
+                .zip(x.par_chunks(chunk * in_len))
+                .enumerate()
+                .for_each(|(t, (ys, xs))| {
                     let mut xp = buffer::<T>(f.padded_len());
                     let mut grid = buffer::<T>(f.grid_len());
-                    for (yn, xn) in ys
-                        .chunks_exact_mut(g.out_len())
-                        .zip(xs.chunks_exact(g.in_len()))
+                    for (i, (yn, xn)) in ys
+                        .chunks_exact_mut(out_len)
+                        .zip(xs.chunks_exact(in_len))
+                        .enumerate()
                     {
                         f.pad_image(xn, &mut xp);
                         f.forward(&xp, wt, &offs, &mut grid);
-                        f.grid_to(&grid, yn, b);
+                        f.grid_to(&grid, yn, b, residual(t * chunk + i), epi.relu);
                     }
                 });
+            // SAFETY: the chunks cover `..len` (N images of `out_len`), and `grid_to` wrote every
+            // element of each image's output.
+            unsafe { y.set_len(len) };
             return Ok(y);
         }
+        let mut y = buffer::<T>(len);
         let wmat = MatRef::rows(wt, g.o, kd);
-        let chunk = g.chunk();
-        let in_len = g.in_len();
-        y.par_chunks_mut(chunk * g.out_len())
+        y.par_chunks_mut(chunk * out_len)
             .zip(x.par_chunks(chunk * in_len))
-            .try_for_each(|(ys, xs)| {
+            .enumerate()
+            .try_for_each(|(t, (ys, xs))| {
                 let mut col = if g.identity_cols() {
                     Vec::new()
                 } else {
                     buffer::<T>(kd * p)
                 };
-                for (yn, xn) in ys
-                    .chunks_exact_mut(g.out_len())
+                for (i, (yn, xn)) in ys
+                    .chunks_exact_mut(out_len)
                     .zip(xs.chunks_exact(in_len))
+                    .enumerate()
                 {
                     let cols: &[T] = if g.identity_cols() {
                         xn
@@ -379,6 +433,10 @@ impl ConvOp {
                         }
                     }
                     gemm(yn, p, wmat, MatRef::rows(cols, kd, p), b.is_some(), false)?;
+                    let r = residual(t * chunk + i);
+                    if r.is_some() || epi.relu {
+                        add_act(yn, r, epi.relu);
+                    }
                 }
                 Ok::<(), candle_core::Error>(())
             })?;
@@ -387,7 +445,7 @@ impl ConvOp {
 
     /// (dx, dW, db) from the input, the weight and the output gradient.
     #[allow(clippy::type_complexity)]
-    fn backward<T: Elem>(
+    pub(crate) fn backward<T: Elem>(
         &self,
         g: Geom,
         x: &[T],
@@ -499,12 +557,14 @@ impl ConvOp {
         } else {
             None
         };
-        let mut dx = if self.input_grad {
-            buffer::<T>(g.n * in_len)
-        } else {
-            Vec::new()
-        };
-        let dx_chunks = thread_chunks(&mut dx, g.n.div_ceil(chunk), chunk * in_len);
+        // Every image's input gradient is written once by `grid_to`: no zero-filling.
+        let dx_len = if self.input_grad { g.n * in_len } else { 0 };
+        let mut dx = Vec::<T>::with_capacity(dx_len);
+        let dx_chunks = thread_chunks(
+            &mut dx.spare_capacity_mut()[..dx_len],
+            g.n.div_ceil(chunk),
+            chunk * in_len,
+        );
         let group = f.group();
         let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
             .into_par_iter()
@@ -537,7 +597,8 @@ impl ConvOp {
                         {
                             t.pad_image(dyn_, dyp);
                             t.forward(dyp, wflip, toffs, tgrid);
-                            t.grid_to(tgrid, &mut dxs[i * in_len..(i + 1) * in_len], None);
+                            let dxn = &mut dxs[i * in_len..(i + 1) * in_len];
+                            t.grid_to(tgrid, dxn, None, None, false);
                         }
                     }
                     let gs: Vec<&[T]> = grids[..count].iter().map(Vec::as_slice).collect();
@@ -547,6 +608,10 @@ impl ConvOp {
                 (dw, db)
             })
             .collect();
+        // SAFETY: with an input gradient, the thread chunks cover `..dx_len` (N images of
+        // `in_len`) and `grid_to` wrote every element of each image's gradient; without, the
+        // length is 0.
+        unsafe { dx.set_len(dx_len) };
         let (dw, db) = sum_partials(partials, g.o * kd, g.o);
         Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
     }
@@ -574,7 +639,7 @@ impl ConvOp {
             let b = bias
                 .map(|(s, l)| contiguous::<T>(NAME, "bias", s, l))
                 .transpose()?;
-            op.forward(g, x, w, b)
+            op.forward(g, x, w, b, Epi::default())
         }
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(run(self, g, s1, l1, s2, l2, bias)?),
@@ -722,5 +787,315 @@ impl CustomOp2 for ConvOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.bwd_tensors(x, w, dy, false)?;
         Ok((dx, dw))
+    }
+}
+
+/// `act(conv2d(xs, weight) · scale + shift [+ residual])` with per-output-channel `scale` and `shift`
+/// of shape (O): a convolution followed by an eval-mode BatchNorm (its running statistics folded into
+/// `scale` and `shift`, see [`crate::layers::BatchNorm`]), a residual of the output's shape and a
+/// ReLU when `relu`. `bias` (O), when given, is added before the scale.
+///
+/// On the CPU with f32/f64 tensors this is one op: the scale is folded into the weight
+/// (`W'[o] = W[o]·scale[o]`) and the shift into the bias, so the pass over the output that BatchNorm
+/// would make is gone; the residual and the ReLU are applied to each image's output as it is written.
+/// Gradients flow to every input, through the folding (which is made of candle ops) to `weight`,
+/// `scale` and `shift`. Elsewhere the same computation is composed of candle ops.
+pub fn conv2d_affine(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    scale: &Tensor,
+    shift: &Tensor,
+    stride: usize,
+    padding: usize,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    let o = weight.dim(0)?;
+    for (name, t) in [("conv2d scale", scale), ("conv2d shift", shift)] {
+        if t.dims() != [o] {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: vec![o],
+                found: t.dims().to_vec(),
+            });
+        }
+    }
+    let dtype = xs.dtype();
+    let fused = xs.device().is_cpu()
+        && matches!(dtype, candle_core::DType::F32 | candle_core::DType::F64)
+        && [weight, scale, shift]
+            .into_iter()
+            .chain(bias)
+            .chain(residual)
+            .all(|t| t.dtype() == dtype);
+    if !fused {
+        let ys = conv2d(xs, weight, bias, stride, padding)?
+            .broadcast_mul(&scale.reshape((1, o, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, o, 1, 1))?)?;
+        let ys = match residual {
+            Some(r) => (ys + r)?,
+            None => ys,
+        };
+        return Ok(if relu { ys.relu()? } else { ys });
+    }
+    // Shapes are checked by `conv2d`'s rules; the folded weight and bias are one (O, C·k·k + 1)
+    // tensor so that the op has at most three inputs.
+    let (_, c, h, w) = xs.dims4()?;
+    let (_, wc, k, k2) = weight.dims4()?;
+    if wc != c || k != k2 || stride == 0 || h + 2 * padding < k || w + 2 * padding < k {
+        return Err(ModelError::Shape {
+            name: format!("conv2d weight (stride {stride}, padding {padding})"),
+            expected: vec![o, c, k, k],
+            found: weight.dims().to_vec(),
+        });
+    }
+    if let Some(b) = bias {
+        if b.dims() != [o] {
+            return Err(ModelError::Shape {
+                name: "conv2d bias".into(),
+                expected: vec![o],
+                found: b.dims().to_vec(),
+            });
+        }
+    }
+    let folded_w = weight
+        .reshape((o, c * k * k))?
+        .broadcast_mul(&scale.reshape((o, 1))?)?;
+    let folded_b = match bias {
+        Some(b) => ((b * scale)? + shift)?,
+        None => shift.clone(),
+    };
+    let wb = Tensor::cat(&[&folded_w, &folded_b.reshape((o, 1))?], 1)?;
+    let op = ConvAffineOp {
+        conv: ConvOp {
+            stride,
+            pad: padding,
+            input_grad: xs.track_op(),
+        },
+        k,
+        relu,
+    };
+    let xs = xs.contiguous()?;
+    if let Some(r) = residual {
+        let out = |size| crate::layers::conv_out_size(size, k, stride, padding).unwrap_or(0);
+        let expected = vec![xs.dim(0)?, o, out(h), out(w)];
+        if r.dims() != expected {
+            return Err(ModelError::Shape {
+                name: "conv2d residual".into(),
+                expected,
+                found: r.dims().to_vec(),
+            });
+        }
+    }
+    let xs = xs.contiguous()?;
+    Ok(match residual {
+        Some(r) => xs.apply_op3(&wb, &r.contiguous()?, op)?,
+        None => xs.apply_op2(&wb, op)?,
+    })
+}
+
+/// The op of [`conv2d_affine`]: inputs `x`, the folded weight and bias as one (O, C·k·k + 1) matrix
+/// `[W' | b']`, and the residual when there is one.
+#[derive(Debug, Clone, Copy)]
+struct ConvAffineOp {
+    conv: ConvOp,
+    k: usize,
+    relu: bool,
+}
+
+impl ConvAffineOp {
+    /// The geometry from the input's and `[W' | b']`'s dimensions.
+    fn geom(&self, x: &[usize], wb: &[usize]) -> candle_core::Result<Geom> {
+        let kk = self.k * self.k;
+        let &[o, cols] = wb else {
+            candle_core::bail!("{NAME}: folded weight must be 2-D, got {wb:?}");
+        };
+        if cols == 0 || !(cols - 1).is_multiple_of(kk) {
+            candle_core::bail!(
+                "{NAME}: folded weight {wb:?} does not fit a {k}×{k} kernel",
+                k = self.k
+            );
+        }
+        Geom::new(
+            x,
+            &[o, (cols - 1) / kk, self.k, self.k],
+            self.conv.stride,
+            self.conv.pad,
+        )
+    }
+
+    fn fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        r: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1.dims(), l2.dims())?;
+        fn run<T: Elem>(
+            op: &ConvAffineOp,
+            g: Geom,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            r: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<Vec<T>> {
+            let x = contiguous::<T>(NAME, "input", s1, l1)?;
+            let wb = contiguous::<T>(NAME, "folded weight", s2, l2)?;
+            let residual = r
+                .map(|(s, l)| contiguous::<T>(NAME, "residual", s, l))
+                .transpose()?;
+            let (w, b) = split_folded(wb, g.o);
+            let epi = Epi {
+                residual,
+                relu: op.relu,
+            };
+            op.conv.forward(g, x, &w, Some(&b), epi)
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(run(self, g, s1, l1, s2, l2, r)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run(self, g, s1, l1, s2, l2, r)?),
+            s => candle_core::bail!("{NAME}: unsupported dtype {:?}", s.dtype()),
+        };
+        Ok((out, Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    /// (dx, d[W' | b'], dr): the output gradient masked by the ReLU (`y > 0`) is the residual's
+    /// gradient and the convolution's output gradient.
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        residual: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let g = self.geom(x.dims(), wb.dims())?;
+        if dy.dims() != [g.n, g.o, g.ho, g.wo] || y.dims() != dy.dims() {
+            candle_core::bail!(
+                "{NAME}: output gradient {:?} does not match the output",
+                dy.dims()
+            );
+        }
+        fn run<T: Elem>(
+            op: &ConvAffineOp,
+            g: Geom,
+            x: &Tensor,
+            wb: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+            residual: bool,
+        ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+            let dz: Vec<T> = with_cpu::<T, _>(NAME, "output gradient", dy, |dy| {
+                if !op.relu {
+                    return Ok(dy.to_vec());
+                }
+                with_cpu::<T, _>(NAME, "output", y, |y| {
+                    Ok(dy
+                        .iter()
+                        .zip(y)
+                        .map(|(&d, &v)| if v > T::ZERO { d } else { T::ZERO })
+                        .collect())
+                })
+            })?;
+            let (dx, dw, db) = with_cpu::<T, _>(NAME, "input", x, |x| {
+                with_cpu::<T, _>(NAME, "folded weight", wb, |wb| {
+                    let (w, _) = split_folded(wb, g.o);
+                    op.conv.backward(g, x, &w, &dz, true)
+                })
+            })?;
+            let kd = g.kdim();
+            let db = db.unwrap_or_else(|| vec![T::ZERO; g.o]);
+            let mut dwb = Vec::with_capacity(g.o * (kd + 1));
+            for (row, &b) in dw.chunks_exact(kd).zip(&db) {
+                dwb.extend_from_slice(row);
+                dwb.push(b);
+            }
+            Ok((
+                dx.map(|v| tensor(v, &[g.n, g.c, g.h, g.w])).transpose()?,
+                tensor(dwb, &[g.o, kd + 1])?,
+                residual
+                    .then(|| tensor(dz, &[g.n, g.o, g.ho, g.wo]))
+                    .transpose()?,
+            ))
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, g, x, wb, y, dy, residual),
+            candle_core::DType::F64 => run::<f64>(self, g, x, wb, y, dy, residual),
+            d => candle_core::bail!("{NAME}: unsupported dtype {d:?}"),
+        }
+    }
+}
+
+/// `[W' | b']` (O rows of C·k·k + 1) split into W' (O × C·k·k, contiguous) and b' (O).
+fn split_folded<T: Elem>(wb: &[T], o: usize) -> (Vec<T>, Vec<T>) {
+    let cols = wb.len() / o.max(1);
+    let mut w = Vec::with_capacity(o * cols.saturating_sub(1));
+    let mut b = Vec::with_capacity(o);
+    for row in wb.chunks_exact(cols) {
+        w.extend_from_slice(&row[..cols - 1]);
+        b.push(row[cols - 1]);
+    }
+    (w, b)
+}
+
+impl CustomOp2 for ConvAffineOp {
+    fn name(&self) -> &'static str {
+        "deepcomp-conv2d-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(s1, l1, s2, l2, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dwb, _) = self.grads(x, wb, y, dy, false)?;
+        Ok((dx, Some(dwb)))
+    }
+}
+
+impl CustomOp3 for ConvAffineOp {
+    fn name(&self) -> &'static str {
+        "deepcomp-conv2d-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(s1, l1, s2, l2, Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _r: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dwb, dr) = self.grads(x, wb, y, dy, true)?;
+        Ok((dx, Some(dwb), dr))
     }
 }

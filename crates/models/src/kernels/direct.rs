@@ -23,7 +23,9 @@
 //! chosen at run time; elsewhere, and for f64 (the finite-difference tests), the same loops run in
 //! plain Rust.
 
-use super::Elem;
+use std::mem::MaybeUninit;
+
+use super::{multiversion, Elem};
 
 /// Geometry of one stride-1 convolution on the flat grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,25 +168,22 @@ impl Flat {
         }
     }
 
-    /// Copies the valid positions of the grid (O rows of `qs`) into `y` (O × Ho × Wo), adding
-    /// `bias[o]` when given.
-    pub fn grid_to<T: Elem>(&self, grid: &[T], y: &mut [T], bias: Option<&[T]>) {
-        let (ho, wo, wp) = (self.ho, self.wo, self.wp);
-        for (o, (src, dst)) in grid
-            .chunks_exact(self.qs)
-            .zip(y.chunks_exact_mut(ho * wo))
-            .enumerate()
-        {
-            for (y, row) in dst.chunks_exact_mut(wo).enumerate() {
-                row.copy_from_slice(&src[y * wp..y * wp + wo]);
-                if let Some(b) = bias {
-                    let b = b[o];
-                    for v in row.iter_mut() {
-                        *v += b;
-                    }
-                }
-            }
-        }
+    /// Writes the valid positions of the grid (O rows of `qs`) into `y` (O × Ho × Wo), every element
+    /// once: `act(grid + bias[o] [+ r])`, with `r` (O × Ho × Wo) added when given and a ReLU when
+    /// `relu`. `y` may be uninitialized (a fresh output buffer need not be zero-filled first).
+    pub fn grid_to<T: Elem>(
+        &self,
+        grid: &[T],
+        y: &mut [MaybeUninit<T>],
+        bias: Option<&[T]>,
+        r: Option<&[T]>,
+        relu: bool,
+    ) {
+        let plane = self.ho * self.wo;
+        assert!(grid.len() >= self.grid_len() && y.len() == self.o * plane);
+        assert!(r.is_none_or(|r| r.len() == y.len()));
+        assert!(bias.is_none_or(|b| b.len() >= self.o));
+        store_image(self, grid, y, bias, r, relu);
     }
 
     /// The forward stencil on one padded image: `grid[o][q] = Σ_j w[o][j] · xp[off_j + q]` with
@@ -247,6 +246,41 @@ impl Flat {
     pub fn group(&self) -> usize {
         512usize.div_ceil(self.qs).max(1)
     }
+}
+
+multiversion! {
+/// [`Flat::grid_to`]'s loop (the shapes checked by the caller), compiled for AVX2 as a whole so
+/// that the short rows (8 to 32 values) pay no dispatch each.
+fn store_image<T: Elem>(
+    f: &Flat,
+    grid: &[T],
+    y: &mut [MaybeUninit<T>],
+    bias: Option<&[T]>,
+    r: Option<&[T]>,
+    relu: bool,
+) {
+    let (wo, wp, plane) = (f.wo, f.wp, f.ho * f.wo);
+    let act = |v: T| if relu && v < T::ZERO { T::ZERO } else { v };
+    for (o, (src, dst)) in grid.chunks_exact(f.qs).zip(y.chunks_exact_mut(plane)).enumerate() {
+        let b = bias.map_or(T::ZERO, |b| b[o]);
+        for (row, d) in dst.chunks_exact_mut(wo).enumerate() {
+            let s = &src[row * wp..row * wp + wo];
+            match r {
+                Some(r) => {
+                    let rr = &r[o * plane + row * wo..o * plane + (row + 1) * wo];
+                    for ((d, &v), &rv) in d.iter_mut().zip(s).zip(rr) {
+                        d.write(act(v + b + rv));
+                    }
+                }
+                None => {
+                    for (d, &v) in d.iter_mut().zip(s) {
+                        d.write(act(v + b));
+                    }
+                }
+            }
+        }
+    }
+}
 }
 
 /// `v` as f32 when `T` is f32.

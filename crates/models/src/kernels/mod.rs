@@ -12,7 +12,9 @@
 //! - [`conv2d()`]: stride-1 convolutions run [`direct`]ly on a flat padded grid (SIMD stencils for
 //!   the forward pass, `dW` and `dx`, no column matrix); strided ones im2col + gemm per image for the
 //!   forward pass, `dW` and `dx` (col2im). The batch is split between threads; `dx` is skipped for
-//!   the network's input.
+//!   the network's input. [`conv::conv2d_affine`] folds an eval-mode BatchNorm, a residual and a
+//!   ReLU into the same op; [`conv_bn::conv2d_batch_norm_train`] runs a convolution and the
+//!   train-mode BatchNorm after it as one op.
 //! - [`pool::max_pool2d`]: any kernel, stride and padding, the gradient routed to each window's first
 //!   maximum as PyTorch does.
 //! - [`bn::batch_norm_train`]: BatchNorm's training-mode forward and backward in two passes per
@@ -24,6 +26,7 @@
 
 pub mod bn;
 pub mod conv;
+pub mod conv_bn;
 pub mod direct;
 pub mod linear;
 pub mod pool;
@@ -97,8 +100,10 @@ pub(crate) fn tensor<T: Elem>(v: Vec<T>, shape: &[usize]) -> candle_core::Result
 
 /// A vector of `n` elements whose contents the caller overwrites completely before reading.
 ///
-/// Zero-filled: `vec![0; n]` is a calloc that the allocator serves from already-zeroed pages, which
-/// costs about the same as an uninitialized buffer and keeps the code safe.
+/// Zero-filled: `vec![0; n]` is a calloc, which costs nothing extra on fresh pages but is a
+/// `memset` on memory the allocator reuses (the `deepcomp` binary keeps freed memory). The direct
+/// convolution's outputs, written once per element from the grid, skip it (`Vec::with_capacity`
+/// and `MaybeUninit` writes, see [`direct::Flat::grid_to`]).
 pub(crate) fn buffer<T: Elem>(n: usize) -> Vec<T> {
     vec![T::ZERO; n]
 }
