@@ -224,6 +224,39 @@ fn conv2d_affine_matches_the_candle_composite() {
     }
 }
 
+/// Central differences (step 1e-6) of `loss` at six random elements of each probed input, against the
+/// analytic gradient: `probes` holds (index into `case.vals`, index into `grads`, name); the bound is
+/// `tol · (1 + |fd|)`.
+fn check_finite_differences(
+    case: &mut Case,
+    grads: &[Vec<f64>],
+    probes: &[(usize, usize, &str)],
+    loss: impl Fn(&Case) -> f64,
+    tol: f64,
+    rng: &mut ChaCha8Rng,
+    s: &Shape,
+) {
+    let h = 1e-6;
+    for &(which, gi, name) in probes {
+        let grad = &grads[gi];
+        for _ in 0..6 {
+            let i = rng.random_range(0..case.vals[which].len());
+            let v = case.vals[which][i];
+            case.vals[which][i] = v + h;
+            let up = loss(case);
+            case.vals[which][i] = v - h;
+            let down = loss(case);
+            case.vals[which][i] = v;
+            let fd = (up - down) / (2.0 * h);
+            assert!(
+                (fd - grad[i]).abs() <= tol * (1.0 + fd.abs()),
+                "{s:?} d{name}[{i}]: analytic {} vs finite difference {fd}",
+                grad[i]
+            );
+        }
+    }
+}
+
 #[test]
 fn conv2d_affine_gradients_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(29);
@@ -238,28 +271,15 @@ fn conv2d_affine_gradients_match_finite_differences() {
             let y = &run(case, DType::F64, true, true, true, true)[0];
             y.iter().zip(&case.vals[6]).map(|(a, b)| a * b).sum()
         };
-        let h = 1e-6;
-        for (which, name) in ["x", "W", "b", "scale", "shift", "r"]
-            .into_iter()
-            .enumerate()
-        {
-            let grad = &grads[which + 1];
-            for _ in 0..6 {
-                let i = rng.random_range(0..case.vals[which].len());
-                let v = case.vals[which][i];
-                case.vals[which][i] = v + h;
-                let up = loss(&case);
-                case.vals[which][i] = v - h;
-                let down = loss(&case);
-                case.vals[which][i] = v;
-                let fd = (up - down) / (2.0 * h);
-                assert!(
-                    (fd - grad[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                    "{s:?} d{name}[{i}]: analytic {} vs finite difference {fd}",
-                    grad[i]
-                );
-            }
-        }
+        let probes = [
+            (0, 1, "x"),
+            (1, 2, "W"),
+            (2, 3, "b"),
+            (3, 4, "scale"),
+            (4, 5, "shift"),
+            (5, 6, "r"),
+        ];
+        check_finite_differences(&mut case, &grads, &probes, loss, 1e-6, &mut rng, &s);
     }
 }
 
@@ -403,32 +423,14 @@ fn conv2d_batch_norm_train_gradients_match_finite_differences() {
             let y = &run_train(case, DType::F64, true, true, true).0[0];
             y.iter().zip(&case.vals[6]).map(|(a, b)| a * b).sum()
         };
-        let h = 1e-6;
-        // (index into `case.vals`, index into `grads`, name)
-        for (which, gi, name) in [
+        let probes = [
             (0, 1, "x"),
             (1, 2, "W"),
             (3, 3, "gamma"),
             (4, 4, "beta"),
             (5, 5, "r"),
-        ] {
-            let grad = &grads[gi];
-            for _ in 0..6 {
-                let i = rng.random_range(0..case.vals[which].len());
-                let v = case.vals[which][i];
-                case.vals[which][i] = v + h;
-                let up = loss(&case);
-                case.vals[which][i] = v - h;
-                let down = loss(&case);
-                case.vals[which][i] = v;
-                let fd = (up - down) / (2.0 * h);
-                assert!(
-                    (fd - grad[i]).abs() <= 1e-5 * (1.0 + fd.abs()),
-                    "{s:?} d{name}[{i}]: analytic {} vs finite difference {fd}",
-                    grad[i]
-                );
-            }
-        }
+        ];
+        check_finite_differences(&mut case, &grads, &probes, loss, 1e-5, &mut rng, &s);
     }
 }
 
