@@ -1045,6 +1045,13 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
 
     // --- encode, decode, verify, evaluate ---------------------------------------------------------------
     let t = Instant::now();
+    let rounded = round_raw_tensors(&loaded.recipe, model.as_ref())?;
+    if rounded > 0 {
+        crate::note!(
+            "deepcomp: {rounded} raw tensors rounded to {} for storage",
+            loaded.recipe.encode.raw_dtype()
+        );
+    }
     let file = build_dcz(&loaded, model.as_ref(), &shared)?;
     let dcz_path = ctx.out.join("model.dcz");
     let dcz_bytes = file.write_atomic(&dcz_path)?;
@@ -1476,29 +1483,105 @@ pub fn build_dcz(
             });
         }
     }
-    // Layers kept in float are stored raw, like biases.
-    let prunable: Vec<String> = coded.into_iter().map(|p| p.name).collect();
+    // Layers kept in float are stored raw, like biases: as `f32` (DENS sections) or, with
+    // `encode.raw_dtype`, as `f16` / `bf16` (TYPD sections; [`round_raw_tensors`] made the values
+    // exact in that type).
+    let raw_dtype = raw_storage_dtype(&recipe.recipe);
     let mut dense = Vec::new();
-    for p in model.params().iter() {
-        if prunable.contains(&p.name) {
-            continue;
+    let mut typed = Vec::new();
+    for name in raw_tensor_names(&recipe.recipe, model) {
+        let values = weight_values(model, &name)?;
+        let shape = model
+            .params()
+            .get(&name)
+            .map(|p| p.var.dims().to_vec())
+            .unwrap_or_default();
+        match raw_dtype {
+            None => dense.push(DenseTensor {
+                name,
+                shape,
+                data: values,
+            }),
+            Some(dtype) => typed.push(container::TypedTensor {
+                name,
+                dtype,
+                shape,
+                data: crate::compress::floats_to_bytes(dtype, &values),
+            }),
         }
-        let t = p.var.as_tensor();
-        dense.push(DenseTensor {
-            name: p.name.clone(),
-            shape: t.dims().to_vec(),
-            data: t.flatten_all()?.to_vec1::<f32>()?,
-        });
     }
     Ok(DczFile {
         model: recipe.recipe.model.clone(),
         recipe_hash: recipe.hash(),
         layers,
         dense,
+        typed,
         channel_scales,
         metadata: Some(crate::meta::for_recipe(&recipe.recipe, "deepcomp pipeline").to_json()),
         ..Default::default()
     })
+}
+
+/// The tensors a `.dcz` stores raw: every parameter and buffer of the model except the weights it
+/// codes (the prunable layers not kept in float), in the model's order.
+fn raw_tensor_names(recipe: &Recipe, model: &dyn Model) -> Vec<String> {
+    let coded: Vec<String> = model
+        .prunable()
+        .into_iter()
+        .filter(|p| recipe.method_for(&p.name) != "float")
+        .map(|p| p.name)
+        .collect();
+    model
+        .params()
+        .iter()
+        .map(|p| p.name.clone())
+        .filter(|n| !coded.contains(n))
+        .collect()
+}
+
+/// The element type raw tensors are stored in: `None` for `f32` (DENS sections), else the 16-bit
+/// type of `encode.raw_dtype`.
+fn raw_storage_dtype(recipe: &Recipe) -> Option<container::Dtype> {
+    match recipe.encode.raw_dtype() {
+        "f16" => Some(container::Dtype::F16),
+        "bf16" => Some(container::Dtype::BF16),
+        _ => None,
+    }
+}
+
+/// Rounds the model's raw tensors ([`raw_tensor_names`]) to `encode.raw_dtype` (round to nearest
+/// even), so that the model evaluated after decoding is the one the file holds. A value the type
+/// cannot hold (beyond ±65,504 in `f16`) is an error naming the tensor, never a silent infinity.
+/// Returns how many tensors were rounded (0 for `f32`).
+pub fn round_raw_tensors(recipe: &Recipe, model: &dyn Model) -> Result<usize> {
+    let Some(dtype) = raw_storage_dtype(recipe) else {
+        return Ok(0);
+    };
+    let names = raw_tensor_names(recipe, model);
+    for name in &names {
+        let p = model
+            .params()
+            .get(name)
+            .ok_or_else(|| DriverError::msg(format!("model has no tensor `{name}`")))?;
+        let values = weight_values(model, name)?;
+        let rounded = crate::compress::floats_from_bytes(
+            dtype,
+            &crate::compress::floats_to_bytes(dtype, &values),
+        );
+        if let Some((v, _)) = values
+            .iter()
+            .zip(&rounded)
+            .find(|(v, r)| v.is_finite() && !r.is_finite())
+        {
+            return Err(DriverError::msg(format!(
+                "tensor `{name}`: value {v} does not fit encode.raw_dtype = \"{}\" (use \"bf16\" or \"f32\")",
+                recipe.encode.raw_dtype()
+            )));
+        }
+        let t = Tensor::from_vec(rounded, p.var.dims(), p.var.device())?;
+        p.var.set(&t)?;
+    }
+    Ok(names.len())
 }
 
 /// A container layer from shared weights; `index_bits` `None` picks the smallest width
@@ -1587,6 +1670,21 @@ pub fn verify_decoded(model: &dyn Model, file: &DczFile) -> Result<()> {
             )));
         }
     }
+    for t in file.typed.iter().filter(|t| t.dtype.is_float()) {
+        let want = weight_values(model, &t.name)?;
+        let got = crate::compress::floats_from_bytes(t.dtype, &t.data);
+        if want.len() != got.len()
+            || want
+                .iter()
+                .zip(&got)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Err(DriverError::Verify(format!(
+                "tensor `{}` ({:?}) decodes differently",
+                t.name, t.dtype
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -1670,11 +1768,17 @@ fn fill_sizes(
         .iter()
         .map(|p| 4 * p.var.elem_count() as u64)
         .sum();
-    let other_f32: u64 = file.dense.iter().map(|d| 4 * d.data.len() as u64).sum();
+    // Raw tensors count at the bytes the file stores them in (`f32`, or 16-bit with raw_dtype).
+    let other_raw: u64 = file
+        .dense
+        .iter()
+        .map(|d| 4 * d.data.len() as u64)
+        .sum::<u64>()
+        + file.typed.iter().map(|t| t.data.len() as u64).sum::<u64>();
     report.bytes.dense_f32 = dense_f32;
     report.bytes.dcz = dcz_bytes;
-    report.bytes.p = other_f32 + stats.iter().map(|s| s.p_bytes).sum::<u64>();
-    report.bytes.pq = other_f32 + stats.iter().map(|s| s.pq_bytes).sum::<u64>();
+    report.bytes.p = other_raw + stats.iter().map(|s| s.p_bytes).sum::<u64>();
+    report.bytes.pq = other_raw + stats.iter().map(|s| s.pq_bytes).sum::<u64>();
     report.layers = file
         .layers
         .iter()

@@ -535,6 +535,21 @@ fn default_centroid_lr() -> f64 {
 pub struct EncodeSection {
     /// Bits of a relative-index field (paper: 5 for fc, 8 for conv); `auto` picks the smallest file.
     pub index_bits: Option<u8>,
+    /// Element type of the tensors stored raw (biases, BatchNorm parameters and statistics, layers
+    /// kept in float): `f32` (the default, exact), `f16` or `bf16` (half the bytes; the model's raw
+    /// tensors are rounded to it before the file is written, so the decoded model, the one evaluated
+    /// and reported, is the rounded one).
+    pub raw_dtype: Option<String>,
+}
+
+impl EncodeSection {
+    /// The element types [`raw_dtype`](Self::raw_dtype) may name.
+    pub const RAW_DTYPES: &'static [&'static str] = &["f32", "f16", "bf16"];
+
+    /// The element type of raw tensors (`f32` unless the recipe says otherwise).
+    pub fn raw_dtype(&self) -> &str {
+        self.raw_dtype.as_deref().unwrap_or("f32")
+    }
 }
 
 /// Where a recipe came from and its text (hashed into the `.dcz` header).
@@ -1011,6 +1026,16 @@ impl Recipe {
             if !(2..=16).contains(&b) {
                 return Err(err("encode.index_bits", format!("{b} is outside 2..=16")));
             }
+        }
+        if !EncodeSection::RAW_DTYPES.contains(&self.encode.raw_dtype()) {
+            return Err(err(
+                "encode.raw_dtype",
+                format!(
+                    "`{}` is not one of {}",
+                    self.encode.raw_dtype(),
+                    EncodeSection::RAW_DTYPES.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
