@@ -54,6 +54,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../recipes/resnet20-cifar10-jpeg.toml"),
     ),
     (
+        "resnet20-cifar10-jpeg-seed001",
+        include_str!("../recipes/resnet20-cifar10-jpeg-seed001.toml"),
+    ),
+    (
         "lenet300-fashion-uniform",
         include_str!("../recipes/lenet300-fashion-uniform.toml"),
     ),
