@@ -67,6 +67,9 @@ pub struct CompressOptions {
     pub rules: Vec<LayerRule>,
     /// The metadata block of the file (JSON), if the architecture is known.
     pub metadata: Option<String>,
+    /// Element type of every raw float tensor (`F32`, `F16` or `BF16`); `None` keeps each tensor's
+    /// own type.
+    pub raw_dtype: Option<Dtype>,
 }
 
 impl Default for CompressOptions {
@@ -84,6 +87,7 @@ impl Default for CompressOptions {
             exclude: Vec::new(),
             rules: Vec::new(),
             metadata: None,
+            raw_dtype: None,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct CompressConfig {
     /// Per-tensor rules.
     #[serde(default)]
     pub layer: Vec<LayerRule>,
+    /// Element type of the raw float tensors: `f32`, `f16` or `bf16` (default: each tensor's own).
+    pub raw_dtype: Option<String>,
 }
 
 impl CompressConfig {
@@ -497,12 +503,72 @@ pub fn compress_model(input: &InputModel, opts: &CompressOptions) -> Result<DczF
         }
     }
     file.dense = dense;
+    if let Some(target) = opts.raw_dtype {
+        convert_raw(&mut file, target)?;
+    }
     file.typed.extend(input.other.iter().cloned());
     let dtypes: Vec<Dtype> = file.layers.iter().map(|l| dtype(&l.name)).collect();
     if dtypes.iter().any(|&d| d != Dtype::F32) {
         file.layer_dtypes = dtypes;
     }
     Ok(file)
+}
+
+/// The element type `--raw-dtype` / `raw_dtype` names: `f32`, `f16` or `bf16`.
+pub fn parse_raw_dtype(s: &str) -> Result<Dtype> {
+    match s {
+        "f32" => Ok(Dtype::F32),
+        "f16" => Ok(Dtype::F16),
+        "bf16" => Ok(Dtype::BF16),
+        other => Err(DriverError::msg(format!(
+            "raw dtype `{other}` is not one of f32, f16, bf16"
+        ))),
+    }
+}
+
+/// Stores every raw float tensor of `file` (`F32`, `F16`, `BF16`, `F64`) as `target`: `F32` in `DENS`
+/// sections, a 16-bit type in typed sections (round to nearest even). A finite value the type cannot
+/// hold is an error naming the tensor, never a silent infinity. Other tensors are left as they are.
+fn convert_raw(file: &mut DczFile, target: Dtype) -> Result<()> {
+    let convertible = |d: Dtype| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64);
+    let mut raw: Vec<(String, Vec<usize>, Vec<f32>)> = std::mem::take(&mut file.dense)
+        .into_iter()
+        .map(|d| (d.name, d.shape, d.data))
+        .collect();
+    let mut kept = Vec::new();
+    for t in std::mem::take(&mut file.typed) {
+        if convertible(t.dtype) {
+            let values = floats_from_bytes(t.dtype, &t.data);
+            raw.push((t.name, t.shape, values));
+        } else {
+            kept.push(t);
+        }
+    }
+    file.typed = kept;
+    for (name, shape, data) in raw {
+        if target == Dtype::F32 {
+            file.dense.push(DenseTensor { name, shape, data });
+            continue;
+        }
+        let bytes = floats_to_bytes(target, &data);
+        let back = floats_from_bytes(target, &bytes);
+        if let Some((v, _)) = data
+            .iter()
+            .zip(&back)
+            .find(|(v, b)| v.is_finite() && !b.is_finite())
+        {
+            return Err(DriverError::msg(format!(
+                "tensor `{name}`: value {v} does not fit raw dtype {target:?} (use bf16 or f32)"
+            )));
+        }
+        file.typed.push(TypedTensor {
+            name,
+            dtype: target,
+            shape,
+            data: bytes,
+        });
+    }
+    Ok(())
 }
 
 /// Prunes, shares and encodes `f32` tensors into a `.dcz` file structure (raw tensors as `DENS`).
@@ -1036,6 +1102,76 @@ mod tests {
         assert!(err < 0.4 / 255.0 + 1e-3, "8-bit sharing error {err}");
         let i64 = st.tensor("bn.num_batches_tracked").unwrap();
         assert_eq!(i64.data(), 123_456_789i64.to_le_bytes());
+    }
+
+    #[test]
+    fn raw_dtype_converts_every_raw_float_tensor_and_leaves_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("mixed.safetensors");
+        let orig = mixed_file(&input);
+        let model = read_input(&input).unwrap();
+        let raw_floats = ["conv.weight", "fc.weight", "fc.bias", "bn.running_var"];
+        for target in [Dtype::F16, Dtype::BF16, Dtype::F32] {
+            let opts = CompressOptions {
+                raw_dtype: Some(target),
+                ..Default::default()
+            };
+            let file = compress_model(&model, &opts).unwrap();
+            assert_eq!(file.layers.len(), 1, "block.weight is still coded");
+            for name in raw_floats {
+                let src = orig.iter().find(|t| t.name == name).unwrap();
+                let want = floats_from_bytes(src.dtype, &src.data);
+                let got = if target == Dtype::F32 {
+                    let d = file.dense.iter().find(|d| d.name == name).unwrap();
+                    d.data.clone()
+                } else {
+                    let t = file.typed.iter().find(|t| t.name == name).unwrap();
+                    assert_eq!((t.dtype, &t.shape), (target, &src.shape), "{name}");
+                    floats_from_bytes(target, &t.data)
+                };
+                // Each value is the source value rounded to the target type.
+                let rounded = floats_from_bytes(target, &floats_to_bytes(target, &want));
+                assert_eq!(got, rounded, "{target:?} {name}");
+            }
+            for name in ["bn.num_batches_tracked", "ids"] {
+                let t = file.typed.iter().find(|t| t.name == name).unwrap();
+                let src = orig.iter().find(|t| t.name == name).unwrap();
+                assert_eq!(
+                    (t.dtype, &t.data),
+                    (src.dtype, &src.data),
+                    "{name} untouched"
+                );
+            }
+            let dcz = dir.path().join("m.dcz");
+            file.write_atomic(&dcz).unwrap();
+            assert_eq!(DczFile::read(&dcz).unwrap(), file);
+        }
+        // f16 cannot hold 1e6: an error naming the tensor, not an infinity in the file.
+        let big = dir.path().join("big.safetensors");
+        write_safetensors(
+            &big,
+            &[NamedTensor {
+                name: "bn.running_var".into(),
+                shape: vec![2],
+                data: vec![1.0, 1.0e6],
+            }],
+        )
+        .unwrap();
+        let opts = CompressOptions {
+            raw_dtype: Some(Dtype::F16),
+            ..Default::default()
+        };
+        let err = compress_model(&read_input(&big).unwrap(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bn.running_var") && err.contains("1000000"),
+            "{err}"
+        );
+        assert!(parse_raw_dtype("f8")
+            .unwrap_err()
+            .to_string()
+            .contains("f8"));
     }
 
     #[test]

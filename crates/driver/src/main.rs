@@ -327,7 +327,8 @@ struct CompressArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// TOML file with the settings below (q, std, global, fc_bits, conv_bits, init, index_bits,
-    /// keep_first_last, exclude, key_map, [[layer]] rules); command-line options override it.
+    /// keep_first_last, exclude, key_map, raw_dtype, [[layer]] rules); command-line options override
+    /// it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Prune the q-th percentile of |w| in each weight tensor (0 keeps all nonzeros) [default: 50].
@@ -362,6 +363,10 @@ struct CompressArgs {
     /// Compress the input and output layers too (by default they stay dense).
     #[arg(long)]
     no_keep_first_last: bool,
+    /// Store every raw float tensor (biases, BatchNorm, layers kept dense) as f32, f16 or bf16
+    /// (default: each tensor's own type); --data evaluates the rounded model.
+    #[arg(long)]
+    raw_dtype: Option<String>,
     /// Rename the input's keys first: REGEX=REPLACEMENT (repeatable, applied in order), e.g.
     /// --key-map '^module\.='.
     #[arg(long = "key-map")]
@@ -500,6 +505,12 @@ fn run_compress(a: CompressArgs, quiet: bool) -> Result<()> {
         exclude,
         rules,
         metadata: metadata.map(|m| m.to_json()),
+        raw_dtype: a
+            .raw_dtype
+            .as_deref()
+            .or(cfg.raw_dtype.as_deref())
+            .map(compress::parse_raw_dtype)
+            .transpose()?,
     };
     let file = compress::compress_model(&input, &opts)?;
     let bytes = file.to_bytes()?;

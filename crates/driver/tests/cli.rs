@@ -103,6 +103,53 @@ fn compress_inspect_decompress_round_trip() {
         tensors.iter().find(|t| t.name == "fc.bias").unwrap().data,
         b
     );
+
+    // --raw-dtype f16: the bias in half precision, two bytes a value; the weights coded the same.
+    let half_dcz = dir.path().join("net-f16.dcz");
+    let out = deepcomp(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        half_dcz.to_str().unwrap(),
+        "--q",
+        "80",
+        "--fc-bits",
+        "4",
+        "--no-keep-first-last",
+        "--raw-dtype",
+        "f16",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let half_bytes = std::fs::metadata(&half_dcz).unwrap().len();
+    // 64 values × 2 bytes saved, one dtype byte more for the typed section.
+    assert_eq!(half_bytes + 128 - 1, dcz_bytes);
+    let out = deepcomp(&["inspect", half_dcz.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fc.bias") && text.contains("F16"), "{text}");
+    let back = dir.path().join("back-f16.safetensors");
+    let out = deepcomp(&[
+        "decompress",
+        half_dcz.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let tensors = read_safetensors(&back).unwrap();
+    let want: Vec<f32> = b.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    assert_eq!(
+        tensors.iter().find(|t| t.name == "fc.bias").unwrap().data,
+        want
+    );
+    let out = deepcomp(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.dcz").to_str().unwrap(),
+        "--raw-dtype",
+        "f8",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("f8"), "{}", stderr_of(&out));
 }
 
 #[test]
