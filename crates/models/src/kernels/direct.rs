@@ -474,7 +474,9 @@ mod simd {
                             fwd_rows::<MR, NV>(g, xp, w, offs, gp, o0);
                             o0 += MR;
                         }
-                        if o0 + 4 <= g.o {
+                        // The rest (fewer than MR rows: up to 11 with AVX-512's 12) in blocks of
+                        // 4, then 2, then 1.
+                        while o0 + 4 <= g.o {
                             fwd_rows::<4, NV>(g, xp, w, offs, gp, o0);
                             o0 += 4;
                         }
