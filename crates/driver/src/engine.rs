@@ -142,3 +142,75 @@ pub fn run_file(recipe: &Recipe, path: &Path, data_path: Option<&Path>) -> Resul
         dense_bytes: model.dense_bytes(),
     })
 }
+
+/// Largest relative logit difference [`runtime_cross_check`] accepts (max |Δ| over max(1, max |logit|)):
+/// summation order alone stays below 1e-4 on ResNet-20; a kernel that drops or misplaces a channel is
+/// off by orders of magnitude more.
+pub const CROSS_CHECK_TOLERANCE: f64 = 1e-3;
+
+/// Runs `images` (N, C, H, W, normalized) through `model` (the decoded candle model) and through
+/// deepcomp-runtime built from `file` (an independent implementation: its own decoding of the sparse
+/// layers and its own kernels), and compares the logits. `Ok(Some(d))`: the largest relative difference
+/// `d`, within [`CROSS_CHECK_TOLERANCE`]; `Ok(None)`: the runtime does not run this model (an
+/// architecture or input it does not know); an error when the two disagree — a kernel bug in one of
+/// them, which would otherwise surface only when someone loads the decoded weights elsewhere.
+pub fn runtime_cross_check(
+    file: &deepcomp_format::DczFile,
+    model: &dyn deepcomp_models::Model,
+    images: &candle_core::Tensor,
+) -> Result<Option<f64>> {
+    let Ok(mut rt) = CompressedModel::from_file(file) else {
+        return Ok(None);
+    };
+    let dims = images.dims().to_vec();
+    if dims.len() == 4 && dims[1..] != rt.input_shape()[..] && dims[2] == dims[3] {
+        if rt.set_input_side(dims[2]).is_err() {
+            return Ok(None);
+        }
+    }
+    if dims.is_empty() || dims[1..] != rt.input_shape()[..] {
+        return Ok(None);
+    }
+    let n = dims[0];
+    let x = images
+        .to_device(&candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let ours = rt.forward(&x, n).map_err(runtime_err)?;
+    let theirs = model
+        .forward_t(images, false)?
+        .to_device(&candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if ours.len() != theirs.len() {
+        return Err(DriverError::Verify(format!(
+            "the runtime gives {} logits for {n} images, the decoded model {}",
+            ours.len(),
+            theirs.len()
+        )));
+    }
+    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let (at, diff) = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .enumerate()
+        .fold(
+            (0, 0f32),
+            |best, (i, d)| if d > best.1 { (i, d) } else { best },
+        );
+    let rel = f64::from(diff / scale);
+    if !(rel <= CROSS_CHECK_TOLERANCE) {
+        let classes = rt.num_classes().max(1);
+        return Err(DriverError::Verify(format!(
+            "the decoded model and deepcomp-runtime disagree on the same weights: image {}, class {}: \
+             {} vs {} (relative difference {rel:.3e} > {CROSS_CHECK_TOLERANCE:e}); one of the two \
+             implementations computes this network wrongly",
+            at / classes,
+            at % classes,
+            theirs[at],
+            ours[at]
+        )));
+    }
+    Ok(Some(rel))
+}

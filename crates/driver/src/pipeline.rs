@@ -1061,6 +1061,7 @@ pub fn run_on(opts: &PipelineOptions, device: &Device) -> Result<Report> {
     load_dcz_into(fresh_model.as_ref(), &decoded, &device)?;
     report.seconds.encode = t.elapsed().as_secs_f64();
     let (dec1, dec5) = ctx.evaluate(fresh_model.as_ref())?;
+    report.runtime_check = cross_check(&ctx, &decoded, fresh_model.as_ref())?;
     report.accuracy.decoded = dec1;
     report.decoded_top5 = dec5;
     crate::note!(
@@ -1520,6 +1521,29 @@ pub fn build_dcz(
         metadata: Some(crate::meta::for_recipe(&recipe.recipe, "deepcomp pipeline").to_json()),
         ..Default::default()
     })
+}
+
+/// The decoded model against deepcomp-runtime on the first test images (up to 64): an error when they
+/// disagree ([`crate::engine::runtime_cross_check`]).
+fn cross_check(ctx: &Ctx<'_>, file: &DczFile, model: &dyn Model) -> Result<Option<f64>> {
+    let cfg = BatchConfig {
+        limit: Some(64),
+        ..batch_config(ctx.recipe, false, 0)
+    };
+    let mut batches = ctx
+        .data
+        .test
+        .batches(&cfg, &ctx.data.mean, &ctx.data.std, 0, &ctx.device)?;
+    let Some(first) = batches.next() else {
+        return Ok(None);
+    };
+    let (images, _) = first?;
+    let d = crate::engine::runtime_cross_check(file, model, &images)?;
+    match d {
+        Some(d) => crate::detail!("deepcomp: deepcomp-runtime agrees with the decoded model (relative difference {d:.1e})"),
+        None => crate::detail!("deepcomp: deepcomp-runtime does not run this model; no cross-check"),
+    }
+    Ok(d)
 }
 
 /// The tensors a `.dcz` stores raw: every parameter and buffer of the model except the weights it

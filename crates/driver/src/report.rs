@@ -249,6 +249,11 @@ pub struct Report {
     pub memory: Vec<crate::sensitivity::MemoryRow>,
     /// SHA-256 of the `.dcz` file (hex).
     pub dcz_sha256: String,
+    /// Largest relative logit difference between the decoded model and deepcomp-runtime on the first
+    /// test images ([`crate::engine::runtime_cross_check`]); absent when the runtime does not run the
+    /// architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_check: Option<f64>,
     /// Stages this run took from checkpoints instead of computing them (`dense`, `prune-round0`, …,
     /// `pruned`, `quantized`): kept from an earlier run in the folder or seeded by a sweep.
     #[serde(default)]

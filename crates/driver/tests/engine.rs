@@ -80,3 +80,37 @@ fn compressed_engine_matches_candle_eval() {
     let err = engine::eval_compressed(&r, &bad, None).unwrap_err();
     assert!(err.to_string().contains("bad.dcz"), "{err}");
 }
+
+#[test]
+fn the_runtime_cross_check_agrees_on_the_same_weights_and_catches_a_different_one() {
+    let file = lenet300_dcz();
+    let recipe = recipe::load("lenet300-fashion").unwrap().recipe;
+    let model = pipeline::build_model(&recipe, &Device::Cpu).unwrap();
+    pipeline::load_dcz_into(model.as_ref(), &file, &Device::Cpu).unwrap();
+    let x: Vec<f32> = (0..5 * 784).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let images = candle_core::Tensor::from_vec(x, (5, 1, 28, 28), &Device::Cpu).unwrap();
+    let d = engine::runtime_cross_check(&file, model.as_ref(), &images)
+        .unwrap()
+        .expect("the runtime runs LeNet-300-100");
+    assert!(d <= 1e-5, "same weights, relative difference {d}");
+
+    // One output row of fc3 changed in the candle model only: the check names the disagreement.
+    let p = model.params().get("fc3.bias").unwrap();
+    let mut b = p.var.as_tensor().to_vec1::<f32>().unwrap();
+    b[4] += 3.0;
+    p.var
+        .set(&candle_core::Tensor::new(b, &Device::Cpu).unwrap())
+        .unwrap();
+    let err = engine::runtime_cross_check(&file, model.as_ref(), &images)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("disagree") && err.contains("class 4"), "{err}");
+
+    // A model the runtime does not know is no error, only unchecked.
+    let mut other = file.clone();
+    other.model = "vgg16_half".into();
+    assert_eq!(
+        engine::runtime_cross_check(&other, model.as_ref(), &images).unwrap(),
+        None
+    );
+}

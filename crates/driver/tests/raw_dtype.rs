@@ -29,6 +29,12 @@ fn half_precision_raw_tensors_shrink_the_file_and_decode_to_the_rounded_model() 
     let out = tmp.path().join("run");
     let f32_run = run_in(&out, &plain);
     let f32_file = DczFile::read(&out.join("model.dcz")).unwrap();
+    // The decoded model agrees with deepcomp-runtime (an independent implementation) on test images.
+    assert!(
+        f32_run.runtime_check.is_some_and(|d| d <= 1e-4),
+        "{:?}",
+        f32_run.runtime_check
+    );
     assert!(f32_file.typed.is_empty());
     // LeNet-300-100's three biases: 300 + 100 + 10 values.
     let raw_values: usize = f32_file.dense.iter().map(|d| d.data.len()).sum();
