@@ -2,23 +2,10 @@
 //! generated dataset: the finetuning losses are the mixed loss, the file decodes, and changing the
 //! setting invalidates the stages it touches (and only those).
 
-use deepcomp_driver::pipeline::{run, PipelineOptions};
-use deepcomp_driver::recipe;
 use deepcomp_driver::report::Report;
 
 mod common;
-use common::recipe_text;
-
-fn run_in(out: &std::path::Path, text: &str) -> Report {
-    run(&PipelineOptions {
-        recipe: recipe::parse(text, "test").unwrap(),
-        out: out.to_path_buf(),
-        fresh: false,
-        progress: false,
-        data_path: None,
-    })
-    .unwrap()
-}
+use common::{recipe_text, run_in};
 
 fn losses(r: &Report, stage: &str) -> Vec<f64> {
     r.history

@@ -4,23 +4,11 @@
 
 use candle_core::{Device, Tensor};
 use deepcomp_driver::container::{DczFile, Dtype};
-use deepcomp_driver::pipeline::{build_model, round_raw_tensors, run, PipelineOptions};
+use deepcomp_driver::pipeline::{build_model, round_raw_tensors};
 use deepcomp_driver::recipe;
-use deepcomp_driver::report::Report;
 
 mod common;
-use common::recipe_text;
-
-fn run_in(out: &std::path::Path, text: &str) -> Report {
-    run(&PipelineOptions {
-        recipe: recipe::parse(text, "test").unwrap(),
-        out: out.to_path_buf(),
-        fresh: false,
-        progress: false,
-        data_path: None,
-    })
-    .unwrap()
-}
+use common::{recipe_text, run_in};
 
 #[test]
 fn half_precision_raw_tensors_shrink_the_file_and_decode_to_the_rounded_model() {

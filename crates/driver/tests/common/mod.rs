@@ -40,6 +40,18 @@ pub fn write_dataset(dir: &Path, n_train: usize, n_test: usize) {
     }
 }
 
+/// Runs the recipe `text` into `out` (resuming what is there), without progress bars.
+pub fn run_in(out: &Path, text: &str) -> deepcomp_driver::report::Report {
+    deepcomp_driver::pipeline::run(&deepcomp_driver::pipeline::PipelineOptions {
+        recipe: deepcomp_driver::recipe::parse(text, "test").unwrap(),
+        out: out.to_path_buf(),
+        fresh: false,
+        progress: false,
+        data_path: None,
+    })
+    .unwrap()
+}
+
 pub fn recipe_text(data: &Path) -> String {
     format!(
         r#"
