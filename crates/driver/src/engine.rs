@@ -163,10 +163,12 @@ pub fn runtime_cross_check(
         return Ok(None);
     };
     let dims = images.dims().to_vec();
-    if dims.len() == 4 && dims[1..] != rt.input_shape()[..] && dims[2] == dims[3] {
-        if rt.set_input_side(dims[2]).is_err() {
-            return Ok(None);
-        }
+    if dims.len() == 4
+        && dims[1..] != rt.input_shape()[..]
+        && dims[2] == dims[3]
+        && rt.set_input_side(dims[2]).is_err()
+    {
+        return Ok(None);
     }
     if dims.is_empty() || dims[1..] != rt.input_shape()[..] {
         return Ok(None);
@@ -200,7 +202,8 @@ pub fn runtime_cross_check(
             |best, (i, d)| if d > best.1 { (i, d) } else { best },
         );
     let rel = f64::from(diff / scale);
-    if !(rel <= CROSS_CHECK_TOLERANCE) {
+    // NaN logits disagree too.
+    if rel.is_nan() || rel > CROSS_CHECK_TOLERANCE {
         let classes = rt.num_classes().max(1);
         return Err(DriverError::Verify(format!(
             "the decoded model and deepcomp-runtime disagree on the same weights: image {}, class {}: \
