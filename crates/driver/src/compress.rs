@@ -514,16 +514,41 @@ pub fn compress_model(input: &InputModel, opts: &CompressOptions) -> Result<DczF
     Ok(file)
 }
 
-/// The element type `--raw-dtype` / `raw_dtype` names: `f32`, `f16` or `bf16`.
+/// The element type `--raw-dtype` / `raw_dtype` names: `f32`, `f16` or `bf16`
+/// ([`crate::recipe::EncodeSection::RAW_DTYPES`]).
 pub fn parse_raw_dtype(s: &str) -> Result<Dtype> {
     match s {
         "f32" => Ok(Dtype::F32),
         "f16" => Ok(Dtype::F16),
         "bf16" => Ok(Dtype::BF16),
         other => Err(DriverError::msg(format!(
-            "raw dtype `{other}` is not one of f32, f16, bf16"
+            "raw dtype `{other}` is not one of {}",
+            crate::recipe::EncodeSection::RAW_DTYPES.join(", ")
         ))),
     }
+}
+
+/// `values` of raw tensor `name` as the little-endian bytes of `dtype` (`F32`, `F16` or `BF16`; the
+/// 16-bit types round to nearest even). A finite value the type cannot hold is an error naming the
+/// tensor, never a silent infinity.
+pub fn raw_bytes(name: &str, dtype: Dtype, values: &[f32]) -> Result<Vec<u8>> {
+    let bytes = floats_to_bytes(dtype, values);
+    let back = floats_from_bytes(dtype, &bytes);
+    if let Some((v, _)) = values
+        .iter()
+        .zip(&back)
+        .find(|(v, b)| v.is_finite() && !b.is_finite())
+    {
+        let type_name = match dtype {
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+            _ => "f32",
+        };
+        return Err(DriverError::msg(format!(
+            "tensor `{name}`: value {v} does not fit raw_dtype {type_name} (use bf16 or f32)"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Stores every raw float tensor of `file` (`F32`, `F16`, `BF16`, `F64`) as `target`: `F32` in `DENS`
@@ -550,17 +575,7 @@ fn convert_raw(file: &mut DczFile, target: Dtype) -> Result<()> {
             file.dense.push(DenseTensor { name, shape, data });
             continue;
         }
-        let bytes = floats_to_bytes(target, &data);
-        let back = floats_from_bytes(target, &bytes);
-        if let Some((v, _)) = data
-            .iter()
-            .zip(&back)
-            .find(|(v, b)| v.is_finite() && !b.is_finite())
-        {
-            return Err(DriverError::msg(format!(
-                "tensor `{name}`: value {v} does not fit raw dtype {target:?} (use bf16 or f32)"
-            )));
-        }
+        let bytes = raw_bytes(&name, target, &data)?;
         file.typed.push(TypedTensor {
             name,
             dtype: target,

@@ -1490,13 +1490,10 @@ pub fn build_dcz(
     let raw_dtype = raw_storage_dtype(&recipe.recipe);
     let mut dense = Vec::new();
     let mut typed = Vec::new();
-    for name in raw_tensor_names(&recipe.recipe, model) {
-        let values = weight_values(model, &name)?;
-        let shape = model
-            .params()
-            .get(&name)
-            .map(|p| p.var.dims().to_vec())
-            .unwrap_or_default();
+    let raw = raw_tensor_names(&recipe.recipe, model);
+    for p in model.params().iter().filter(|p| raw.contains(&p.name)) {
+        let (name, shape) = (p.name.clone(), p.var.dims().to_vec());
+        let values = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         match raw_dtype {
             None => dense.push(DenseTensor {
                 name,
@@ -1566,11 +1563,9 @@ fn raw_tensor_names(recipe: &Recipe, model: &dyn Model) -> Vec<String> {
 /// The element type raw tensors are stored in: `None` for `f32` (DENS sections), else the 16-bit
 /// type of `encode.raw_dtype`.
 fn raw_storage_dtype(recipe: &Recipe) -> Option<container::Dtype> {
-    match recipe.encode.raw_dtype() {
-        "f16" => Some(container::Dtype::F16),
-        "bf16" => Some(container::Dtype::BF16),
-        _ => None,
-    }
+    crate::compress::parse_raw_dtype(recipe.encode.raw_dtype())
+        .ok()
+        .filter(|&d| d != container::Dtype::F32)
 }
 
 /// Rounds the model's raw tensors ([`raw_tensor_names`]) to `encode.raw_dtype` (round to nearest
@@ -1587,21 +1582,8 @@ pub fn round_raw_tensors(recipe: &Recipe, model: &dyn Model) -> Result<usize> {
             .params()
             .get(name)
             .ok_or_else(|| DriverError::msg(format!("model has no tensor `{name}`")))?;
-        let values = weight_values(model, name)?;
-        let rounded = crate::compress::floats_from_bytes(
-            dtype,
-            &crate::compress::floats_to_bytes(dtype, &values),
-        );
-        if let Some((v, _)) = values
-            .iter()
-            .zip(&rounded)
-            .find(|(v, r)| v.is_finite() && !r.is_finite())
-        {
-            return Err(DriverError::msg(format!(
-                "tensor `{name}`: value {v} does not fit encode.raw_dtype = \"{}\" (use \"bf16\" or \"f32\")",
-                recipe.encode.raw_dtype()
-            )));
-        }
+        let bytes = crate::compress::raw_bytes(name, dtype, &weight_values(model, name)?)?;
+        let rounded = crate::compress::floats_from_bytes(dtype, &bytes);
         let t = Tensor::from_vec(rounded, p.var.dims(), p.var.device())?;
         p.var.set(&t)?;
     }
