@@ -15,7 +15,13 @@ fn main() -> anyhow::Result<()> {
     let cases = [
         ("lenet5.conv1", 128, 1, 28, 20, 5, 0, false),
         ("lenet5.conv2", 128, 20, 12, 50, 5, 0, true),
+        ("resnet 16ch 32x32", 128, 16, 32, 16, 3, 1, true),
+        ("resnet 32ch 16x16", 128, 32, 16, 32, 3, 1, true),
+        ("resnet 64ch 8x8", 128, 64, 8, 64, 3, 1, true),
         ("vgg 64ch 16x16", 128, 64, 16, 64, 3, 1, true),
+        ("vgg 128ch 8x8", 128, 128, 8, 128, 3, 1, true),
+        ("vgg 256ch 4x4", 128, 256, 4, 256, 3, 1, true),
+        ("vgg 256ch 2x2", 128, 256, 2, 256, 3, 1, true),
     ];
     for (name, n, c, h, o, k, pad, input_grad) in cases {
         let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &dev)?;

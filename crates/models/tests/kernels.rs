@@ -262,6 +262,20 @@ fn conv2d_matches_candle_and_finite_differences() {
     conv_case(9, 2, (6, 6), 3, 3, 1, 1, true, DType::F64);
 }
 
+/// The im2col path gathers several images of a small plane into one gemm (fewer than 64 output
+/// positions per image): whole and partial groups, per-thread chunks of different lengths, a
+/// 2 × 2 plane with 3 × 3 taps, the identity columns of a 1×1 convolution, stride 2 with col2im, and
+/// channel counts that keep a 3×3 convolution off the direct path (more than 64 in).
+#[test]
+fn im2col_path_groups_images_of_small_planes() {
+    conv_case(7, 72, (4, 4), 9, 3, 1, 1, true, DType::F32);
+    conv_case(9, 72, (2, 2), 5, 3, 1, 1, false, DType::F32);
+    conv_case(7, 3, (4, 4), 4, 3, 1, 1, true, DType::F64);
+    conv_case(7, 4, (5, 5), 3, 1, 1, 0, false, DType::F64);
+    conv_case(7, 3, (7, 7), 4, 3, 2, 1, true, DType::F64);
+    conv_case(5, 2, (6, 5), 3, 1, 2, 0, true, DType::F64);
+}
+
 /// The direct (flat-grid) path at the sizes it is built for, in f32, where the SIMD kernels run:
 /// ResNet-20's three stages (whole register blocks, one image per weight-gradient group at 32×32,
 /// several at 8×8), output channels that leave a partial block (6, LeNet-5's first layer), a 5×5

@@ -194,6 +194,10 @@ fn conv2d_affine_matches_the_candle_composite() {
         shape(3, 3, (8, 8), 16, 3, 1, 1),
         shape(2, 4, (5, 5), 3, 1, 1, 0),
         shape(2, 3, (6, 6), 7, 5, 1, 2),
+        // Small planes, several images per gemm, with whole and partial groups (the residual and
+        // the bias must land on the right image).
+        shape(7, 3, (4, 4), 5, 3, 1, 1),
+        shape(9, 3, (5, 5), 4, 3, 2, 1),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     for s in shapes {
