@@ -1,5 +1,6 @@
 //! Speed of the conv2d kernel on LeNet-5's two layers and a VGG-style 3×3 layer, forward and
-//! forward + backward, in GFLOP/s: `cargo run --release -p deepcomp-models --example conv_speed`.
+//! forward + backward, in GFLOP/s: `cargo run --release -p deepcomp-models --example conv_speed
+//! [name filter]`.
 
 use std::time::Instant;
 
@@ -23,7 +24,11 @@ fn main() -> anyhow::Result<()> {
         ("vgg 256ch 4x4", 128, 256, 4, 256, 3, 1, true),
         ("vgg 256ch 2x2", 128, 256, 2, 256, 3, 1, true),
     ];
+    let only = std::env::args().nth(1);
     for (name, n, c, h, o, k, pad, input_grad) in cases {
+        if only.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
         let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &dev)?;
         let x = if input_grad {
             Var::from_tensor(&x)?.as_tensor().clone()

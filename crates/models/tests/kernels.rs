@@ -276,6 +276,20 @@ fn im2col_path_groups_images_of_small_planes() {
     conv_case(5, 2, (6, 5), 3, 1, 2, 0, true, DType::F64);
 }
 
+/// Planes of at most 4 positions take the block path (no multiply-adds on the padding): 2 × 2, 1 × 1
+/// (the centre tap only), non-square 2 × 1, 5 × 5 kernels with padding 2, several images per gemm,
+/// with and without a bias, against candle and (f64) finite differences.
+#[test]
+fn tiny_planes_skip_the_padding_and_match_candle() {
+    for bias in [true, false] {
+        conv_case(5, 3, (2, 2), 4, 3, 1, 1, bias, DType::F64);
+        conv_case(5, 3, (1, 1), 4, 3, 1, 1, bias, DType::F64);
+        conv_case(4, 2, (2, 1), 3, 3, 1, 1, bias, DType::F64);
+        conv_case(3, 2, (2, 2), 3, 5, 1, 2, bias, DType::F64);
+        conv_case(11, 40, (2, 2), 9, 3, 1, 1, bias, DType::F32);
+    }
+}
+
 /// The direct (flat-grid) path at the sizes it is built for, in f32, where the SIMD kernels run:
 /// ResNet-20's three stages (whole register blocks, one image per weight-gradient group at 32×32,
 /// several at 8×8), output channels that leave a partial block (6, LeNet-5's first layer), a 5×5

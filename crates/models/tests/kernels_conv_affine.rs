@@ -198,6 +198,8 @@ fn conv2d_affine_matches_the_candle_composite() {
         // the bias must land on the right image).
         shape(7, 3, (4, 4), 5, 3, 1, 1),
         shape(9, 3, (5, 5), 4, 3, 2, 1),
+        // Tiny planes: the block path.
+        shape(7, 5, (2, 2), 6, 3, 1, 1),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     for s in shapes {

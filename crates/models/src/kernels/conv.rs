@@ -29,6 +29,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::direct::Flat;
+use super::edge;
 use super::{buffer, contiguous, gemm, multiversion, tensor, threads, with_cpu, Elem, MatRef};
 use crate::error::{ModelError, Result};
 
@@ -43,8 +44,8 @@ pub(crate) struct Geom {
     pub(crate) w: usize,
     pub(crate) o: usize,
     pub(crate) k: usize,
-    stride: usize,
-    pad: usize,
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
     pub(crate) ho: usize,
     pub(crate) wo: usize,
 }
@@ -433,6 +434,22 @@ impl ConvOp {
             unsafe { y.set_len(len) };
             return Ok(y);
         }
+        if let Some(blocks) = edge::blocks(&g) {
+            let mut y = buffer::<T>(len);
+            y.par_chunks_mut(chunk * out_len)
+                .zip(x.par_chunks(chunk * in_len))
+                .enumerate()
+                .try_for_each(|(t, (ys, xs))| {
+                    edge::forward(&g, &blocks, xs, wt, b, ys)?;
+                    if epi.residual.is_some() || epi.relu {
+                        for (j, yn) in ys.chunks_exact_mut(out_len).enumerate() {
+                            add_act(yn, residual(t * chunk + j), epi.relu);
+                        }
+                    }
+                    Ok::<(), candle_core::Error>(())
+                })?;
+            return Ok(y);
+        }
         let mut y = buffer::<T>(len);
         let wmat = MatRef::rows(wt, g.o, kd);
         let group = g.group();
@@ -504,6 +521,9 @@ impl ConvOp {
     ) -> candle_core::Result<(Option<Vec<T>>, Vec<T>, Option<Vec<T>>)> {
         if let Some(f) = g.flat() {
             return self.backward_direct(g, f, x, wt, dy, want_bias);
+        }
+        if let Some(blocks) = edge::blocks(&g) {
+            return self.backward_blocks(g, &blocks, x, wt, dy, want_bias);
         }
         let (kd, p) = (g.kdim(), g.p());
         let wmat = MatRef::rows(wt, g.o, kd);
@@ -614,6 +634,61 @@ impl ConvOp {
                             g.col2im_at(&col[j * p..], ld, dxn);
                         }
                     }
+                }
+                Ok((dw, db))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let (dw, db) = sum_partials(partials, g.o * kd, g.o);
+        Ok((self.input_grad.then_some(dx), dw, want_bias.then_some(db)))
+    }
+
+    /// [`ConvOp::backward`] block by block (see [`super::edge`]): per thread, dW over its images;
+    /// the input gradient as the block forward pass of `dy` with the rotated kernel.
+    #[allow(clippy::type_complexity)]
+    fn backward_blocks<T: Elem>(
+        &self,
+        g: Geom,
+        blocks: &[edge::Block],
+        x: &[T],
+        wt: &[T],
+        dy: &[T],
+        want_bias: bool,
+    ) -> candle_core::Result<(Option<Vec<T>>, Vec<T>, Option<Vec<T>>)> {
+        let kd = g.kdim();
+        let chunk = g.chunk();
+        let (in_len, out_len, p) = (g.in_len(), g.out_len(), g.p());
+        let tg = if self.input_grad {
+            let t = g.transposed().ok_or_else(|| {
+                candle_core::Error::Msg(format!("{NAME}: no transposed geometry for {g:?}"))
+            })?;
+            let tb = edge::blocks(&t).ok_or_else(|| {
+                candle_core::Error::Msg(format!("{NAME}: no blocks for the transposed {t:?}"))
+            })?;
+            Some((t, tb, g.flipped_weight(wt)))
+        } else {
+            None
+        };
+        let mut dx = if self.input_grad {
+            buffer::<T>(g.n * in_len)
+        } else {
+            Vec::new()
+        };
+        let dx_chunks = thread_chunks(&mut dx, g.n.div_ceil(chunk), chunk * in_len);
+        let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
+            .into_par_iter()
+            .zip(x.par_chunks(chunk * in_len))
+            .zip(dy.par_chunks(chunk * out_len))
+            .map(|((dxs, xs), dys)| {
+                let mut dw = buffer::<T>(g.o * kd);
+                let mut db = vec![T::ZERO; g.o];
+                edge::weight_grad(&g, blocks, xs, dys, &mut dw)?;
+                if want_bias {
+                    for dyn_ in dys.chunks_exact(out_len) {
+                        add_row_sums(&mut db, dyn_, p);
+                    }
+                }
+                if let (Some(dxs), Some((t, tb, wflip))) = (dxs, tg.as_ref()) {
+                    edge::forward(t, tb, dys, wflip, None, dxs)?;
                 }
                 Ok((dw, db))
             })

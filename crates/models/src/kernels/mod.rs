@@ -11,7 +11,9 @@
 //!   `dW = gᵀ·x`) plus a column sum, skipping `dx` when the input needs no gradient.
 //! - [`conv2d()`]: stride-1 convolutions run [`direct`]ly on a flat padded grid (SIMD stencils for
 //!   the forward pass, `dW` and `dx`, no column matrix); strided ones im2col + gemm per image for the
-//!   forward pass, `dW` and `dx` (col2im). The batch is split between threads; `dx` is skipped for
+//!   forward pass, `dW` and `dx` (col2im), several images per gemm where planes are small, and
+//!   planes of at most 4 positions by [`edge`] blocks that skip the padding. The batch is split
+//!   between threads; `dx` is skipped for
 //!   the network's input. [`conv::conv2d_affine`] folds an eval-mode BatchNorm, a residual and a
 //!   ReLU into the same op; [`conv_bn::conv2d_batch_norm_train`] runs a convolution and the
 //!   train-mode BatchNorm after it as one op.
@@ -28,6 +30,7 @@ pub mod bn;
 pub mod conv;
 pub mod conv_bn;
 pub mod direct;
+mod edge;
 pub mod linear;
 pub mod pool;
 
