@@ -11,7 +11,7 @@
 //!   stride-1 "same" convolution (3×3 with padding 1, as in ResNet and VGG) `dx_n = W̃ · im2col(dy_n)`,
 //!   the input gradient as the convolution of `dy` with the rotated, channel-swapped kernel W̃.
 //!
-//! Images whose output plane is small (fewer than [`GEMM_COLUMNS`] positions: VGG16-half's 4 × 4 and
+//! Images whose output plane is small (fewer than `GEMM_COLUMNS` positions: VGG16-half's 4 × 4 and
 //! 2 × 2 layers, LeNet-5's second) are unfolded side by side, several per column matrix, so that one
 //! gemm covers a group of images; the output (and in backward the output gradient and the input
 //! gradient) is copied between the grouped and the per-image layouts.

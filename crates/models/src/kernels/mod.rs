@@ -12,7 +12,7 @@
 //! - [`conv2d()`]: stride-1 convolutions run [`direct`]ly on a flat padded grid (SIMD stencils for
 //!   the forward pass, `dW` and `dx`, no column matrix); strided ones im2col + gemm per image for the
 //!   forward pass, `dW` and `dx` (col2im), several images per gemm where planes are small, and
-//!   planes of at most 4 positions by [`edge`] blocks that skip the padding. The batch is split
+//!   planes of at most 4 positions by blocks (`edge.rs`) that skip the padding. The batch is split
 //!   between threads; `dx` is skipped for
 //!   the network's input. [`conv::conv2d_affine`] folds an eval-mode BatchNorm, a residual and a
 //!   ReLU into the same op; [`conv_bn::conv2d_batch_norm_train`] runs a convolution and the
