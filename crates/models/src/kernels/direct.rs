@@ -188,7 +188,8 @@ impl Flat {
 
     /// The forward stencil on one padded image: `grid[o][q] = Σ_j w[o][j] · xp[off_j + q]` with
     /// `wt` the weight transposed to C·k·k × O ([`Flat::transpose`]) and `offs` from
-    /// [`Flat::offsets`].
+    /// [`Flat::offsets`]. Every real output position `y·wp + x` (x < Wo) is written; the SIMD
+    /// kernels skip the columns between rows when the width allows, so the others are unspecified.
     pub fn forward<T: Elem>(&self, xp: &[T], wt: &[T], offs: &[usize], grid: &mut [T]) {
         let w = wt;
         assert!(xp.len() >= self.padded_len() && grid.len() >= self.grid_len());
@@ -338,14 +339,45 @@ mod simd {
         })
     }
 
+    /// Whether AVX2 + FMA are there (every AVX-512 machine has them; checked all the same).
+    fn has_avx2() -> bool {
+        static AVX2: OnceLock<bool> = OnceLock::new();
+        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// The starts of the vectors of `lanes` that cover the grid: by output row when the output's
+    /// width is a multiple of `lanes` (only real outputs computed: no vector spans the `wp − wo`
+    /// padding columns between rows), else the whole grid in steps of `lanes`.
+    fn starts(g: &Flat, lanes: usize, rows: bool) -> Vec<usize> {
+        if rows {
+            (0..g.ho)
+                .flat_map(|y| (0..g.wo).step_by(lanes).map(move |x| y * g.wp + x))
+                .collect()
+        } else {
+            (0..g.qs).step_by(lanes).collect()
+        }
+    }
+
     pub fn forward(g: &Flat, xp: &[f32], w: &[f32], offs: &[usize], grid: &mut [f32]) -> bool {
-        // SAFETY: the ISA was detected on this machine; the kernels read `xp` at `off + q` for
-        // q < qs, inside the plane (`ps` ≥ qs + largest tap offset, checked by `Flat::new` and the
-        // asserts of the caller), and write `grid` rows of `qs` for o < O.
+        // SAFETY: the ISA was detected on this machine; every vector start `q` is below `qs` and
+        // `q + lanes ≤ qs` (rows: `q + lanes ≤ (ho − 1)·wp + wo`), so the kernels read `xp` at
+        // `off + q + lane`, inside the plane (`ps` ≥ qs + largest tap offset, checked by `Flat::new`
+        // and the asserts of the caller), and write `grid` rows of `qs` for o < O.
         unsafe {
             match isa() {
-                Isa::Avx512 => avx512::forward(g, xp, w, offs, grid),
-                Isa::Avx2 => avx2::forward(g, xp, w, offs, grid),
+                Isa::Avx512 if g.wo.is_multiple_of(16) => {
+                    avx512::forward(g, xp, w, offs, grid, &starts(g, 16, true))
+                }
+                // Rows of 8 (ResNet-20's 8 × 8 stage): 8-lane vectors along the rows compute 64
+                // positions where 16-lane ones over the grid compute 80.
+                Isa::Avx512 if g.wo.is_multiple_of(8) && has_avx2() => {
+                    avx2::forward(g, xp, w, offs, grid, &starts(g, 8, true))
+                }
+                Isa::Avx512 => avx512::forward(g, xp, w, offs, grid, &starts(g, 16, false)),
+                Isa::Avx2 => {
+                    let rows = g.wo.is_multiple_of(8);
+                    avx2::forward(g, xp, w, offs, grid, &starts(g, 8, rows))
+                }
                 Isa::Plain => return false,
             }
         }
@@ -365,8 +397,16 @@ mod simd {
         // (asserted by the caller).
         unsafe {
             match isa() {
-                Isa::Avx512 => avx512::weight_grad(g, grids, xps, offs, dw),
-                Isa::Avx2 => avx2::weight_grad(g, grids, xps, offs, dw),
+                // Rows of 16 and 32 skip the columns between rows; for rows of 8 the 8-lane
+                // kernel measured slower than 16 lanes over the grid (the AVX-512 block is larger).
+                Isa::Avx512 if g.wo.is_multiple_of(16) => {
+                    avx512::weight_grad(g, grids, xps, offs, dw, &starts(g, 16, true))
+                }
+                Isa::Avx512 => avx512::weight_grad(g, grids, xps, offs, dw, &starts(g, 16, false)),
+                Isa::Avx2 => {
+                    let rows = g.wo.is_multiple_of(8);
+                    avx2::weight_grad(g, grids, xps, offs, dw, &starts(g, 8, rows))
+                }
                 Isa::Plain => return false,
             }
         }
@@ -377,13 +417,13 @@ mod simd {
     /// (output channels × vectors of q), `$mw × $nb` in the weight gradient (output channels ×
     /// (channel, tap) pairs).
     macro_rules! kernels {
-        ($name:ident, $feat:literal, $l:expr, $zero:ident, $load:ident, $splat:ident,
+        ($name:ident, $feat:literal, $zero:ident, $load:ident, $splat:ident,
          $fma:ident, $hsum:ident, $store:ident, $mr:expr, $nv:expr, $mw:expr, $nb:expr) => {
             pub mod $name {
                 use super::*;
-                const L: usize = $l;
 
-                /// One block: output channels `o0..o0 + M`, grid positions `q0..q0 + N·L`.
+                /// One block: output channels `o0..o0 + M`, the N vectors of grid positions
+                /// starting at `qv`.
                 #[target_feature(enable = $feat)]
                 #[inline]
                 unsafe fn fwd_block<const M: usize, const N: usize>(
@@ -394,16 +434,16 @@ mod simd {
                     grid: *mut f32,
                     qs: usize,
                     o0: usize,
-                    q0: usize,
+                    qv: [usize; N],
                 ) {
                     unsafe {
                         let mut acc = [[$zero(); N]; M];
                         let mut wj = w.add(o0);
                         for &off in offs {
-                            let x = xp.add(off + q0);
+                            let x = xp.add(off);
                             let mut xv = [$zero(); N];
                             for (v, xv) in xv.iter_mut().enumerate() {
-                                *xv = $load(x.add(v * L));
+                                *xv = $load(x.add(qv[v]));
                             }
                             let wm = wj;
                             wj = wj.add(o);
@@ -416,7 +456,7 @@ mod simd {
                         }
                         for m in 0..M {
                             for v in 0..N {
-                                $store(grid.add((o0 + m) * qs + q0 + v * L), acc[m][v]);
+                                $store(grid.add((o0 + m) * qs + qv[v]), acc[m][v]);
                             }
                         }
                     }
@@ -430,22 +470,23 @@ mod simd {
                     offs: &[usize],
                     grid: *mut f32,
                     o0: usize,
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let (qs, o) = (g.qs, g.o);
-                        let step = NV * L;
-                        let mut q0 = 0;
-                        while q0 + step <= qs {
-                            fwd_block::<M, NV>(xp, w, o, offs, grid, qs, o0, q0);
-                            q0 += step;
+                        let mut blocks = starts.chunks_exact(NV);
+                        for b in &mut blocks {
+                            let qv: [usize; NV] = std::array::from_fn(|v| b[v]);
+                            fwd_block::<M, NV>(xp, w, o, offs, grid, qs, o0, qv);
                         }
-                        while q0 < qs {
-                            fwd_block::<M, 1>(xp, w, o, offs, grid, qs, o0, q0);
-                            q0 += L;
+                        for &q in blocks.remainder() {
+                            fwd_block::<M, 1>(xp, w, o, offs, grid, qs, o0, [q]);
                         }
                     }
                 }
 
+                /// The forward stencil at the grid vectors starting at `starts` (each `L`
+                /// positions, inside the grid's `qs`).
                 #[target_feature(enable = $feat)]
                 pub unsafe fn forward(
                     g: &Flat,
@@ -453,10 +494,11 @@ mod simd {
                     w: &[f32],
                     offs: &[usize],
                     grid: &mut [f32],
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let (xp, w, gp) = (xp.as_ptr(), w.as_ptr(), grid.as_mut_ptr());
-                        fwd_all::<{ $mr }, { $nv }>(g, xp, w, offs, gp);
+                        fwd_all::<{ $mr }, { $nv }>(g, xp, w, offs, gp, starts);
                     }
                 }
 
@@ -467,25 +509,26 @@ mod simd {
                     w: *const f32,
                     offs: &[usize],
                     gp: *mut f32,
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let mut o0 = 0;
                         while o0 + MR <= g.o {
-                            fwd_rows::<MR, NV>(g, xp, w, offs, gp, o0);
+                            fwd_rows::<MR, NV>(g, xp, w, offs, gp, o0, starts);
                             o0 += MR;
                         }
                         // The rest (fewer than MR rows: up to 11 with AVX-512's 12) in blocks of
                         // 4, then 2, then 1.
                         while o0 + 4 <= g.o {
-                            fwd_rows::<4, NV>(g, xp, w, offs, gp, o0);
+                            fwd_rows::<4, NV>(g, xp, w, offs, gp, o0, starts);
                             o0 += 4;
                         }
                         if o0 + 2 <= g.o {
-                            fwd_rows::<2, NV>(g, xp, w, offs, gp, o0);
+                            fwd_rows::<2, NV>(g, xp, w, offs, gp, o0, starts);
                             o0 += 2;
                         }
                         if o0 < g.o {
-                            fwd_rows::<1, NV>(g, xp, w, offs, gp, o0);
+                            fwd_rows::<1, NV>(g, xp, w, offs, gp, o0, starts);
                         }
                     }
                 }
@@ -502,6 +545,7 @@ mod simd {
                     qs: usize,
                     o0: usize,
                     j0: usize,
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let kd = offs.len();
@@ -511,8 +555,7 @@ mod simd {
                             for (b, x) in xs.iter_mut().enumerate() {
                                 *x = xp.add(offs[j0 + b]);
                             }
-                            let mut q = 0;
-                            while q < qs {
+                            for &q in starts {
                                 let mut d = [$zero(); M];
                                 for (m, d) in d.iter_mut().enumerate() {
                                     *d = $load(grid.add((o0 + m) * qs + q));
@@ -523,7 +566,6 @@ mod simd {
                                         acc[m][b] = $fma(d[m], x, acc[m][b]);
                                     }
                                 }
-                                q += L;
                             }
                         }
                         for m in 0..M {
@@ -542,21 +584,24 @@ mod simd {
                     offs: &[usize],
                     dw: *mut f32,
                     o0: usize,
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let kd = offs.len();
                         let mut j0 = 0;
                         while j0 + $nb <= kd {
-                            wg_block::<M, { $nb }>(grids, xps, offs, dw, g.qs, o0, j0);
+                            wg_block::<M, { $nb }>(grids, xps, offs, dw, g.qs, o0, j0, starts);
                             j0 += $nb;
                         }
                         while j0 < kd {
-                            wg_block::<M, 1>(grids, xps, offs, dw, g.qs, o0, j0);
+                            wg_block::<M, 1>(grids, xps, offs, dw, g.qs, o0, j0, starts);
                             j0 += 1;
                         }
                     }
                 }
 
+                /// The weight gradient summed over the grid vectors starting at `starts`
+                /// (positions they leave out hold zeros in the gradient grids).
                 #[target_feature(enable = $feat)]
                 pub unsafe fn weight_grad(
                     g: &Flat,
@@ -564,16 +609,17 @@ mod simd {
                     xps: &[*const f32],
                     offs: &[usize],
                     dw: &mut [f32],
+                    starts: &[usize],
                 ) {
                     unsafe {
                         let dp = dw.as_mut_ptr();
                         let mut o0 = 0;
                         while o0 + $mw <= g.o {
-                            wg_rows::<{ $mw }>(g, grids, xps, offs, dp, o0);
+                            wg_rows::<{ $mw }>(g, grids, xps, offs, dp, o0, starts);
                             o0 += $mw;
                         }
                         while o0 < g.o {
-                            wg_rows::<1>(g, grids, xps, offs, dp, o0);
+                            wg_rows::<1>(g, grids, xps, offs, dp, o0, starts);
                             o0 += 1;
                         }
                     }
@@ -585,7 +631,6 @@ mod simd {
     kernels!(
         avx2,
         "avx2,fma",
-        8,
         _mm256_setzero_ps,
         _mm256_loadu_ps,
         _mm256_broadcast_ss,
@@ -604,7 +649,6 @@ mod simd {
     kernels!(
         avx512,
         "avx512f",
-        16,
         _mm512_setzero_ps,
         _mm512_loadu_ps,
         splat512,
