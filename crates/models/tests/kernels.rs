@@ -290,7 +290,8 @@ fn tiny_planes_skip_the_padding_and_match_candle() {
     }
 }
 
-/// The direct (flat-grid) path at the sizes it is built for, in f32, where the SIMD kernels run:
+/// The direct (flat-grid) path at the sizes it is built for, in f32, where the SIMD kernels run
+/// (along output rows where the width is a multiple of the vector, over the grid elsewhere):
 /// ResNet-20's three stages (whole register blocks, one image per weight-gradient group at 32×32,
 /// several at 8×8), output channels that leave a partial block (6, LeNet-5's first layer), a 5×5
 /// kernel with padding 2, and more images than threads.
@@ -301,6 +302,10 @@ fn direct_convolution_matches_candle_at_network_sizes() {
     conv_case(2, 16, (32, 32), 16, 3, 1, 1, false, DType::F32);
     conv_case(3, 32, (16, 16), 32, 3, 1, 1, false, DType::F32);
     conv_case(5, 64, (8, 8), 64, 3, 1, 1, false, DType::F32);
+    // VGG16-half's 8×8 stage (128 channels), and rows of 24 (not a multiple of 16: 8-lane vectors
+    // along the rows on AVX-512 machines for the forward pass, the whole grid for the gradient).
+    conv_case(3, 128, (8, 8), 120, 3, 1, 1, false, DType::F32);
+    conv_case(3, 16, (5, 24), 20, 3, 1, 1, true, DType::F32);
     conv_case(3, 3, (28, 28), 6, 5, 1, 0, true, DType::F32);
     conv_case(3, 6, (14, 14), 10, 5, 1, 2, true, DType::F32);
     conv_case(4, 3, (6, 6), 7, 3, 1, 1, true, DType::F64);
