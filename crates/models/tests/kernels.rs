@@ -314,14 +314,18 @@ fn direct_convolution_matches_candle_at_network_sizes() {
     conv_case(4, 3, (6, 6), 7, 3, 1, 1, true, DType::F64);
 }
 
-/// Every number of output channels from 1 to 25 through the direct path: the forward kernel takes
-/// them in register blocks of 6 (AVX2) or 12 (AVX-512) rows and then the rest, up to 11 rows, in
-/// smaller blocks. AVX-512 machines once left the rows past the first 7 of that rest unwritten
+/// Every number of output channels from 1 to 25 through the direct path, in both of its vector
+/// layouts: the forward kernel takes them in register blocks of 6 (AVX2) or 12 (AVX-512) rows and
+/// then the rest, up to 11 rows, in smaller blocks. AVX-512 machines once left the rows past the first 7 of that rest unwritten
 /// (32 output channels lost channel 31); the other instruction sets run the same counts.
 #[test]
 fn direct_convolution_computes_every_output_channel() {
     for o in 1..=25 {
+        // Width 10: vectors over the whole grid; widths 16 and 8: vectors along the output rows
+        // (16 lanes, and on AVX-512 machines the 8-lane kernel for rows of 8).
         conv_case(2, 8, (10, 10), o, 3, 1, 1, o % 2 == 0, DType::F32);
+        conv_case(2, 8, (3, 16), o, 3, 1, 1, o % 2 == 1, DType::F32);
+        conv_case(2, 8, (4, 8), o, 3, 1, 1, o % 2 == 0, DType::F32);
     }
 }
 
