@@ -208,7 +208,11 @@ fn conv_case(
     // f32 rounding in a sum of C·k·k products grows like its square root: the tolerance is set for
     // up to 144 terms (16 channels, 3×3) and widened beyond that (VGG16-half's 1,152).
     let depth = ((c * k * k) as f64 / 144.0).sqrt().max(1.0);
-    let tol = if dtype == DType::F32 { 2e-5 * depth } else { 1e-12 };
+    let tol = if dtype == DType::F32 {
+        2e-5 * depth
+    } else {
+        1e-12
+    };
     let y2 = reference(&inputs.iter().map(|v| v.as_tensor()).collect::<Vec<_>>());
     assert_eq!(y1.dims(), [n, o, ho, wo]);
     let e = max_rel_err(&y1, &y2);

@@ -278,7 +278,9 @@ impl Geom {
     /// Images per gemm on the im2col path: enough for [`GEMM_COLUMNS`] output columns (one image
     /// where its plane alone has that many), at most a thread's chunk.
     fn group(&self) -> usize {
-        GEMM_COLUMNS.div_ceil(self.p().max(1)).clamp(1, self.chunk())
+        GEMM_COLUMNS
+            .div_ceil(self.p().max(1))
+            .clamp(1, self.chunk())
     }
 }
 

@@ -115,7 +115,9 @@ fn copy_run<T: Elem>(dst: &mut [T], src: &[T]) {
 
 /// Images per gemm for a block of `positions` per image, at most `count`.
 fn images_per_gemm(positions: usize, count: usize) -> usize {
-    GEMM_COLUMNS.div_ceil(positions.max(1)).clamp(1, count.max(1))
+    GEMM_COLUMNS
+        .div_ceil(positions.max(1))
+        .clamp(1, count.max(1))
 }
 
 /// `wb` ← the weight's columns for the block's taps: O × C·|taps|.
