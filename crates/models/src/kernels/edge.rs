@@ -157,16 +157,22 @@ fn unfold<T: Elem>(g: &Geom, b: &Block, xs: &[T], n: usize, col: &mut [T], ld: u
 }
 
 /// The rows of one image's block in an O-row matrix (pitch `ld`, the image's columns first) and the
-/// matching runs of the image's planes (O × Ho × Wo): `(matrix offset, plane offset, length)`.
-fn block_runs(g: &Geom, b: &Block, ld: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+/// matching runs of the image's planes (O × Ho × Wo): `(channel, matrix offset, plane offset,
+/// length)`.
+fn block_runs(
+    g: &Geom,
+    b: &Block,
+    ld: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     let (nw, p) = (b.width(), g.ho * g.wo);
     let (oy, ox0, wo) = (b.oy, b.ox.0, g.wo);
     (0..g.o).flat_map(move |o| {
         (oy.0..oy.1)
             .enumerate()
-            .map(move |(i, y)| (o * ld + i * nw, o * p + y * wo + ox0, nw))
+            .map(move |(i, y)| (o, o * ld + i * nw, o * p + y * wo + ox0, nw))
     })
 }
+
 /// `ys ← conv(xs, wt) + bias` for a run of whole images (`xs`: count × C × H × W, `ys`: count × O ×
 /// Ho × Wo), every output value written once.
 pub(crate) fn forward<T: Elem>(
@@ -194,9 +200,8 @@ pub(crate) fn forward<T: Elem>(
             gemm(&mut yb, ld, MatRef::rows(&wb, g.o, kd), xm, false, false)?;
             for j in 0..n {
                 let y = &mut ys[(first + j) * out_len..][..out_len];
-                let rows = b.oy.1 - b.oy.0;
-                for (i, (mo, po, len)) in block_runs(g, b, ld).enumerate() {
-                    let bo = bias.map_or(T::ZERO, |bs| bs[i / rows]);
+                for (o, mo, po, len) in block_runs(g, b, ld) {
+                    let bo = bias.map_or(T::ZERO, |bs| bs[o]);
                     let src = &yb[j * np + mo..][..len];
                     for (y, &v) in y[po..po + len].iter_mut().zip(src) {
                         *y = v + bo;
@@ -236,7 +241,7 @@ pub(crate) fn weight_grad<T: Elem>(
             unfold(g, b, &xs[first * in_len..][..n * in_len], n, &mut col, ld);
             for j in 0..n {
                 let dy = &dys[(first + j) * out_len..][..out_len];
-                for (mo, po, len) in block_runs(g, b, ld) {
+                for (_, mo, po, len) in block_runs(g, b, ld) {
                     copy_run(&mut dyb[j * np + mo..][..len], &dy[po..po + len]);
                 }
             }
